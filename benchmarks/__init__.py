@@ -1,0 +1,1 @@
+"""Measured comparisons (scripts, never timed tests)."""

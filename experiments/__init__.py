@@ -1,0 +1,1 @@
+"""Paper experiments: one runnable module per artifact (`python -m experiments.<name>`)."""

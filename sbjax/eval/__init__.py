@@ -1,0 +1,1 @@
+"""Evaluation: accuracy, AUC, randomized metrics, attacks, UAPs, ensembles, boundaries."""

@@ -1,0 +1,1 @@
+"""Theorem 1 (Shah et al. 2020, Sec. 4.1, App. F): numerical verification on LSN."""
