@@ -1,0 +1,74 @@
+"""(f, k, d)-CNN on vector inputs (Shah et al. 2020, App. B; REFERENCE.md Sec. 2.3).
+
+The paper writes "k x k" filters, but the synthetic inputs are vectors and the reference CNN is
+1-D: the input [n, D] is read as a length-D signal with one channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from sbjax.models.fcn import activate, dropout
+from sbjax.models.initializers import conv, dense
+
+
+class CNN1D(nn.Module):
+    """``Conv1d(1->f, k) -> act -> (d-1) x [Conv1d(f->f, k) -> act] -> [MaxPool1d(k//2)] ->
+    flatten -> Dense(D) -> act -> Dense(num_classes)``.
+
+    Convolutions use symmetric zero padding (k-1)//2 on both sides, like PyTorch's
+    ``padding=(k-1)//2`` (length-preserving for odd k). The optional max-pool (window and stride
+    k // 2, PyTorch's MaxPool1d default stride) is off by default, as in the paper's runs.
+
+    Note:
+      Flattening is length-major (NWC) rather than PyTorch's channel-major (NCW); this only
+      permutes the rows of the following Dense kernel, whose init distribution is unchanged.
+
+    Attributes:
+      filters: channels f. kernel: kernel size k. depth: number of conv layers d.
+      pool: apply the optional max-pool.
+      activation, init_scheme, dropout, input_dropout, num_classes, leaky_slope: as in
+      `sbjax.models.fcn.FCN`.
+    """
+
+    filters: int = 32
+    kernel: int = 7
+    depth: int = 1
+    pool: bool = False
+    activation: str = "relu"
+    init_scheme: str = "torch"
+    dropout: bool = False
+    input_dropout: bool = False
+    num_classes: int = 2
+    leaky_slope: float = 0.01
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False, dropout_rate: Any = 0.0) -> jax.Array:
+        """Args: x float32 [n, D]. Returns logits [n, num_classes]."""
+        x = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+        d_in = x.shape[-1]
+        if self.input_dropout:
+            x = dropout(self, x, dropout_rate, train)
+        h = x[:, :, None]  # [n, D, 1] (NWC)
+        pad = (self.kernel - 1) // 2
+        for i in range(self.depth):
+            h = conv(
+                self.filters, (self.kernel,), h.shape[-1], self.init_scheme,
+                padding=((pad, pad),), name=f"conv_{i}",
+            )(h)
+            h = activate(self, h, self.activation, self.leaky_slope, i)
+        if self.pool:
+            w = self.kernel // 2
+            h = nn.max_pool(h, (w,), strides=(w,), padding="VALID")
+        h = jnp.reshape(h, (h.shape[0], -1))
+        if self.dropout:
+            h = dropout(self, h, dropout_rate, train)
+        h = dense(d_in, h.shape[-1], self.init_scheme, name="fc")(h)
+        h = activate(self, h, self.activation, self.leaky_slope, self.depth)
+        if self.dropout:
+            h = dropout(self, h, dropout_rate, train)
+        return dense(self.num_classes, h.shape[-1], self.init_scheme, name="head")(h)

@@ -1,0 +1,352 @@
+"""Tests for sbjax.models: vector models (linear, FCN, 1-D CNN, GRU, LSTM), inits, dropout."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sbjax.models import INIT_SCHEMES, ModelConfig, make_model, scale_params
+
+D = 50
+
+VECTOR_CONFIGS = [
+    {"name": "linear"},
+    {"name": "fcn", "width": 100, "depth": 1},
+    {"name": "fcn", "width": 32, "depth": 3, "activation": "prelu"},
+    {"name": "fcn", "width": 32, "depth": 2, "activation": "leaky_relu"},
+    {"name": "fcn", "width": 32, "depth": 2, "activation": "tanh"},
+    {"name": "cnn1d", "filters": 8, "kernel": 7, "depth": 2},
+    {"name": "cnn1d", "filters": 8, "kernel": 5, "depth": 1, "pool": True},
+    {"name": "gru", "hidden": 16, "chunk": 10, "depth": 2},
+    {"name": "lstm", "hidden": 16, "chunk": 5, "depth": 1},
+]
+
+
+def _x(n=8, d=D, seed=0):
+    return jax.random.normal(jax.random.key(seed), (n, d), jnp.float32)
+
+
+def _leaves_with_path(tree):
+    return [
+        ("/".join(str(getattr(k, "key", k)) for k in path), leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
+@pytest.mark.parametrize("cfg", VECTOR_CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
+def test_shapes_dtype_and_logits_convenience(cfg):
+    model = make_model(cfg)
+    x = _x()
+    variables = model.init(jax.random.key(1), x[:2])  # batch size of the example does not matter
+    assert set(variables) == {"params"}
+    logits, updates = model.apply(variables, x)
+    assert logits.shape == (8, 2) and logits.dtype == jnp.float32
+    assert updates == {}
+    np.testing.assert_array_equal(model.logits(variables, x), logits)
+    assert np.all(np.isfinite(np.asarray(logits)))
+
+
+def test_config_object_and_dict_agree():
+    a = make_model(ModelConfig(name="fcn", width=20, depth=2))
+    b = make_model({"name": "fcn", "width": 20, "depth": 2})
+    x = _x()
+    va, vb = a.init(jax.random.key(3), x), b.init(jax.random.key(3), x)
+    np.testing.assert_array_equal(a.logits(va, x), b.logits(vb, x))
+
+
+def test_fcn_structure_matches_reference():
+    model = make_model({"name": "fcn", "width": 100, "depth": 2})
+    v = model.init(jax.random.key(0), _x())
+    shapes = {p: leaf.shape for p, leaf in _leaves_with_path(v["params"])}
+    assert shapes == {
+        "hidden_0/bias": (100,), "hidden_0/kernel": (D, 100),
+        "hidden_1/bias": (100,), "hidden_1/kernel": (100, 100),
+        "head/bias": (2,), "head/kernel": (100, 2),
+    }
+    # Hand-written forward pass: Dense -> ReLU -> Dense -> ReLU -> Dense.
+    p, x = v["params"], _x()
+    h = jax.nn.relu(x @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"])
+    h = jax.nn.relu(h @ p["hidden_1"]["kernel"] + p["hidden_1"]["bias"])
+    want = h @ p["head"]["kernel"] + p["head"]["bias"]
+    np.testing.assert_allclose(model.logits(v, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_prelu_slope_is_learnable_and_initialised_to_quarter():
+    model = make_model({"name": "fcn", "width": 16, "depth": 2, "activation": "prelu"})
+    v = model.init(jax.random.key(0), _x())
+    assert float(v["params"]["prelu_0"]) == 0.25 and float(v["params"]["prelu_1"]) == 0.25
+    x = _x()
+    grads = jax.grad(lambda p: model.logits({"params": p}, x).sum())(v["params"])
+    assert float(jnp.abs(grads["prelu_0"])) > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def _fan_in(path, leaf, hidden=None):
+    if "kernel_hh" in path or "bias_hh" in path or "kernel_ih" in path or "bias_ih" in path:
+        return hidden  # PyTorch RNNs use 1/sqrt(hidden) for everything
+    return None
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"name": "fcn", "width": 300, "depth": 2},
+        {"name": "cnn1d", "filters": 32, "kernel": 7, "depth": 2},
+        {"name": "gru", "hidden": 100, "chunk": 10},
+        {"name": "lstm", "hidden": 64, "chunk": 10},
+    ],
+    ids=lambda c: c["name"],
+)
+def test_torch_init_bounds_and_uniform_std(cfg):
+    model = make_model(cfg)
+    v = model.init(jax.random.key(0), _x(d=D))
+    params = v["params"]
+    kernels = {p[: -len("/kernel")]: leaf for p, leaf in _leaves_with_path(params)
+               if p.endswith("/kernel")}
+    for path, leaf in _leaves_with_path(params):
+        leaf = np.asarray(leaf)
+        if cfg["name"] in ("gru", "lstm") and not path.startswith("head"):
+            bound = 1.0 / math.sqrt(cfg["hidden"])
+        else:
+            layer = path.rsplit("/", 1)[0]
+            k = kernels[layer]
+            bound = 1.0 / math.sqrt(math.prod(k.shape[:-1]))  # fan_in = prod(kernel) * C_in
+        assert np.abs(leaf).max() <= bound + 1e-7, path
+        if leaf.size >= 200:
+            # U(-b, b) has std b / sqrt(3) and fills its range.
+            np.testing.assert_allclose(leaf.std(), bound / math.sqrt(3), rtol=0.1, err_msg=path)
+            assert np.abs(leaf).max() > 0.9 * bound, path
+            assert abs(leaf.mean()) < 0.1 * bound, path
+
+
+@pytest.mark.parametrize("init", ["kaiming", "kaiming_uniform", "xavier", "xavier_uniform"])
+def test_kaiming_xavier_std_and_zero_bias(init):
+    model = make_model({"name": "fcn", "width": 400, "depth": 2, "init": init})
+    v = model.init(jax.random.key(0), _x(d=300))
+    k = np.asarray(v["params"]["hidden_1"]["kernel"])  # 400 x 400
+    fan_in, fan_out = k.shape
+    want = math.sqrt(2.0 / fan_in) if init.startswith("kaiming") else math.sqrt(
+        2.0 / (fan_in + fan_out)
+    )
+    np.testing.assert_allclose(k.std(), want, rtol=0.03)
+    if init.endswith("uniform"):
+        assert np.abs(k).max() <= want * math.sqrt(3) + 1e-6
+    else:  # untruncated normal: some draws beyond 2 std (a truncated normal has none)
+        assert np.abs(k).max() > 2.5 * want
+    for layer in ("hidden_0", "hidden_1", "head"):
+        np.testing.assert_array_equal(v["params"][layer]["bias"], 0.0)
+    k0 = np.asarray(v["params"]["hidden_0"]["kernel"])  # 300 x 400
+    want0 = math.sqrt(2.0 / 300) if init.startswith("kaiming") else math.sqrt(2.0 / 700)
+    np.testing.assert_allclose(k0.std(), want0, rtol=0.03)
+
+
+def test_flax_init_is_lecun_with_zero_bias():
+    model = make_model({"name": "fcn", "width": 400, "depth": 2, "init": "flax"})
+    v = model.init(jax.random.key(0), _x(d=300))
+    k = np.asarray(v["params"]["hidden_1"]["kernel"])
+    # LeCun truncated normal has variance 1/fan_in (Flax rescales the truncated draw).
+    np.testing.assert_allclose(k.std(), math.sqrt(1.0 / 400), rtol=0.03)
+    np.testing.assert_array_equal(v["params"]["hidden_1"]["bias"], 0.0)
+
+
+@pytest.mark.parametrize("init", INIT_SCHEMES)
+@pytest.mark.parametrize("name", ["gru", "lstm", "cnn1d"])
+def test_every_init_scheme_builds_finite_models(name, init):
+    model = make_model({"name": name, "init": init, "hidden": 16, "filters": 4})
+    v = model.init(jax.random.key(0), _x())
+    assert np.all(np.isfinite(np.asarray(model.logits(v, _x()))))
+
+
+def test_scale_params_scales_kernels_and_biases_only():
+    model = make_model({"name": "fcn", "width": 16, "depth": 2, "activation": "prelu"})
+    v = model.init(jax.random.key(0), _x())
+    s = scale_params(v, 0.1)
+    np.testing.assert_allclose(s["params"]["hidden_0"]["kernel"],
+                               0.1 * v["params"]["hidden_0"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(s["params"]["head"]["bias"], 0.1 * v["params"]["head"]["bias"],
+                               rtol=1e-6)
+    assert float(s["params"]["prelu_0"]) == 0.25  # the slope is not a random init
+    # Works with a traced scale under jit.
+    s2 = jax.jit(scale_params)(v, jnp.float32(2.0))
+    np.testing.assert_allclose(s2["params"]["hidden_1"]["kernel"],
+                               2.0 * v["params"]["hidden_1"]["kernel"], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dropout
+
+
+DROP_CFG = {"name": "fcn", "width": 64, "depth": 2, "dropout": True, "input_dropout": True}
+
+
+def test_dropout_rate_zero_equals_no_dropout():
+    model = make_model(DROP_CFG)
+    x = _x()
+    v = model.init(jax.random.key(0), x)
+    eval_logits = model.logits(v, x)
+    # Concrete zero: no key needed, identical to eval.
+    np.testing.assert_array_equal(model.apply(v, x, train=True)[0], eval_logits)
+    # Traced zero under jit with a key: still exactly the no-dropout output.
+    f = jax.jit(lambda v, x, k, r: model.apply(v, x, train=True, key=k, dropout_rate=r)[0])
+    np.testing.assert_array_equal(f(v, x, jax.random.key(5), jnp.float32(0.0)), eval_logits)
+
+
+def test_dropout_traced_rate_changes_train_output_and_eval_ignores_it():
+    model = make_model(DROP_CFG)
+    x = _x(n=64)
+    v = model.init(jax.random.key(0), x)
+    f = jax.jit(lambda k, r: model.apply(v, x, train=True, key=k, dropout_rate=r)[0])
+    out_a = f(jax.random.key(1), jnp.float32(0.5))
+    out_b = f(jax.random.key(2), jnp.float32(0.5))
+    assert not np.allclose(out_a, model.logits(v, x))
+    assert not np.allclose(out_a, out_b)  # different keys, different masks
+    np.testing.assert_array_equal(out_a, f(jax.random.key(1), jnp.float32(0.5)))  # same key
+    # Eval mode ignores both key and rate.
+    np.testing.assert_array_equal(
+        model.apply(v, x, train=False, key=jax.random.key(1), dropout_rate=0.5)[0],
+        model.logits(v, x),
+    )
+    # A grid over rates is a vmap.
+    rates = jnp.array([0.0, 0.1, 0.5], jnp.float32)
+    outs = jax.vmap(lambda r: f(jax.random.key(1), r))(rates)
+    np.testing.assert_array_equal(outs[0], model.logits(v, x))
+    np.testing.assert_allclose(outs[2], out_a, rtol=1e-6, atol=1e-6)
+
+
+def test_dropout_keeps_expected_fraction_and_rescales():
+    model = make_model({"name": "linear", "input_dropout": True})
+    x = jnp.ones((1, 20000), jnp.float32)
+    v = model.init(jax.random.key(0), x)
+    # With all-ones input and kernel column of ones, logit = sum of kept inputs / keep.
+    v = {"params": {"head": {"kernel": jnp.ones((20000, 2)), "bias": jnp.zeros(2)}}}
+    out = model.apply(v, x, train=True, key=jax.random.key(3), dropout_rate=0.2)[0]
+    np.testing.assert_allclose(float(out[0, 0]) / 20000, 1.0, atol=0.02)
+
+
+def test_dropout_errors():
+    model = make_model(DROP_CFG)
+    x = _x()
+    v = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="key"):
+        model.apply(v, x, train=True, dropout_rate=0.1)
+    plain = make_model({"name": "fcn", "width": 8})
+    vp = plain.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="dropout_rate"):
+        plain.apply(vp, x, train=True, key=jax.random.key(0), dropout_rate=0.1)
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "gru", "lstm"])
+def test_dropout_sites_in_other_models(name):
+    model = make_model({"name": name, "dropout": True, "hidden": 16, "filters": 4, "depth": 2})
+    x = _x(n=32)
+    v = model.init(jax.random.key(0), x)
+    f = jax.jit(lambda r: model.apply(v, x, train=True, key=jax.random.key(1), dropout_rate=r)[0])
+    # Different compiled programs may round differently; rate 0 is exact up to that.
+    np.testing.assert_allclose(f(jnp.float32(0.0)), model.logits(v, x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(f(jnp.float32(0.5)), model.logits(v, x))
+
+
+# ----------------------------------------------------------------------------------------------
+# vmap over stacked models
+
+
+@pytest.mark.parametrize("cfg", VECTOR_CONFIGS[1::2], ids=lambda c: c["name"])
+def test_vmap_over_stacked_variables_equals_loop(cfg):
+    cfg = dict(cfg, dropout=True)
+    model = make_model(cfg)
+    x = _x(n=16)
+    keys = jax.random.split(jax.random.key(0), 3)
+    stacked = jax.vmap(model.init, in_axes=(0, None))(keys, x)
+    dkeys = jax.random.split(jax.random.key(1), 3)
+    rates = jnp.array([0.0, 0.2, 0.4], jnp.float32)
+    out = jax.jit(jax.vmap(
+        lambda v, k, r: model.apply(v, x, train=True, key=k, dropout_rate=r)[0]
+    ))(stacked, dkeys, rates)
+    for i in range(3):
+        vi = model.init(keys[i], x)
+        vi_from_stack = jax.tree.map(lambda a, i=i: a[i], stacked)
+        jax.tree.map(np.testing.assert_array_equal, vi, vi_from_stack)
+        want = model.apply(vi, x, train=True, key=dkeys[i], dropout_rate=rates[i])[0]
+        np.testing.assert_allclose(out[i], want, rtol=1e-5, atol=1e-6)
+    eval_out = jax.vmap(model.logits, in_axes=(0, None))(stacked, x)
+    assert eval_out.shape == (3, 16, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+@pytest.mark.parametrize(
+    "cfg, param",
+    [
+        ({"name": "mlp"}, "name"),
+        ({"name": "fcn", "width": 0}, "width"),
+        ({"name": "fcn", "depth": 0}, "depth"),
+        ({"name": "fcn", "width": 10.5}, "width"),
+        ({"name": "fcn", "activation": "gelu"}, "activation"),
+        ({"name": "fcn", "init": "he"}, "init"),
+        ({"name": "fcn", "widht": 10}, "widht"),
+        ({"name": "cnn1d", "kernel": 0}, "kernel"),
+        ({"name": "cnn1d", "kernel": 1, "pool": True}, "kernel"),
+        ({"name": "gru", "hidden": 0}, "hidden"),
+        ({"name": "lstm", "chunk": 0}, "chunk"),
+        ({"name": "fcn", "dropout": 0.1}, "dropout"),
+    ],
+)
+def test_bad_config_raises_value_error_naming_parameter(cfg, param):
+    with pytest.raises(ValueError, match=rf"^{param}="):
+        make_model(cfg)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_rnn_chunk_must_divide_input_dim(name):
+    model = make_model({"name": name, "chunk": 7, "hidden": 8})
+    with pytest.raises(ValueError, match=r"chunk=7 .*D=50"):
+        model.init(jax.random.key(0), _x())
+    model = make_model({"name": name, "chunk": 5, "hidden": 8})
+    model.init(jax.random.key(0), _x())  # 50 % 5 == 0 is fine
+
+
+def test_rnn_reads_input_as_chunks_in_order():
+    # A 1-step GRU with chunk == D sees all of x at once; a model with chunk l must depend on
+    # the LAST chunk through the last time step: changing only the last chunk changes the output.
+    model = make_model({"name": "gru", "hidden": 8, "chunk": 10})
+    x = _x(n=4)
+    v = model.init(jax.random.key(0), x)
+    x2 = x.at[:, -10:].add(1.0)
+    assert not np.allclose(model.logits(v, x), model.logits(v, x2))
+
+
+def test_gru_matches_manual_torch_equations():
+    model = make_model({"name": "gru", "hidden": 6, "chunk": 5})
+    x = _x(n=3, d=10)
+    v = model.init(jax.random.key(0), x)
+    p = v["params"]["gru_0"]
+    h = jnp.zeros((3, 6))
+    sig = jax.nn.sigmoid
+    for t in range(2):
+        xt = x[:, 5 * t: 5 * t + 5]
+        gi = xt @ p["kernel_ih"] + p["bias_ih"]
+        gh = h @ p["kernel_hh"] + p["bias_hh"]
+        r = sig(gi[:, :6] + gh[:, :6])
+        z = sig(gi[:, 6:12] + gh[:, 6:12])
+        n = jnp.tanh(gi[:, 12:] + r * gh[:, 12:])
+        h = (1 - z) * n + z * h
+    want = h @ v["params"]["head"]["kernel"] + v["params"]["head"]["bias"]
+    np.testing.assert_allclose(model.logits(v, x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_cnn1d_padding_and_fc_sizes():
+    model = make_model({"name": "cnn1d", "filters": 4, "kernel": 7, "depth": 2})
+    v = model.init(jax.random.key(0), _x())
+    assert v["params"]["fc"]["kernel"].shape == (D * 4, D)  # length preserved by (k-1)/2 padding
+    pooled = make_model({"name": "cnn1d", "filters": 4, "kernel": 7, "pool": True})
+    vp = pooled.init(jax.random.key(0), _x())
+    assert vp["params"]["fc"]["kernel"].shape == ((D // 3) * 4, D)  # MaxPool1d(7 // 2)
