@@ -1,1 +1,23 @@
+"""Vectorized training: one compiled program trains seeds x members x hyperparameter points.
 
+    from sbjax.train import TrainConfig, train_sweep
+    result = train_sweep(TrainConfig(lr=0.1, max_steps=5000), model, (x, y), n_seeds=8)
+"""
+
+from sbjax.train.config import HPARAM_NAMES, TrainConfig, expand_grid
+from sbjax.train.engine import Trainer, TrainState, make_train, make_trainer, prepare_data
+from sbjax.train.sweep import SweepResult, model_keys, train_sweep
+
+__all__ = [
+    "HPARAM_NAMES",
+    "SweepResult",
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "expand_grid",
+    "make_train",
+    "make_trainer",
+    "model_keys",
+    "prepare_data",
+    "train_sweep",
+]

@@ -1,0 +1,135 @@
+"""Training configuration: static settings (shapes, rules) and traced hyperparameters.
+
+Static settings change the compiled program (batch size, optimizer family, stop rule, number of
+steps); they live in `TrainConfig`, a frozen dataclass. Hyperparameters that do not change shapes
+(learning rate, momentum, weight decay, init scale, dropout rate) are traced scalars: their values
+in `TrainConfig` are only defaults, and a sweep passes arrays of them, so a grid over them is one more
+`vmap` axis and never a recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sbjax.validate import check_choice, check_int, check_range, fail
+
+HPARAM_NAMES = ("lr", "momentum", "weight_decay", "init_scale", "dropout_rate")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+LOSSES = ("ce", "hinge")
+STOP_RULES = ("acc", "loss", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a training run except the model, the data and the seeds.
+
+    Attributes:
+      optimizer: "sgd" (heavy-ball momentum, PyTorch semantics), "adam" or "rmsprop" (PyTorch
+        defaults: betas (0.9, 0.999), alpha 0.99, eps 1e-8 outside the square root).
+      lr, momentum, weight_decay, init_scale, dropout_rate: default values of the traced
+        hyperparameters. Weight decay is coupled L2 on all parameters (`g += wd * theta`), as in the
+        reference (REFERENCE.md Sec. 3.1); momentum is ignored by Adam.
+      batch_size: minibatch size; the epoch order is reshuffled per seed and epoch.
+      drop_last: drop the last partial batch of an epoch (the reference keeps it).
+      loss: "ce" (2-logit cross-entropy, the reference) or "hinge" (on logit1 - logit0).
+      max_steps: update budget per model.
+      eval_every: evaluate train / validation metrics and the stop rule every this many updates.
+      stop_rule: "acc" (stop once train accuracy >= 1 - stop_eps), "loss" (train loss < stop_eps) or
+        "none".
+      stop_eps: threshold of the stop rule.
+      patience: updates between meeting the stop rule and stopping, counted as in the reference
+        (patience 1 stops right away; patience 1000 takes 999 more updates).
+      diverge_loss: a train loss above this (or non-finite) marks a model as diverged and stops it.
+      train_eval_size: evaluate train metrics on the first this-many training points (None: all).
+      eval_batch_size: chunk size of the evaluation passes (bounds memory, not results).
+      lr_boundaries: epochs at which the learning rate is multiplied by `lr_decay` (step schedule,
+        e.g. (30,) with lr_decay 0.2 for the reference's MNIST-CIFAR runs).
+      lr_decay: multiplicative factor at each boundary.
+      eval_at_init: also evaluate before the first update (step 0).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    init_scale: float = 1.0
+    dropout_rate: float = 0.0
+    batch_size: int = 256
+    drop_last: bool = False
+    loss: str = "ce"
+    max_steps: int = 10_000
+    eval_every: int = 1000
+    stop_rule: str = "acc"
+    stop_eps: float = 1e-4
+    patience: int = 1
+    diverge_loss: float = 1e6
+    train_eval_size: int | None = None
+    eval_batch_size: int = 4096
+    lr_boundaries: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    eval_at_init: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("stop_rule", self.stop_rule, STOP_RULES)
+        check_range("lr", self.lr, 0.0, None, lo_open=True)
+        check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, None)
+        check_range("init_scale", self.init_scale, 0.0, None, lo_open=True)
+        check_range("dropout_rate", self.dropout_rate, 0.0, 1.0, hi_open=True)
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_int("max_steps", self.max_steps, min_value=1)
+        check_int("eval_every", self.eval_every, min_value=1)
+        check_int("patience", self.patience, min_value=1)
+        check_int("eval_batch_size", self.eval_batch_size, min_value=1)
+        check_range("stop_eps", self.stop_eps, 0.0, None)
+        if self.train_eval_size is not None:
+            check_int("train_eval_size", self.train_eval_size, min_value=1)
+        for b in self.lr_boundaries:
+            check_int("lr_boundaries", b, min_value=1)
+        check_range("lr_decay", self.lr_decay, 0.0, None, lo_open=True)
+
+    def default_hparams(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in HPARAM_NAMES}
+
+
+def expand_grid(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, float]]:
+    """Cartesian product of a hyperparameter grid, in row-major order of the given keys.
+
+    Args:
+      grid: e.g. {"lr": [0.01, 0.1], "weight_decay": [0, 5e-4]}; keys must be in HPARAM_NAMES.
+
+    Returns:
+      A list of points (dicts); [{}] for an empty grid.
+    """
+    if not grid:
+        return [{}]
+    for name, values in grid.items():
+        if name not in HPARAM_NAMES:
+            fail("grid", name, "hyperparameter names among " + ", ".join(HPARAM_NAMES))
+        if len(values) == 0:
+            fail(f"grid[{name!r}]", values, "a non-empty list of values")
+    names = list(grid)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repeat: int) -> dict:
+    """Hyperparameters as float32 arrays [n_points * repeat], point-minor (model index = r * P + p).
+
+    Every value is validated with the same rules as the `TrainConfig` field it overrides.
+    """
+    out: dict[str, Any] = {}
+    for name in HPARAM_NAMES:
+        vals = []
+        for p in points:
+            v = p.get(name, getattr(cfg, name))
+            dataclasses.replace(cfg, **{name: float(v)})  # validates the value
+            vals.append(float(v))
+        out[name] = np.tile(np.asarray(vals, np.float32), repeat)
+    return out
