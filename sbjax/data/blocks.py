@@ -48,9 +48,10 @@ LIN_NOISE_MODELS = ("margin", "signflip")
 SLAB_NOISE_MODELS = ("opposite_slab", "gap")
 NOISE_SAMPLINGS = ("exact_count", "iid")
 
-# Independent sub-streams of a block's key (fold_in constants), so that e.g. the noise mask never
-# reuses the bits that placed the clean points.
-_POS, _LEVEL, _SIGN, _MASK, _NOISE_POS, _NOISE_LEVEL, _NOISE_SIGN = range(7)
+# Independent sub-streams of a block's key (fold_in constants), so that the noise never reuses the
+# bits that placed the clean points. Each stream is ONE uniform draw of shape [rows, n]: every
+# separate threefry call adds ~0.2 s of XLA compile time on CPU, which dominated small samplers.
+_CLEAN, _MASK, _NOISE = range(3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,9 +220,10 @@ def noise_mask(key: jax.Array, n: int, p: float, sampling: str = "exact_count") 
         return jnp.zeros((n,), bool)
     if n_noisy >= n:
         return jnp.ones((n,), bool)
-    # A random permutation's first round(n p) entries: a uniform subset of exactly that size (a
-    # threshold on i.i.d. float32 uniforms could tie and overshoot the count).
-    idx = jax.random.permutation(key, n)[:n_noisy]
+    # The round(n p) smallest of n random 32-bit words: exactly that many rows, a uniform subset up
+    # to ties (probability ~n^2/2^33, then the lower index wins). A threshold on float32 uniforms
+    # could overshoot the count on ties; one sort compiles faster than `jax.random.permutation`.
+    idx = jnp.argsort(jax.random.bits(key, (n,), jnp.uint32))[:n_noisy]
     return jnp.zeros((n,), bool).at[idx].set(True)
 
 
@@ -242,7 +244,7 @@ def linear(
       float32 ``[n]``.
     """
     m = margin * width
-    u = jax.random.uniform(jax.random.fold_in(key, _POS), labels.shape, jnp.float32)
+    u = jax.random.uniform(jax.random.fold_in(key, _CLEAN), labels.shape, jnp.float32)
     return _signed(labels) * (m + (width - m) * u)
 
 
@@ -287,25 +289,27 @@ def noisy_linear(
     if noise_model == "margin":
         m = margin * width
         noisy = jax.random.uniform(
-            jax.random.fold_in(key, _NOISE_POS), labels.shape, jnp.float32, -m, m
+            jax.random.fold_in(key, _NOISE), labels.shape, jnp.float32, -m, m
         )
     else:
         noisy = -x
     return jnp.where(mask, noisy, x)
 
 
-def _place(
-    key: jax.Array, levels: jax.Array, k: int, margin: float, width: float
-) -> jax.Array:
-    """Uniform position inside slab ``sign * level`` (random sign; the centre slab is symmetric)."""
+def _place(u: jax.Array, levels: jax.Array, k: int, margin: float, width: float) -> jax.Array:
+    """Uniform position inside slab ``sign * level``.
+
+    Args:
+      u: float32 ``[2, n]`` uniforms: row 0 the position inside the slab, row 1 the sign (the
+        centre slab is symmetric, so its sign just picks a half).
+      levels: int32 ``[n]`` slab levels ``|j|``.
+    """
     w, s = slab_width(k, margin, width), margin * width
     lvf = levels.astype(jnp.float32)
     lower = jnp.where(levels == 0, 0.0, (lvf - 0.5) * w + 2.0 * s * lvf)
     length = jnp.where(levels == 0, 0.5 * w, w)
-    u = jax.random.uniform(jax.random.fold_in(key, _POS), levels.shape, jnp.float32)
-    flip = jax.random.bernoulli(jax.random.fold_in(key, _SIGN), 0.5, levels.shape)
-    sign = jnp.where(flip, 1.0, -1.0)
-    return (sign * (lower + length * u)).astype(jnp.float32)
+    sign = jnp.where(u[1] < 0.5, 1.0, -1.0)
+    return (sign * (lower + length * u[0])).astype(jnp.float32)
 
 
 def _cdf_table(table: np.ndarray) -> jax.Array:
@@ -321,14 +325,12 @@ def _cdf_table(table: np.ndarray) -> jax.Array:
     return jnp.asarray(cdf, jnp.float32)
 
 
-def _draw_levels(key: jax.Array, cdf: jax.Array) -> jax.Array:
-    """One categorical draw per row of the CDFs ``cdf`` ``[n, L]`` (int32 ``[n]``).
+def _draw_levels(u: jax.Array, cdf: jax.Array) -> jax.Array:
+    """One categorical draw per row of the CDFs ``cdf`` ``[n, L]`` from uniforms ``u`` ``[n]``.
 
-    Inverts the CDF with one uniform per point instead of the L Gumbels of
-    `jax.random.categorical`: sampling is dominated by random-bit generation, so this is ~2x
-    faster for 5- and 7-slabs.
+    Inverting the CDF needs one uniform per point instead of the L Gumbels of
+    `jax.random.categorical` (random bits dominate the cost: ~2x faster for 5- and 7-slabs).
     """
-    u = jax.random.uniform(key, cdf.shape[:-1], jnp.float32)
     return jnp.sum(u[:, None] >= cdf[:, :-1], axis=-1).astype(jnp.int32)
 
 
@@ -370,8 +372,8 @@ def slab(
     check_slab_params(k, margin, width)
     probs = check_level_probs(k, default_level_probs(k) if level_probs is None else level_probs)
     cdf = _cdf_table(_level_table(k, probs))
-    levels = _draw_levels(jax.random.fold_in(key, _LEVEL), cdf[labels])
-    return _place(key, levels, k, margin, width)
+    u = jax.random.uniform(jax.random.fold_in(key, _CLEAN), (3,) + labels.shape, jnp.float32)
+    return _place(u[1:], _draw_levels(u[0], cdf[labels]), k, margin, width)
 
 
 def noisy_slab(
@@ -425,25 +427,21 @@ def noisy_slab(
         return x
     n = labels.shape[0]
     mask = noise_mask(jax.random.fold_in(key, _MASK), n, p, noise_sampling)
-    nkey = jax.random.fold_in(key, _NOISE_POS)
+    # Rows: level (or gap index), position, sign.
+    u = jax.random.uniform(jax.random.fold_in(key, _NOISE), (3, n), jnp.float32)
     n_levels = (k + 1) // 2
     if noise_model == "opposite_slab":
-        # Uniform over the opposite class's levels: row = the *other* label's level set.
         # Uniform over the opposite class's levels: the row of the *other* label.
         table = np.zeros((2, n_levels), np.float32)
         for lv in range(n_levels):
             table[lv % 2, lv] = 1.0
         table /= table.sum(axis=1, keepdims=True)
-        cdf = _cdf_table(table)
-        levels = _draw_levels(jax.random.fold_in(key, _NOISE_LEVEL), cdf[1 - labels])
-        noisy = _place(nkey, levels, k, margin, width)
+        levels = _draw_levels(u[0], _cdf_table(table)[1 - labels])
+        noisy = _place(u[1:], levels, k, margin, width)
     else:
         w, s = slab_width(k, margin, width), margin * width
-        gap = jax.random.randint(jax.random.fold_in(key, _NOISE_LEVEL), (n,), 0, n_levels - 1)
-        gapf = gap.astype(jnp.float32)
-        u = jax.random.uniform(jax.random.fold_in(nkey, _POS), (n,), jnp.float32)
-        sign = jnp.where(
-            jax.random.bernoulli(jax.random.fold_in(key, _NOISE_SIGN), 0.5, (n,)), 1.0, -1.0
-        )
-        noisy = sign * ((gapf + 0.5) * w + 2.0 * s * gapf + 2.0 * s * u)
+        # Gap g (0 .. L-2) lies between levels g and g+1, on a random side.
+        gapf = jnp.minimum(jnp.floor(u[0] * (n_levels - 1)), n_levels - 2)
+        sign = jnp.where(u[2] < 0.5, 1.0, -1.0)
+        noisy = sign * ((gapf + 0.5) * w + 2.0 * s * gapf + 2.0 * s * u[1])
     return jnp.where(mask, noisy, x)

@@ -302,10 +302,12 @@ def _build(name: str, p: dict[str, Any]) -> tuple[list[Block], tuple, tuple]:
     if name in ("lms", "noisy_lms"):
         _check_common(p, 2)
         d = int(p["d"])
+        # Reference `same_margin=True`: one margin for the linear block and the slabs.
+        slab_margin_name = "margin" if p["slab_margin"] is None else "slab_margin"
         if p["slab_margin"] is None:
             p["slab_margin"] = p["margin"]
         validate.check_range("margin", p["margin"], 0.0, 1.0, hi_open=True)
-        B.check_slab_params(p["k"], p["slab_margin"], p["width"], margin_name="slab_margin")
+        B.check_slab_params(p["k"], p["slab_margin"], p["width"], margin_name=slab_margin_name)
         p["n_complex"] = d - 1 if p["n_complex"] is None else p["n_complex"]
         n_complex = _check_count("n_complex", p["n_complex"], 1, d)
         lin_args = {"margin": float(p["margin"]), "width": float(p["width"])}
