@@ -18,10 +18,11 @@ import numpy as np
 
 from sbjax.validate import check_choice, check_int, check_range, fail
 
-HPARAM_NAMES = ("lr", "momentum", "weight_decay", "init_scale", "dropout_rate")
+HPARAM_NAMES = ("lr", "momentum", "weight_decay", "init_scale", "dropout_rate", "adv_eps")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 LOSSES = ("ce", "hinge")
 STOP_RULES = ("acc", "loss", "none")
+SELECT_METRICS = ("val_acc", "val_robust_acc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,16 @@ class TrainConfig:
       lr_boundaries: epochs at which the learning rate is multiplied by `lr_decay` (step schedule,
         e.g. (30,) with lr_decay 0.2 for the reference's MNIST-CIFAR runs).
       lr_decay: multiplicative factor at each boundary.
-      eval_at_init: also evaluate before the first update (step 0).
+      adv_norm: adversarial training: "none", "l2" or "linf" PGD on every training batch
+        (`sbjax.train.adversarial`); the budget is the traced hyperparameter `adv_eps`.
+      adv_eps: default PGD budget.
+      adv_steps, adv_step_frac, adv_rand_init: PGD steps, step size as a fraction of eps, and
+        random-start half-width (reference MNIST-CIFAR: 7 steps, 0.4, 1e-3).
+      adv_bounds: (lo, hi) box for adversarial inputs ((0, 1) for images), or None.
+      adv_bn_mode: BatchNorm mode during attack generation: "train" (the reference: batch
+        statistics, running statistics updated by the attack passes) or "eval".
+      select_metric: best-model selection on "val_acc" or, with adversarial training,
+        "val_robust_acc" (PGD accuracy on the validation set, the reference's nb05 choice).
     """
 
     optimizer: str = "sgd"
@@ -72,7 +82,14 @@ class TrainConfig:
     eval_batch_size: int = 4096
     lr_boundaries: tuple[int, ...] = ()
     lr_decay: float = 0.1
-    eval_at_init: bool = False
+    adv_norm: str = "none"
+    adv_eps: float = 0.0
+    adv_steps: int = 7
+    adv_step_frac: float = 0.4
+    adv_rand_init: float = 1e-3
+    adv_bounds: tuple[float, float] | None = None
+    adv_bn_mode: str = "train"
+    select_metric: str = "val_acc"
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -94,6 +111,21 @@ class TrainConfig:
         for b in self.lr_boundaries:
             check_int("lr_boundaries", b, min_value=1)
         check_range("lr_decay", self.lr_decay, 0.0, None, lo_open=True)
+        from sbjax.train.adversarial import ADV_NORMS
+
+        check_choice("adv_norm", self.adv_norm, ADV_NORMS)
+        check_range("adv_eps", self.adv_eps, 0.0, None)
+        check_int("adv_steps", self.adv_steps, min_value=1)
+        check_range("adv_step_frac", self.adv_step_frac, 0.0, None, lo_open=True)
+        check_range("adv_rand_init", self.adv_rand_init, 0.0, None)
+        check_choice("adv_bn_mode", self.adv_bn_mode, ("train", "eval"))
+        check_choice("select_metric", self.select_metric, SELECT_METRICS)
+        if self.select_metric == "val_robust_acc" and self.adv_norm == "none":
+            fail("select_metric", self.select_metric, "'val_acc' unless adv_norm is 'l2' or 'linf'")
+        if self.adv_bounds is not None and not (
+            len(self.adv_bounds) == 2 and float(self.adv_bounds[0]) < float(self.adv_bounds[1])
+        ):
+            fail("adv_bounds", self.adv_bounds, "None or a pair (lo, hi) with lo < hi")
 
     def default_hparams(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in HPARAM_NAMES}

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sbjax.train.adversarial import pgd_perturb
 from sbjax.train.config import TrainConfig
 from sbjax.train.optim import make_optimizer
 from sbjax.train.shuffle import epoch_round_keys, permute_positions
@@ -37,7 +38,10 @@ STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT = 0, 1, 2
 RUNNING, CONVERGED, DIVERGED = 0, 1, 2
 STOP_REASONS = {RUNNING: "max_steps", CONVERGED: "converged", DIVERGED: "diverged"}
 
-HISTORY_KEYS = ("step", "updates", "train_acc", "train_loss", "val_acc", "val_loss")
+HISTORY_KEYS = (
+    "step", "updates", "train_acc", "train_loss", "val_acc", "val_loss", "val_robust_acc",
+)
+STREAM_ADV, STREAM_ADV_EVAL = 3, 4
 
 
 class TrainState(NamedTuple):
@@ -188,6 +192,10 @@ class Trainer:
         xb, yb = data.x[idx], data.y[idx]
         dkey = jax.random.fold_in(jax.random.fold_in(state.key, STREAM_DROPOUT), state.step)
         variables = state.variables
+        if cfg.adv_norm != "none":
+            akey = jax.random.fold_in(jax.random.fold_in(state.key, STREAM_ADV), state.step)
+            xb, variables = self._attack(variables, xb, yb, akey, hp["adv_eps"], w,
+                                         train_mode=cfg.adv_bn_mode == "train")
 
         def loss_fn(params):
             logits, mutated = self.model.apply(
@@ -208,6 +216,43 @@ class Trainer:
             opt_state=keep(opt_state, state.opt_state),
             step=state.step + 1,
         )
+
+    def _attack(self, variables, x, y, key, eps, w, *, train_mode: bool):
+        """PGD on one batch; in train mode BatchNorm statistics are threaded through the passes."""
+        cfg = self.cfg
+        has_stats = "batch_stats" in variables
+
+        def loss_fn(xa, stats):
+            v = {**variables, "batch_stats": stats} if has_stats else variables
+            if train_mode and has_stats:
+                logits, mutated = self.model.apply(v, xa, train=True)
+                stats = mutated.get("batch_stats", stats)
+            else:
+                logits = self.model.logits(v, xa)
+            return jnp.sum(per_example_loss(cfg, logits, y) * w), stats
+
+        x_adv, stats = pgd_perturb(
+            loss_fn, x, key, eps, norm=cfg.adv_norm, steps=cfg.adv_steps,
+            step_frac=cfg.adv_step_frac, bounds=cfg.adv_bounds, rand_init=cfg.adv_rand_init,
+            aux=variables.get("batch_stats"),
+        )
+        if has_stats:
+            variables = {**variables, "batch_stats": stats}
+        return x_adv, variables
+
+    def robust_accuracy(self, variables, key, eps, xs, ys, ms):
+        """PGD accuracy of one model (eval-mode BatchNorm) over chunked data [C, E, ...]."""
+
+        def body(acc, chunk):
+            i, x, y, m = chunk
+            xa, _ = self._attack(variables, x, y, jax.random.fold_in(key, i), eps, m,
+                                 train_mode=False)
+            logits = self.model.logits(variables, xa)
+            return acc + jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32) * m), None
+
+        idx = jnp.arange(xs.shape[0])
+        n_correct, _ = jax.lax.scan(body, 0.0, (idx, xs, ys, ms))
+        return n_correct / jnp.sum(ms)
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, variables, xs: jax.Array, ys: jax.Array, ms: jax.Array):
@@ -233,11 +278,17 @@ class Trainer:
         tr_acc, tr_loss = self.evaluate(
             state.variables, data.x_train_eval, data.y_train_eval, data.m_train_eval
         )
+        nan = jnp.asarray(jnp.nan, jnp.float32)
+        va_rob = nan
         if self.has_val:
             va_acc, va_loss = self.evaluate(state.variables, data.x_val, data.y_val, data.m_val)
-            metric = va_acc
+            if cfg.adv_norm != "none":
+                rkey = jax.random.fold_in(jax.random.fold_in(state.key, STREAM_ADV_EVAL), state.step)
+                va_rob = self.robust_accuracy(state.variables, rkey, hp["adv_eps"], data.x_val,
+                                              data.y_val, data.m_val)
+            metric = va_rob if cfg.select_metric == "val_robust_acc" else va_acc
         else:
-            va_acc = va_loss = jnp.asarray(jnp.nan, jnp.float32)
+            va_acc = va_loss = nan
             metric = tr_acc
 
         # Stop rules fire once, on a model still under its budget.
@@ -278,6 +329,7 @@ class Trainer:
             "train_loss": tr_loss,
             "val_acc": va_acc,
             "val_loss": va_loss,
+            "val_robust_acc": va_rob,
         }
         return state, row
 
