@@ -54,6 +54,17 @@ def test_shuffle_differs_across_epochs_and_keys():
     assert np.asarray(a[:128]).std() > 0.2 * n
 
 
+def test_shuffle_is_close_to_uniform():
+    # Where position 0 lands, over 2000 keys, for n = 10: each index ~ 200 times.
+    n = 10
+    keys = jax.random.split(jax.random.key(0), 2000)
+    first = jax.vmap(lambda k: permute_positions(jnp.zeros((1,), jnp.int32),
+                                                 epoch_round_keys(k, 0), n)[0])(keys)
+    counts = np.bincount(np.asarray(first), minlength=n)
+    chi2 = np.sum((counts - 200.0) ** 2 / 200.0)
+    assert chi2 < 30, counts  # 9 dof: p ~ 4e-4 under uniformity
+
+
 def test_sweep_equals_loop_of_single_runs():
     x, y = _data()
     sweep = train_sweep(CFG, MODEL, (x, y), n_seeds=3, seed=5, progress=False)
