@@ -48,10 +48,9 @@ LIN_NOISE_MODELS = ("margin", "signflip")
 SLAB_NOISE_MODELS = ("opposite_slab", "gap")
 NOISE_SAMPLINGS = ("exact_count", "iid")
 
-# Independent sub-streams of a block's key (fold_in constants), so that the noise never reuses the
-# bits that placed the clean points. Each stream is ONE uniform draw of shape [rows, n]: every
-# separate threefry call adds ~0.2 s of XLA compile time on CPU, which dominated small samplers.
-_CLEAN, _MASK, _NOISE = range(3)
+# Randomness budget: a clean block makes ONE uniform draw of shape [rows, n] from its key; a noisy
+# block splits its key once into (clean, mask, noise) streams. Every separate threefry call costs
+# ~0.1-0.2 s of XLA compile time on CPU, which dominated the samplers' cost in tests and previews.
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +243,7 @@ def linear(
       float32 ``[n]``.
     """
     m = margin * width
-    u = jax.random.uniform(jax.random.fold_in(key, _CLEAN), labels.shape, jnp.float32)
+    u = jax.random.uniform(key, labels.shape, jnp.float32)
     return _signed(labels) * (m + (width - m) * u)
 
 
@@ -284,13 +283,12 @@ def noisy_linear(
     validate.check_range("p", p, 0.0, 1.0)
     validate.check_choice("noise_model", noise_model, LIN_NOISE_MODELS)
     validate.check_choice("noise_sampling", noise_sampling, NOISE_SAMPLINGS)
-    x = linear(key, labels, margin=margin, width=width)
-    mask = noise_mask(jax.random.fold_in(key, _MASK), labels.shape[0], p, noise_sampling)
+    k_clean, k_mask, k_noise = jax.random.split(key, 3)
+    x = linear(k_clean, labels, margin=margin, width=width)
+    mask = noise_mask(k_mask, labels.shape[0], p, noise_sampling)
     if noise_model == "margin":
         m = margin * width
-        noisy = jax.random.uniform(
-            jax.random.fold_in(key, _NOISE), labels.shape, jnp.float32, -m, m
-        )
+        noisy = jax.random.uniform(k_noise, labels.shape, jnp.float32, -m, m)
     else:
         noisy = -x
     return jnp.where(mask, noisy, x)
@@ -372,7 +370,7 @@ def slab(
     check_slab_params(k, margin, width)
     probs = check_level_probs(k, default_level_probs(k) if level_probs is None else level_probs)
     cdf = _cdf_table(_level_table(k, probs))
-    u = jax.random.uniform(jax.random.fold_in(key, _CLEAN), (3,) + labels.shape, jnp.float32)
+    u = jax.random.uniform(key, (3,) + labels.shape, jnp.float32)
     return _place(u[1:], _draw_levels(u[0], cdf[labels]), k, margin, width)
 
 
@@ -422,13 +420,14 @@ def noisy_slab(
     validate.check_range("p", p, 0.0, 1.0)
     validate.check_choice("noise_model", noise_model, SLAB_NOISE_MODELS)
     validate.check_choice("noise_sampling", noise_sampling, NOISE_SAMPLINGS)
-    x = slab(key, labels, k=k, margin=margin, width=width, level_probs=level_probs)
-    if p == 0.0:
-        return x
+    if p == 0.0:  # exactly the clean block, same key use
+        return slab(key, labels, k=k, margin=margin, width=width, level_probs=level_probs)
+    k_clean, k_mask, k_noise = jax.random.split(key, 3)
+    x = slab(k_clean, labels, k=k, margin=margin, width=width, level_probs=level_probs)
     n = labels.shape[0]
-    mask = noise_mask(jax.random.fold_in(key, _MASK), n, p, noise_sampling)
+    mask = noise_mask(k_mask, n, p, noise_sampling)
     # Rows: level (or gap index), position, sign.
-    u = jax.random.uniform(jax.random.fold_in(key, _NOISE), (3, n), jnp.float32)
+    u = jax.random.uniform(k_noise, (3, n), jnp.float32)
     n_levels = (k + 1) // 2
     if noise_model == "opposite_slab":
         # Uniform over the opposite class's levels: the row of the *other* label.

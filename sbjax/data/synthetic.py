@@ -10,7 +10,7 @@ noise coordinates (if ``d`` exceeds the number of features). A random rotation `
 from ``rotation_seed``) maps canonical rows to the model basis: ``x = z @ W``.
 
 Randomness: labels use ``fold_in(key, 0)``; canonical coordinate ``c`` uses
-``fold_in(fold_in(key, 1), c)``, so coordinates are conditionally independent given y and adding
+``fold_in(key, c + 1)``, so coordinates are conditionally independent given y and adding
 noise coordinates never changes the feature coordinates.
 
 Note:
@@ -38,7 +38,6 @@ __all__ = ["DATASET_NAMES", "NOISE_FILLS", "Block", "Dataset", "make_dataset"]
 DATASET_NAMES = ("lms", "noisy_lms", "ms", "noisy_ms", "lsn", "adv_ms")
 NOISE_FILLS = ("uniform_0B", "uniform_sym", "gaussian")
 
-_LABEL_STREAM, _COORD_STREAM = 0, 1
 _HI = jax.lax.Precision.HIGHEST  # keep the rotation exact on GPU/TPU (no TF32/bf16 passes)
 
 
@@ -133,15 +132,14 @@ class Dataset:
 
     # ---------------------------------------------------------------------------------------------
     def _sample_canonical(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-        y = jax.random.bernoulli(jax.random.fold_in(key, _LABEL_STREAM), 0.5, (n,))
-        y = y.astype(jnp.int32)
-        xkey = jax.random.fold_in(key, _COORD_STREAM)
+        # One batched fold_in for all streams: stream 0 labels, stream c + 1 canonical coordinate c.
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(self.d + 1))
+        y = jax.random.bernoulli(keys[0], 0.5, (n,)).astype(jnp.int32)
         cols = []
         for blk in self.blocks:
             fn = functools.partial(_SAMPLERS[blk.kind], **blk.kwargs)
-            coords = jnp.arange(blk.start, blk.start + blk.count)
-            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(xkey, coords)
-            cols.append(jax.vmap(fn, in_axes=(0, None))(keys, y))  # [count, n]
+            bkeys = keys[1 + blk.start : 1 + blk.start + blk.count]
+            cols.append(jax.vmap(fn, in_axes=(0, None))(bkeys, y))  # [count, n]
         z = jnp.concatenate(cols, axis=0).T.astype(jnp.float32)
         return z, y
 
