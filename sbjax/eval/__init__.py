@@ -1,1 +1,43 @@
-"""Evaluation: accuracy, AUC, randomized metrics, attacks, UAPs, ensembles, boundaries."""
+"""Evaluation: accuracy, AUC, randomized metrics, attacks, UAPs, ensembles, boundaries.
+
+Every function takes `logits_fn(variables, x) -> logits [n, 2]` for ONE model and variables stacked
+along a leading model axis [M, ...], and returns per-model results [M, ...] from one compiled
+`jit(vmap(...))` call. Score = logit1 - logit0. S / S^c operations happen in the canonical basis
+(`z = x @ W.T`, `x = z @ W`).
+"""
+
+from sbjax.eval.metrics import (
+    AUC_KINDS,
+    accuracy,
+    accuracy_from_logits,
+    auc,
+    evaluate,
+    ks_statistic,
+    map_models,
+    metrics_from_logits,
+    num_models,
+    pr_auc,
+    pr_auc_from_scores,
+    roc_auc,
+    roc_auc_from_scores,
+    score_from_logits,
+    stacked_logits,
+)
+
+__all__ = [
+    "AUC_KINDS",
+    "accuracy",
+    "accuracy_from_logits",
+    "auc",
+    "evaluate",
+    "ks_statistic",
+    "map_models",
+    "metrics_from_logits",
+    "num_models",
+    "pr_auc",
+    "pr_auc_from_scores",
+    "roc_auc",
+    "roc_auc_from_scores",
+    "score_from_logits",
+    "stacked_logits",
+]
