@@ -1,0 +1,84 @@
+"""The dataset preview `python -m experiments.show_data` (Fig. 2 style figure + blocks.json)."""
+
+import json
+
+import pytest
+
+from experiments import show_data
+
+ARGS = ["--n", "4000", "--n-scatter", "300", "--d", "6"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("show") / "run"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")  # --overwrite must replace a non-empty folder
+    stats = show_data.main(["--out", str(out), "--overwrite", *ARGS])
+    return out, stats
+
+
+def test_writes_files(run):
+    out, stats = run
+    assert not (out / "stale.txt").exists()
+    for name in ("data_preview.png", "blocks.json", "config.json", "env.json"):
+        assert (out / name).is_file(), name
+    png = (out / "data_preview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert json.loads((out / "blocks.json").read_text())["blocks"].keys() == stats["blocks"].keys()
+    assert json.loads((out / "config.json").read_text())["n"] == 4000
+
+
+def test_block_statistics(run):
+    _, stats = run
+    blocks = stats["blocks"]
+    assert list(blocks) == ["linear", "noisy_linear", "slab3", "slab5", "slab7"]
+    for name, st in blocks.items():
+        assert st["n"] == 4000 and abs(st["class_balance"] - 0.5) < 0.04
+        assert st["n_outside_supports"] == 0, name
+        for sup in st["supports"]:
+            assert sup["n_hit"] > 0, (name, sup)
+            assert sup["lo"] - 1e-6 <= sup["emp_min"] <= sup["emp_max"] <= sup["hi"] + 1e-6
+            assert abs(sup["fraction_of_class"] - sup["prob"]) < 0.05, (name, sup)
+    for name in ("linear", "slab3", "slab5", "slab7"):
+        assert blocks[name]["bayes_accuracy"] == 1.0
+    assert abs(blocks["noisy_linear"]["bayes_accuracy"] - 0.95) < 0.015
+    for name in ("slab5", "slab7"):
+        for c in ("0", "1"):
+            assert abs(blocks[name]["classes"][c]["E_x2"] - 0.198) < 0.02
+    assert [len(blocks[f"slab{k}"]["supports"]) for k in (3, 5, 7)] == [3, 5, 7]
+
+
+def test_dataset_statistics(run):
+    _, stats = run
+    ds = stats["datasets"]
+    assert list(ds) == ["LMS-5", "noisy LMS-5 (p=0.1)", "MS-(5,7)"]
+    assert ds["LMS-5"]["S_rule_accuracy"] == 1.0 and ds["MS-(5,7)"]["S_rule_accuracy"] == 1.0
+    assert 0.9 < ds["noisy LMS-5 (p=0.1)"]["S_rule_accuracy"] < 1.0
+    assert all(v["Sc_coord1_rule_accuracy"] == 1.0 for v in ds.values())
+    assert all(v["drange_rotated"] > 1.0 for v in ds.values())
+
+
+def test_refuses_non_empty_out(tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    with pytest.raises(FileExistsError):
+        show_data.main(["--out", str(tmp_path), *ARGS])
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_help_lists_options_with_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        show_data.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--out", "--overwrite", "--n ", "--seed", "--margin", "--p "):
+        assert opt in text
+    assert "default: runs/show_data" in text
+
+
+@pytest.mark.parametrize("bad,name", [(["--p", "1.5"], "p"), (["--margin", "0.2"], "margin"),
+                                      (["--n", "0"], "n")])
+def test_invalid_arguments(tmp_path, bad, name):
+    with pytest.raises(ValueError, match=rf"^{name}="):
+        show_data.main(["--out", str(tmp_path / "x"), *bad])
+    assert not (tmp_path / "x").exists()  # validated before the run folder is made
