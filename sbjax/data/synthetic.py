@@ -379,7 +379,11 @@ def make_dataset(name: str, **params: Any) -> Dataset:
       the canonical basis); ``noise_fill`` defaults to "gaussian".
     * ``"adv_ms"`` -- AdvMS-(5,7) (App. E.2.1): ``n_simple`` [d//2] ``k_simple``-slabs [5] with
       ``margin_simple`` [0.05] (S), then ``n_complex`` [d - n_simple] ``k_complex``-slabs [7] with
-      ``margin_complex`` [0.15] (S^c); ``d`` [20].
+      ``margin_complex`` [0.15] (S^c); ``d`` [20]. The paper does not say whether AdvMS is
+      rotated; sbjax rotates it like the other slab datasets (``rotate=False`` to turn off).
+
+    For MS-k (``k_simple == k_complex``) every feature is equally simple; ``simple_coords`` is
+    still ``(0,)``, the coordinate that plays S in MS-(a,b).
 
     Common parameters: ``d`` [50; 20 for adv_ms]; ``width`` B [1]; ``noise_fill`` for coordinates
     beyond the features ["uniform_0B" (reference: U[0, B)) | "uniform_sym" (U(-B, B)) |
