@@ -23,8 +23,30 @@ from sbjax.eval.metrics import (
     score_from_logits,
     stacked_logits,
 )
+from sbjax.eval.randomize import (
+    RANDOMIZE_MODES,
+    Basis,
+    as_basis,
+    image_basis,
+    per_coordinate_randomized,
+    randomization_report,
+    randomize_block,
+    randomized_logits,
+    randomized_metrics,
+    reliance_summary,
+)
 
 __all__ = [
+    "RANDOMIZE_MODES",
+    "Basis",
+    "as_basis",
+    "image_basis",
+    "per_coordinate_randomized",
+    "randomization_report",
+    "randomize_block",
+    "randomized_logits",
+    "randomized_metrics",
+    "reliance_summary",
     "AUC_KINDS",
     "accuracy",
     "accuracy_from_logits",
