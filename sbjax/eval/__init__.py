@@ -6,6 +6,17 @@ along a leading model axis [M, ...], and returns per-model results [M, ...] from
 (`z = x @ W.T`, `x = z @ W`).
 """
 
+from sbjax.eval.attacks import (
+    ATTACK_NORMS,
+    FRACTION_KINDS,
+    STEP_SCHEDULES,
+    PGDResult,
+    budget_fraction,
+    data_bounds,
+    mean_budget_fraction,
+    pgd_attack,
+    pgd_perturb,
+)
 from sbjax.eval.metrics import (
     AUC_KINDS,
     accuracy,
@@ -37,6 +48,15 @@ from sbjax.eval.randomize import (
 )
 
 __all__ = [
+    "ATTACK_NORMS",
+    "FRACTION_KINDS",
+    "STEP_SCHEDULES",
+    "PGDResult",
+    "budget_fraction",
+    "data_bounds",
+    "mean_budget_fraction",
+    "pgd_attack",
+    "pgd_perturb",
     "RANDOMIZE_MODES",
     "Basis",
     "as_basis",

@@ -134,20 +134,25 @@ def map_models(fn: Callable[[Any], Any], variables: Any, *, model_chunk: int | N
     return jax.lax.map(fn, variables, batch_size=model_chunk)
 
 
-def _batched(fn: Callable[[jax.Array], jax.Array], x: jax.Array, batch_size: int | None):
+def _batched(fn: Callable[[Any], Any], x: Any, batch_size: int | None):
     """Applies `fn` (batch -> batch of outputs) to x [n, ...] in chunks of `batch_size` rows.
 
-    The last chunk is padded (with copies of the first row) and the padding dropped, so only one
-    shape is compiled. Memory scales with `batch_size` instead of n.
+    `x` may be a pytree of arrays sharing the leading axis n. The last chunk is padded (with
+    copies of the first row) and the padding dropped, so only one shape is compiled. Memory
+    scales with `batch_size` instead of n.
     """
-    n = x.shape[0]
+    n = jax.tree.leaves(x)[0].shape[0]
     if batch_size is None or batch_size >= n:
         return fn(x)
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
-    xp = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))], axis=0) if pad else x
-    xb = xp.reshape(n_batches, batch_size, *x.shape[1:])
-    out = jax.lax.map(fn, xb)
+
+    def chunk(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))], axis=0)
+        return a.reshape(n_batches, batch_size, *a.shape[1:])
+
+    out = jax.lax.map(fn, jax.tree.map(chunk, x))
     return jax.tree.map(lambda o: o.reshape(n_batches * batch_size, *o.shape[2:])[:n], out)
 
 
