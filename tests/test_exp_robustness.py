@@ -1,0 +1,129 @@
+"""Tests of `python -m experiments.robustness_of_sb` (App. C Tables 6-9, Fig. 5).
+
+Default suite: the helpers (part parsing, the alpha-mixed init wrapper, LMS-7 with a moved linear
+coordinate) and the smoke preset's Table 7 part end to end. Slow: every part of the smoke preset,
+and the quick preset.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import robustness_of_sb as R
+from sbjax.data import make_dataset
+from sbjax.models import make_model
+
+HEADLINE = ("train_acc", "test_acc", "test_auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc",
+            "sc_rand_auc")
+
+
+def test_parse_parts():
+    assert R.parse_parts("all") == list(R.PARTS)
+    assert R.parse_parts("init, activations") == ["activations", "init"]
+    for bad in ("nope", "", "init,foo"):
+        with pytest.raises(ValueError, match="parts"):
+            R.parse_parts(bad)
+
+
+def test_mixed_init_model_interpolates_weights():
+    model = make_model({"name": "fcn", "width": 8, "depth": 2})
+    x = jax.numpy.zeros((1, 5))
+    slab = model.init(jax.random.key(1), x)
+    k = jax.random.key(2)
+    rand = model.init(k, x)
+    for alpha in (0.0, 0.3, 1.0):
+        mixed = R.mixed_init_model(model, slab, alpha, tag="t")
+        got = mixed.init(k, x)
+        want = jax.tree_util.tree_map(lambda s, r, a=alpha: a * s + (1 - a) * r, slab, rand)
+        jax.tree_util.tree_map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6,
+                                                                        atol=1e-7), got, want)
+        assert mixed.apply is model.apply and mixed.logits is model.logits
+        assert f"alpha_mix={alpha!r}" in mixed.config and "slab=t" in mixed.config
+    # alpha = 1 starts exactly at M_slab whatever the key; different keys differ below 1.
+    one = R.mixed_init_model(model, slab, 1.0, tag="t")
+    a, b = one.init(jax.random.key(5), x), one.init(jax.random.key(6), x)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    half = R.mixed_init_model(model, slab, 0.5, tag="t")
+    a, b = half.init(jax.random.key(5), x), half.init(jax.random.key(6), x)
+    assert not np.allclose(a["params"]["hidden_0"]["kernel"], b["params"]["hidden_0"]["kernel"])
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="alpha"):
+            R.mixed_init_model(model, slab, bad, tag="t")
+
+
+def test_lms7_with_linear_at_moves_the_linear_coordinate():
+    ds_lms = make_dataset("lms", k=7, d=12)
+    ds_ms = make_dataset("ms", k=7, d=12)
+    np.testing.assert_array_equal(ds_lms.rotation, ds_ms.rotation)
+    x, y = R.lms7_with_linear_at(ds_lms, ds_ms, jax.random.key(0), 4000, coord=5)
+    assert x.shape == (4000, 12) and y.shape == (4000,)
+    z = np.asarray(ds_ms.to_canonical(x))
+    sign = 2 * y - 1
+    # Coordinate 5 is now the linear feature: its sign is the label, with margin 0.1.
+    assert np.all(sign * z[:, 5] >= 0.1 - 1e-5)
+    # No other coordinate is linearly separable (they are 7-slabs, coordinate 0 included).
+    for c in (0, 1, 11):
+        assert np.mean(sign * z[:, c] > 0) < 0.8
+
+
+def test_smoke_regularization_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    summary = R.main(["--preset", "smoke", "--parts", "regularization", "--out", str(out),
+                      "--no-progress"])
+    for name in ("config.json", "env.json", "summary.json", "metrics.csv",
+                 "tables6to9_randomized_auc.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "params" / "t7_lms7_fcn_100x1.npz").is_file()
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["experiment"] == "robustness_of_sb" and on_disk["parts"] == ["regularization"]
+    recs = summary["results"]
+    p = R.PRESETS["smoke"]
+    assert len(recs) == len(p["t7_dropouts"]) * len(p["t7_l2"])
+    assert {(r["dropout"], r["weight_decay"]) for r in recs} == {
+        (float(d), float(w)) for d in p["t7_dropouts"] for w in p["t7_l2"]}
+    for r in recs:
+        assert r["part"] == "table7" and r["dataset"] == "lms7" and r["model"] == "fcn_100x1"
+        assert r["n_seeds"] == p["n_seeds"]
+        for k in HEADLINE:
+            assert set(r["metrics"][k]) == {"mean", "std", "per_seed"}
+            assert len(r["metrics"][k]["per_seed"]) == p["n_seeds"]
+        m = {k: np.asarray(v["per_seed"]) for k, v in r["metrics"].items()}
+        # Extreme SB at tiny size: the linear coordinate alone (1000 test points: SE ~0.018).
+        assert np.all(m["test_auc"] > 0.98)
+        assert np.all(np.abs(m["sc_rand_auc"] - m["test_auc"]) < 0.02)
+        assert np.all(np.abs(m["s_rand_auc"] - 0.5) < 0.08)
+
+
+@pytest.mark.slow
+def test_smoke_all_parts(tmp_path):
+    out = tmp_path / "run"
+    summary = R.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+    parts = {r["part"] for r in summary["results"]}
+    assert parts == {"table6", "table7", "table8", "table9", "fig5"}
+    for name in ("tables6to9_randomized_auc.png", "fig5_complex_first_init.png"):
+        assert (out / name).is_file()
+    t8 = [r for r in summary["results"] if r["part"] == "table8"]
+    assert [(r["d"], r["n_complex"]) for r in t8] == [tuple(v) for v in R.PRESETS["smoke"]
+                                                      ["t8_dims"]]
+    cf = summary["complex_first"]
+    assert 0 <= cf["linear_coord"] < 50 and len(cf["coord_auc"]) == 50
+    f5 = [r for r in summary["results"] if r["part"] == "fig5" and r["role"] == "m_alpha"]
+    assert [r["alpha"] for r in f5] == R.PRESETS["smoke"]["f5_alphas"]
+    assert all("init_ms7_acc" in r["metrics"] for r in f5)
+
+
+@pytest.mark.slow
+def test_quick_preset(tmp_path):
+    out = tmp_path / "run"
+    summary = R.main(["--preset", "quick", "--out", str(out), "--no-progress"])
+    t6 = [r for r in summary["results"] if r["part"] == "table6"]
+    assert len(t6) == 12
+    for r in t6 + [r for r in summary["results"] if r["part"] in ("table7", "table8")]:
+        assert abs(r["metrics"]["s_rand_auc"]["mean"] - 0.5) < 0.05
+        assert r["metrics"]["sc_rand_auc"]["mean"] > 0.98
+    slab = [r for r in summary["results"] if r.get("role") == "m_slab"]
+    assert max(slab[0]["metrics"]["test_acc"]["per_seed"]) > 0.99
