@@ -1,0 +1,241 @@
+"""App. E.2.1 (Fig. 7): L2 adversarial training on AdvMS-(5,7) does not mitigate simplicity bias.
+
+AdvMS-(5,7) (REFERENCE.md Sec. 1.9): d = 20, ten 5-slabs with margin 0.05 (S, the simple features)
+and ten 7-slabs with margin 0.15 (S^c), rotated; 6000 training points. Standard SGD already reaches
+~100 % test accuracy. The paper trains (200,2)-, (1000,2)- and (2000,2)-FCNs with L2 PGD
+adversarial training over a range of budgets eps and reports, against eps: standard accuracy,
+eps-robust accuracy, and S- / S^c-randomized accuracy. Finding: for eps <= gamma_S = 0.30 (the
+maximum margin of a classifier on S alone) the robust models rely only on the ten 5-slabs
+(S-randomized accuracy ~50 %, S^c-randomized unchanged); for larger eps training fails (~50 %),
+although the data margin (~0.62) would allow a classifier robust at eps > 0.3 that uses the
+7-slabs. (200,2): 100 % standard and robust for eps <= 0.1, fails for eps >= 0.2; (1000,2):
+100 % for eps <= 0.25, fails for eps >= 0.3; width 2000 does not help.
+
+Implementation: per width ONE compiled `train_sweep` over seeds x the eps grid (eps is a traced
+hyperparameter, `TrainConfig(adv_norm="l2")`, PGD inside every training step); each model keeps
+its best evaluation by PGD accuracy on an independent validation set (`select_metric=
+"val_robust_acc"`, the reference's nb05 choice, on a validation set rather than the test set).
+Then on the test set: standard accuracy, ``robust_acc`` = accuracy under L2 PGD at the model's
+own training eps (`sbjax.eval` attacks, more steps than in training), and S- / S^c-randomized
+accuracy and AUC (S = the ten 5-slab coordinates, S^c = the ten 7-slabs).
+
+Records: one per (width, eps): dataset ``adv_ms57``, model ``fcn_<w>x2``, fields ``width``,
+``eps``; metrics ``train_acc``, ``test_acc``, ``robust_acc``, ``s_rand_acc``, ``s_rand_auc``,
+``sc_rand_acc``, ``sc_rand_auc``, ``test_auc``.
+
+    python -m experiments.adversarial_training --preset quick --out runs/adversarial_training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from experiments.common import make_parser, start_run
+
+log = logging.getLogger("sbjax.experiments.adversarial_training")
+
+NAME = "adversarial_training"
+GAMMA_S = 0.30  # paper App. E.2.1: max margin of a classifier using the 5-slabs only (stated)
+GAMMA_DATA = 0.62  # paper App. E.2.1: stated data margin
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Settings of the adversarial-training experiment.
+
+    Attributes:
+      n_seeds: seeds per (width, eps).
+      widths: FCN widths (depth `depth`), one compiled sweep each.
+      depth: hidden layers.
+      eps_grid: L2 training budgets (a traced grid: one compile per width).
+      n_train, n_val, n_test: AdvMS-(5,7) set sizes (paper: 6000 training points).
+      epochs: training epochs; lr_boundaries_epochs: epochs where the lr is multiplied by
+        `lr_decay` (paper: 4000 epochs, x0.1 every 1000).
+      lr, momentum, weight_decay, batch_size: SGD settings.
+      adv_steps, adv_step_frac: PGD in training (steps, step size as a fraction of eps).
+      eval_steps, eval_step_frac: PGD of the robust-accuracy evaluation.
+      evals: number of evaluations (validation robust accuracy for model selection) per run.
+    """
+
+    n_seeds: int
+    widths: tuple[int, ...]
+    eps_grid: tuple[float, ...]
+    epochs: int
+    lr_boundaries_epochs: tuple[int, ...]
+    depth: int = 2
+    n_train: int = 6000
+    n_val: int = 2000
+    n_test: int = 5000
+    lr: float = 0.1
+    lr_decay: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 5e-5
+    batch_size: int = 256
+    adv_steps: int = 40
+    adv_step_frac: float = 0.1
+    eval_steps: int = 40
+    eval_step_frac: float = 0.1
+    evals: int = 20
+
+
+PRESETS: dict[str, Preset] = {
+    # Seconds: a tiny width, 2 budgets, a handful of epochs (plumbing only).
+    "smoke": Preset(n_seeds=1, widths=(32,), eps_grid=(0.0, 0.3), epochs=6,
+                    lr_boundaries_epochs=(), n_train=1000, n_val=500, n_test=1000, momentum=0.9,
+                    adv_steps=3, adv_step_frac=0.5, eval_steps=5, eval_step_frac=0.4, evals=2),
+    # CPU minutes: width 200 only, 100 epochs instead of 4000 with momentum 0.9 (plain SGD at lr 0.1
+    # needs ~100 epochs just to leave the 50 % plateau), lr x0.1 at epochs 60 and 85, 5-step PGD
+    # in training (step 0.5 eps), 10-step PGD (step 0.25 eps) for robust accuracy, 2 seeds.
+    "quick": Preset(n_seeds=2, widths=(200,), eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+                    epochs=100, lr_boundaries_epochs=(60, 85), momentum=0.9, adv_steps=5,
+                    adv_step_frac=0.5, eval_steps=10, eval_step_frac=0.25, evals=10),
+    # Paper App. E.2.1 / App. B: widths 200/1000/2000, 4000 epochs, lr 0.1 x0.1 every 1000
+    # epochs, PGD 40 steps with step 0.1 eps, 5 seeds (GPU/TPU).
+    "paper": Preset(n_seeds=5, widths=(200, 1000, 2000),
+                    eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
+                    epochs=4000, lr_boundaries_epochs=(1000, 2000, 3000), evals=40),
+}
+
+
+def _data(run, preset: Preset):
+    import jax
+
+    from sbjax.data import make_dataset
+    from sbjax.eval.attacks import data_bounds
+
+    ds = make_dataset("adv_ms")
+    key = jax.random.fold_in(jax.random.key(run.seed), 2000)
+    train, test = ds.sample_split(jax.random.fold_in(key, 0), preset.n_train, preset.n_test)
+    val = ds.sample(jax.random.fold_in(key, 1), preset.n_val)
+    # Attack box: the range of the rotated data (train + val + test), as the reference does.
+    bounds = data_bounds(train[0], val[0], test[0])
+    return ds, train, val, test, bounds, key
+
+
+def run_width(run, preset: Preset, width: int, ds, train, val, test, bounds, key) -> dict:
+    """Adversarially trains every (seed, eps) of one width in one sweep; evaluates; adds records."""
+    import jax
+
+    from sbjax.eval import attacks as A
+    from sbjax.eval.metrics import accuracy_from_logits, stacked_logits
+    from sbjax.eval.randomize import randomization_report
+    from sbjax.models import make_model
+    from sbjax.train import TrainConfig, train_sweep
+
+    t0 = time.perf_counter()
+    steps_per_epoch = -(-preset.n_train // preset.batch_size)
+    max_steps = preset.epochs * steps_per_epoch
+    eval_every = max(1, max_steps // preset.evals)
+    max_steps = eval_every * (max_steps // eval_every)
+    cfg = TrainConfig(
+        lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
+        batch_size=preset.batch_size, max_steps=max_steps, eval_every=eval_every,
+        stop_rule="none", lr_boundaries=tuple(preset.lr_boundaries_epochs),
+        lr_decay=preset.lr_decay, adv_norm="l2", adv_steps=preset.adv_steps,
+        adv_step_frac=preset.adv_step_frac, adv_bounds=bounds, select_metric="val_robust_acc",
+    )
+    model_name = f"fcn_{width}x{preset.depth}"
+    model = make_model({"name": "fcn", "width": width, "depth": preset.depth})
+    r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds,
+                    grid={"adv_eps": list(preset.eps_grid)}, seed=run.seed,
+                    **run.sweep_kwargs(f"adv_ms57_{model_name}"))
+    run.save_params(f"adv_ms57_{model_name}", r.best_params)
+    params = r.best_params
+    x_tr, y_tr = train
+    x_te, y_te = test
+    train_acc = np.asarray(accuracy_from_logits(
+        stacked_logits(model.logits, params, x_tr, batch_size=4096), y_tr))
+    rep = randomization_report(model.logits, params, x_te, y_te, jax.random.fold_in(key, 3), ds,
+                               batch_size=4096)
+    # Robust accuracy: L2 PGD at each model's own training eps (eps = 0: the clean accuracy).
+    # eps is traced in `pgd_attack`, so the grid points share one compiled attack.
+    robust = np.asarray(rep["standard"]["accuracy"], np.float64).copy()
+    for g, eps in enumerate(preset.eps_grid):
+        sel = np.asarray(r.grid_index) == g
+        if eps > 0:
+            res = A.pgd_attack(model.logits, r.select(params, sel), x_te, y_te,
+                               jax.random.fold_in(key, 4), norm="l2", eps=float(eps),
+                               step_size=preset.eval_step_frac * float(eps),
+                               n_iter=preset.eval_steps, bounds=bounds, batch_size=4096)
+            robust[sel] = np.asarray(res.accuracy)
+
+    def by_grid(a):  # [M] -> [n_grid, n_seeds]
+        return np.asarray(r.by_grid(np.asarray(a)))
+
+    cols = {
+        "train_acc": train_acc,
+        "test_acc": rep["standard"]["accuracy"],
+        "test_auc": rep["standard"]["roc_auc"],
+        "robust_acc": robust,
+        "s_rand_acc": rep["s_randomized"]["accuracy"],
+        "s_rand_auc": rep["s_randomized"]["roc_auc"],
+        "sc_rand_acc": rep["sc_randomized"]["accuracy"],
+        "sc_rand_auc": rep["sc_randomized"]["roc_auc"],
+    }
+    grids = {k: by_grid(v) for k, v in cols.items()}
+    for g, eps in enumerate(preset.eps_grid):
+        run.add_result(dataset="adv_ms57", model=model_name,
+                       metrics={k: v[g] for k, v in grids.items()}, width=width, eps=float(eps))
+    return {"width": width, "grids": grids, "runtime_s": time.perf_counter() - t0,
+            "compile_s": r.compile_s, "best_step": by_grid(r.best_step)}
+
+
+def plot(preset: Preset, outcomes: Sequence[dict[str, Any]], path) -> None:
+    """Fig. 7-style figure: accuracies vs training eps, one panel per width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps = np.asarray(preset.eps_grid)
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(4.4 * len(outcomes), 3.7), squeeze=False)
+    for ax, oc in zip(axes[0], outcomes, strict=True):
+        for key, lab, style in (("test_acc", "standard", "o-"),
+                                ("robust_acc", "eps-robust (L2 PGD)", "s-"),
+                                ("s_rand_acc", "S-randomized (5-slabs)", "v--"),
+                                ("sc_rand_acc", "S^c-randomized (7-slabs)", "^--")):
+            g = oc["grids"][key]
+            ax.errorbar(eps, g.mean(axis=1), yerr=g.std(axis=1), fmt=style, capsize=3, label=lab)
+        ax.axvline(GAMMA_S, color="gray", ls=":", lw=1)
+        ax.text(GAMMA_S, 0.42, r" $\gamma_S$", color="gray", fontsize=8)
+        ax.set_ylim(0.4, 1.03)
+        ax.set_xlabel("L2 training budget eps")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"({oc['width']},{preset.depth})-FCN")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("Adversarial training on AdvMS-(5,7) (paper App. E.2.1, Fig. 7); "
+                 "mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = make_parser(NAME, __doc__, PRESETS)
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    run = start_run(NAME, args, preset)
+    ds, train, val, test, bounds, key = _data(run, preset)
+    outcomes = [run_width(run, preset, w, ds, train, val, test, bounds, key)
+                for w in preset.widths]
+    plot(preset, outcomes, run.path("fig7_adversarial_training.png"))
+    extra = {
+        "attack_bounds": list(bounds),
+        "gamma_s": GAMMA_S,
+        "gamma_data": GAMMA_DATA,
+        "width_runtime_s": {str(oc["width"]): oc["runtime_s"] for oc in outcomes},
+        "best_step": {str(oc["width"]): oc["best_step"] for oc in outcomes},
+        "figures": ["fig7_adversarial_training.png"],
+    }
+    return run.finish(extra=extra)
+
+
+if __name__ == "__main__":
+    main()
