@@ -46,8 +46,26 @@ from sbjax.eval.randomize import (
     randomized_metrics,
     reliance_summary,
 )
+from sbjax.eval.uap import (
+    UAP_KINDS,
+    apply_uap,
+    as_uap,
+    svd_uap,
+    uap_accuracy,
+    uap_report,
+    uap_transfer_matrix,
+    uap_transfer_matrix_multi,
+)
 
 __all__ = [
+    "UAP_KINDS",
+    "apply_uap",
+    "as_uap",
+    "svd_uap",
+    "uap_accuracy",
+    "uap_report",
+    "uap_transfer_matrix",
+    "uap_transfer_matrix_multi",
     "ATTACK_NORMS",
     "FRACTION_KINDS",
     "STEP_SCHEDULES",
