@@ -29,6 +29,7 @@ S-randomized AUC 0.5, S^c-randomized AUC 1.
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
 import logging
@@ -199,6 +200,8 @@ def evaluate_stack(logits_fn, variables, *, test, train, rotation, s_coords, sc_
     set moves the chosen canonical block jointly. `sc_coords` None: every coordinate not in S
     (the reference's S^c = {1, ..., d - 1}, noise coordinates included).
     """
+    import jax
+
     from sbjax.eval import metrics as M
     from sbjax.eval import randomize as R
 
@@ -206,18 +209,22 @@ def evaluate_stack(logits_fn, variables, *, test, train, rotation, s_coords, sc_
     d = int(np.shape(x_te)[1])
     basis = R.as_basis(rotation=rotation, simple_coords=tuple(s_coords),
                        complex_coords=None if sc_coords is None else tuple(sc_coords), dim=d)
-    rep = R.randomization_report(logits_fn, variables, x_te, y_te, key, basis)
-    verdict = R.reliance_summary(rep)
+    cols: dict[str, list] = collections.defaultdict(list)
+    for i in range(M.num_models(variables)):
+        # Each model gets its own permutation (fold_in(key, i)), so the spread over seeds includes
+        # the randomization's own sampling noise (one shared permutation would shift every model
+        # of the run by the same amount).
+        one = jax.tree_util.tree_map(lambda v, i=i: np.asarray(v)[i:i + 1], variables)
+        rep = R.randomization_report(logits_fn, one, x_te, y_te, jax.random.fold_in(key, i),
+                                     basis)
+        verdict = R.reliance_summary(rep)
+        for name, src in (("test", "standard"), ("s_rand", "s_randomized"),
+                          ("sc_rand", "sc_randomized")):
+            cols[f"{name}_acc"].append(float(rep[src]["accuracy"][0]))
+            cols[f"{name}_auc"].append(float(rep[src]["roc_auc"][0]))
+        cols["exclusive_s_invariant_sc"].append(float(verdict["exclusive_s_invariant_sc"][0]))
     f = lambda v: np.asarray(v, np.float64)  # noqa: E731
-    out = {
-        "test_acc": f(rep["standard"]["accuracy"]),
-        "test_auc": f(rep["standard"]["roc_auc"]),
-        "s_rand_acc": f(rep["s_randomized"]["accuracy"]),
-        "s_rand_auc": f(rep["s_randomized"]["roc_auc"]),
-        "sc_rand_acc": f(rep["sc_randomized"]["accuracy"]),
-        "sc_rand_auc": f(rep["sc_randomized"]["roc_auc"]),
-        "exclusive_s_invariant_sc": f(verdict["exclusive_s_invariant_sc"]),
-    }
+    out = {k: f(v) for k, v in cols.items()}
     if train is not None:
         out["train_acc"] = f(M.evaluate(logits_fn, variables, train[0], train[1])["accuracy"])
     return out
