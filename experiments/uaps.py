@@ -1,0 +1,286 @@
+"""Extreme simplicity bias makes models vulnerable to small UAPs on S (Shah et al. 2020, Sec. 4.3,
+Fig. 4).
+
+For FCN, 1-D CNN and GRU models trained on LMS-5 and MS-(5,7) (nb06 recipe), on the test set:
+
+* instance-specific L2 PGD (eps = 0.5 drange, step 0.05 drange, 20 iterations, box = the rotated
+  data's [min, max]): accuracy under attack (``pgd_acc``) and the mean fraction of each
+  perturbation's L2 norm on S, |P_can[:, 0]| / ||P_can|| in the canonical basis
+  (``pgd_frac_on_s``; the reference prints 0.99732 / 0.99094);
+* SVD-UAP (top right singular vector of the PGD perturbations of a larger attack: eps 1.0 drange /
+  30 iterations on LMS-5, 0.5 drange / 50 on MS-(5,7)) applied label-signed, (2y - 1) u, with an
+  absolute L2 norm 1.0 (LMS-5) / 0.5 (MS-(5,7)), the worse of +-u (``uap_acc``), and its
+  concentration on S, |u_can[0]| / ||u_can|| (``uap_frac_on_s``; paper: 99.6 % / 99.9 %);
+* AS-UAP (iterative label-signed UAP, lr 0.05, 2 passes over the test set in batches of 256,
+  30 / 50 iterations per batch, same norms): ``as_uap_acc``, ``as_uap_frac_on_s``;
+* the transfer matrix: the SVD-UAP of architecture i applied to the model of architecture j of
+  the same seed (``transfer`` in summary.json, mean over seeds; the diagonal is ``uap_acc``);
+* heatmaps of |u_can| / max |u_can| over the canonical coordinates (Fig. 4).
+
+As in the reference (REFERENCE.md Sec. 5, Sec. 11 rows 16-17) UAPs are fit and evaluated on the
+same test set; ``--uap-fit-split train`` fits them on (a prefix of) the training set instead.
+
+Training (REFERENCE.md Sec. 3.3, nb06): SGD, lr 0.1, no momentum, coupled L2 5e-4, batch 256;
+LMS-5 stops at train loss < 0.01 (evaluated every 1000 updates, patience 1), MS-(5,7) at train
+accuracy >= 0.99 (every 5000 updates, patience 1000). nb06 trains only (200,1)-FCNs; the CNN and
+GRU use the same recipe (the paper gives no other).
+
+    python -m experiments.uaps --preset quick --out runs/uaps
+    python -m experiments.uaps --preset paper --out runs/uaps_paper   # GPU/TPU
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from experiments.common import make_parser, start_run
+from experiments.extreme_sb import (
+    MODELS as _SB_MODELS,
+)
+from experiments.extreme_sb import (
+    eval_key,
+    make_data,
+    per_dataset,
+    train_cfg,
+)
+
+NAME = "uaps"
+log = logging.getLogger(f"sbjax.experiments.{NAME}")
+
+MODELS: dict[str, dict[str, Any]] = {
+    "fcn_200x1": {"name": "fcn", "width": 200, "depth": 1},
+    "cnn1d_32x7x1": _SB_MODELS["cnn1d_32x7x1"],
+    "gru_100x10x1": _SB_MODELS["gru_100x10x1"],
+}
+
+# nb06 (REFERENCE.md Sec. 3.3): wd 5e-4; LMS-5 loss rule 0.01 / gap 1000 / patience 1; MS-(5,7)
+# accuracy rule 0.99 / gap 5000 / patience 1000.
+_SGD = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 5e-4, "batch_size": 256}
+_RULES = {
+    "lms5": {"stop_rule": "loss", "stop_eps": 0.01, "patience": 1},
+    "ms57": {"stop_rule": "acc", "stop_eps": 0.01, "patience": 1000},
+}
+# Attack settings of nb06 (REFERENCE.md Sec. 5.4-5.6). eps_* relative to drange, uap_eps absolute.
+ATTACKS: dict[str, dict[str, Any]] = {
+    "lms5": {"pgd_eps": 0.5, "pgd_lr": 0.05, "pgd_steps": 20,
+             "svd_pgd_eps": 1.0, "svd_pgd_steps": 30, "uap_eps": 1.0,
+             "as_lr": 0.05, "as_iters": 30, "as_epochs": 2, "as_batch": 256},
+    "ms57": {"pgd_eps": 0.5, "pgd_lr": 0.05, "pgd_steps": 20,
+             "svd_pgd_eps": 0.5, "svd_pgd_steps": 50, "uap_eps": 0.5,
+             "as_lr": 0.05, "as_iters": 50, "as_epochs": 2, "as_batch": 256},
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "n_seeds": 2, "n_train": 2000, "n_test": 500, "d": 50,
+        "eval_every": {"lms5": 200, "ms57": 200}, "max_steps": {"lms5": 400, "ms57": 400},
+        "datasets": ["lms5"], "models": ["fcn_200x1"],
+        "as_iters_scale": 0.1,
+    },
+    # 20k training points (nb06: 100k), 2k test points (nb06: 10k / 5k), 3 seeds, evaluation
+    # every 1000 updates (nb06: 1000 / 5000); CNN and GRU on LMS-5 only (on MS-(5,7) they need
+    # >= 10k updates at 20-30x the FCN's cost per update).
+    "quick": {
+        "n_seeds": 3, "n_train": 20000, "n_test": 2000, "d": 50,
+        "eval_every": {"lms5": 1000, "ms57": 1000}, "max_steps": {"lms5": 10000, "ms57": 30000},
+        "datasets": ["lms5", "ms57"],
+        "models": {"lms5": ["fcn_200x1", "cnn1d_32x7x1", "gru_100x10x1"], "ms57": ["fcn_200x1"]},
+        "as_iters_scale": 1.0,
+    },
+    "paper": {
+        "n_seeds": 5, "n_train": 100000, "n_test": {"lms5": 10000, "ms57": 5000}, "d": 50,
+        "eval_every": {"lms5": 1000, "ms57": 5000},
+        "max_steps": {"lms5": 100000, "ms57": 200000},
+        "datasets": ["lms5", "ms57"],
+        "models": ["fcn_200x1", "cnn1d_32x7x1", "gru_100x10x1"],
+        "as_iters_scale": 1.0,
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def data_bounds(*xs: np.ndarray) -> tuple[float, float]:
+    """(min, max) over every entry of the rotated data (train + test), the reference's box."""
+    return float(min(x.min() for x in xs)), float(max(x.max() for x in xs))
+
+
+
+
+def attack_stack(model, params, ds, fit, evaluation, bounds, a: Mapping[str, Any], key,
+                 as_iters_scale: float = 1.0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """PGD, SVD-UAP and AS-UAP of every model of a stack (nb06, REFERENCE.md Sec. 5.4-5.7).
+
+    Args:
+      model: `sbjax.models.Model`; params: stacked variables [M, ...].
+      ds: the dataset (rotation, S).
+      fit: (x, y) the UAPs are fit on; evaluation: (x, y) PGD and the UAPs are evaluated on (the
+        reference: both the test set).
+      bounds: (lo, hi) box of the attacked inputs. a: one entry of `ATTACKS`.
+      key: PRNG key (PGD random starts).
+      as_iters_scale: multiplies the AS-UAP iterations per batch.
+
+    Returns:
+      (per-model metrics name -> float [M], arrays: `svd_uap`, `as_uap` [M, d] (model basis,
+      applied scale and sign), `pgd_delta_can_abs_mean` [M, d]).
+    """
+    import jax
+
+    from sbjax.eval import attacks as A
+    from sbjax.eval import uap as U
+
+    drange = bounds[1] - bounds[0]
+    x_ev, y_ev = evaluation
+    pgd = A.pgd_attack(model.logits, params, x_ev, y_ev, jax.random.fold_in(key, 0), norm="l2",
+                       eps=a["pgd_eps"] * drange, step_size=a["pgd_lr"] * drange,
+                       n_iter=a["pgd_steps"], bounds=bounds)
+    svd = U.uap_report(model.logits, params, fit, evaluation, ds, jax.random.fold_in(key, 1),
+                       kind="svd", eps=a["uap_eps"], pgd_eps=a["svd_pgd_eps"] * drange,
+                       step_size=a["pgd_lr"] * drange, n_iter=a["svd_pgd_steps"],
+                       bounds=bounds)
+    n_as = max(1, int(round(a["as_iters"] * as_iters_scale)))
+    asu = U.uap_report(model.logits, params, fit, evaluation, ds, jax.random.fold_in(key, 2),
+                       kind="as", eps=a["uap_eps"], step_size=a["as_lr"], n_iter=n_as,
+                       batch_size=a["as_batch"], bounds=bounds)
+    metrics = {
+        "test_acc": pgd.clean_accuracy,
+        "pgd_acc": pgd.accuracy,
+        "pgd_frac_on_s": A.mean_budget_fraction(pgd.delta, ds),
+        "uap_acc": svd["accuracy"],
+        "uap_frac_on_s": svd["fraction_on_s"],
+        "uap_energy_on_s": svd["energy_on_s"],
+        "as_uap_acc": asu["accuracy"],
+        "as_uap_frac_on_s": asu["fraction_on_s"],
+    }
+    delta_can = np.abs(np.asarray(ds.to_canonical(pgd.delta)))  # [M, n, d]
+    arrays = {
+        "svd_uap": np.asarray(svd["uap"]),
+        "as_uap": np.asarray(asu["uap"]),
+        "pgd_delta_can_abs_mean": delta_can.mean(axis=1),
+    }
+    return {k: np.asarray(v, np.float64) for k, v in metrics.items()}, arrays
+
+
+def transfer_matrix(stacks: Mapping[str, tuple[Any, Any]], uaps: Mapping[str, np.ndarray],
+                    evaluation, bounds) -> dict[str, Any]:
+    """SVD-UAP transfer across architectures: accuracy of model j under the UAP of model i.
+
+    Args:
+      stacks: architecture -> (model, stacked params [S, ...]) (S seeds each).
+      uaps: architecture -> applied SVD-UAPs [S, d] (scale and sign included).
+      evaluation: (x, y).
+
+    Returns:
+      dict with `archs` (order), `per_model` [K, K] (K = total models; rows = UAP source,
+      columns = attacked model), `mean` [A, A] (mean over all source / target seed pairs),
+      `same_seed` [A, A] (mean over pairs with equal seed index).
+    """
+    from sbjax.eval import uap as U
+
+    archs = list(stacks)
+    all_u = np.concatenate([uaps[a] for a in archs], axis=0)
+    mat = np.asarray(U.uap_transfer_matrix_multi(
+        [(stacks[a][0].logits, stacks[a][1]) for a in archs], evaluation[0], evaluation[1],
+        all_u, both_signs=True, bounds=bounds))
+    sizes = [uaps[a].shape[0] for a in archs]
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    mean = np.zeros((len(archs), len(archs)))
+    same = np.zeros_like(mean)
+    for i in range(len(archs)):
+        for j in range(len(archs)):
+            blk = mat[edges[i]:edges[i + 1], edges[j]:edges[j + 1]]
+            mean[i, j] = blk.mean()
+            k = min(blk.shape)
+            same[i, j] = np.mean([blk[s, s] for s in range(k)])
+    return {"archs": archs, "per_model": mat.tolist(), "mean": mean.tolist(),
+            "same_seed": same.tolist()}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    from sbjax.eval import attacks as A
+    from sbjax.eval import metrics as M
+
+    parser = make_parser(NAME, __doc__, PRESETS)
+    parser.add_argument("--uap-fit-split", choices=("test", "train"), default="test",
+                        help="test: fit and evaluate UAPs on the test set (the reference); train: "
+                        "fit on the first n_test training points, evaluate on the test set")
+    args = parser.parse_args(argv)
+    cfg = PRESETS[args.preset]
+    run = start_run(NAME, args, cfg, extra_config={"uap_fit_split": args.uap_fit_split})
+    from sbjax.models import make_model
+
+    extra: dict[str, Any] = {"transfer": {}, "bounds": {}, "sweep_wall_s": {}, "figures": [],
+                             "uap_fit_split": args.uap_fit_split}
+    heat: dict[str, dict[str, np.ndarray]] = {}
+    for ds_name in cfg["datasets"]:
+        n_test = int(per_dataset(cfg["n_test"], ds_name))
+        ds, train, test = make_data(ds_name, cfg["d"], cfg["n_train"], n_test, run.seed)
+        bounds = A.data_bounds(train[0], test[0])
+        extra["bounds"][ds_name] = {"lo": bounds[0], "hi": bounds[1],
+                                    "drange": bounds[1] - bounds[0]}
+        fit = test if args.uap_fit_split == "test" else (train[0][:n_test], train[1][:n_test])
+        tcfg = train_cfg({**_SGD, **_RULES[ds_name]},
+                         eval_every=int(per_dataset(cfg["eval_every"], ds_name)),
+                         max_steps=int(per_dataset(cfg["max_steps"], ds_name)))
+        stacks, svd_uaps = {}, {}
+        for m_name in per_dataset(cfg["models"], ds_name):
+            from sbjax.train import train_sweep
+
+            model = make_model(MODELS[m_name])
+            sweep = f"{ds_name}_{m_name}"
+            t0 = time.perf_counter()
+            r = train_sweep(tcfg, model, train, test, n_seeds=run.n_seeds, seed=run.seed,
+                            **run.sweep_kwargs(sweep))
+            extra["sweep_wall_s"][sweep] = time.perf_counter() - t0
+            run.save_params(sweep, r.params)
+            metrics, arrays = attack_stack(model, r.params, ds, fit, test, bounds,
+                                           ATTACKS[ds_name], eval_key(run.seed, sweep),
+                                           cfg["as_iters_scale"])
+            metrics["train_acc"] = np.asarray(
+                M.accuracy(model.logits, r.params, train[0], train[1], batch_size=8192),
+                np.float64)
+            metrics["stop_step"] = np.asarray(r.stop_step, np.float64)
+            metrics["converged"] = np.asarray([s == "converged" for s in r.stop_reason],
+                                              np.float64)
+            run.add_result(dataset=ds_name, model=m_name, metrics=metrics,
+                           uap_fit_split=args.uap_fit_split)
+            stacks[m_name] = (model, r.params)
+            svd_uaps[m_name] = arrays["svd_uap"]
+            for kind in ("svd_uap", "as_uap"):
+                u_can = np.asarray(ds.to_canonical(arrays[kind]))
+                heat.setdefault(f"{ds_name}/{kind}", {})[m_name] = u_can
+            heat.setdefault(f"{ds_name}/pgd", {})[m_name] = arrays["pgd_delta_can_abs_mean"]
+        extra["transfer"][ds_name] = transfer_matrix(stacks, svd_uaps, test, bounds)
+    _figures(run, extra, heat)
+    extra["uap_heatmap_seed0"] = {k: {m: np.abs(v[0]).tolist() for m, v in d.items()}
+                                  for k, d in heat.items()}
+    return run.finish(extra=extra)
+
+
+def _figures(run, extra: dict[str, Any], heat: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    from sbjax import plots
+
+    for key, per_model in heat.items():
+        if not key.endswith("uap"):
+            continue
+        ds_name, kind = key.split("/")
+        fn = f"fig4_{kind}_{ds_name}.png"
+        plots.uap_heatmaps({m: np.abs(u[0]) for m, u in per_model.items()}, run.path(fn),
+                           title=f"Fig. 4: |{kind.replace('_', '-').upper()}| in the canonical "
+                           f"basis, {ds_name} (seed 0)")
+        extra["figures"].append(fn)
+    for ds_name, tr in extra["transfer"].items():
+        fn = f"uap_transfer_{ds_name}.png"
+        plots.transfer_matrix(np.asarray(tr["mean"]), tr["archs"], run.path(fn),
+                              title=f"SVD-UAP transfer accuracy, {ds_name}")
+        extra["figures"].append(fn)
+
+
+if __name__ == "__main__":
+    main()
