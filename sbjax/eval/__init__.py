@@ -17,6 +17,19 @@ from sbjax.eval.attacks import (
     pgd_attack,
     pgd_perturb,
 )
+from sbjax.eval.boundary import (
+    BOUNDARY_FILLS,
+    BoundaryGrid,
+    boundary_projection,
+    most_influential,
+)
+from sbjax.eval.ensemble import (
+    AGGREGATIONS,
+    EnsembleLogits,
+    aggregate_logits,
+    ensemble_logits_fn,
+    group_members,
+)
 from sbjax.eval.metrics import (
     AUC_KINDS,
     accuracy,
@@ -58,6 +71,15 @@ from sbjax.eval.uap import (
 )
 
 __all__ = [
+    "AGGREGATIONS",
+    "BOUNDARY_FILLS",
+    "BoundaryGrid",
+    "EnsembleLogits",
+    "aggregate_logits",
+    "boundary_projection",
+    "ensemble_logits_fn",
+    "group_members",
+    "most_influential",
     "UAP_KINDS",
     "apply_uap",
     "as_uap",

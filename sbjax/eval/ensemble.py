@@ -1,0 +1,130 @@
+"""Ensembles as models: every metric of `sbjax.eval` applies to an ensemble as to a single model.
+
+An ensemble of K members is a `logits_fn` over the members' variables stacked along a member axis
+[K, ...]; a stack of E ensembles is therefore variables [E, K, ...] and any stacked function
+(`evaluate`, `randomization_report`, `pgd_attack`, `svd_uap`, ...) returns [E, ...] results:
+
+    from sbjax.eval import ensemble_logits_fn, group_members, evaluate
+    ens = ensemble_logits_fn(model.logits, aggregation="logits")
+    groups = group_members(result.best_params, n_members=3)     # [M, ...] -> [M // 3, 3, ...]
+    evaluate(ens, groups, x_test, y_test)["roc_auc"]             # [M // 3]
+
+Aggregations (REFERENCE 6):
+
+* `"logits"` (default, the reference nb04): the plain mean of the members' raw logits.
+* `"probs"`: the mean of the members' softmax probabilities, returned as log-probabilities
+  `log(mean_k softmax(l_k))` (computed with logsumexp), which are valid logits: argmax and the score
+  `logit1 - logit0 = log(p1 / p0)` keep their meaning, and gradients (PGD, UAPs) flow through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sbjax.eval.metrics import LogitsFn, _check_logits_fn, num_models
+from sbjax.validate import check_choice, check_int, fail
+
+AGGREGATIONS = ("logits", "probs")
+
+__all__ = [
+    "AGGREGATIONS",
+    "EnsembleLogits",
+    "aggregate_logits",
+    "ensemble_logits_fn",
+    "group_members",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleLogits:
+    """`logits_fn` of an ensemble: `(member_variables [K, ...], x [n, ...]) -> logits [n, 2]`.
+
+    Frozen and hashable (equal for equal `logits_fn` and `aggregation`), so it can be a static
+    argument of `jit` like any other `logits_fn` and is compiled once.
+
+    Attributes:
+        logits_fn: one member's `logits_fn(variables, x) -> [n, 2]`.
+        aggregation: "logits" (mean of raw logits, reference) or "probs" (mean probability,
+            returned as log-probabilities).
+    """
+
+    logits_fn: LogitsFn
+    aggregation: str = "logits"
+
+    def __call__(self, member_variables: Any, x: jax.Array) -> jax.Array:
+        member_logits = jax.vmap(self.logits_fn, in_axes=(0, None))(member_variables, x)
+        return aggregate_logits(member_logits, self.aggregation)
+
+
+def aggregate_logits(member_logits: jax.Array, aggregation: str = "logits") -> jax.Array:
+    """Combines member logits [..., K, n, C] into ensemble logits [..., n, C].
+
+    Args:
+        member_logits: logits of K members (member axis third from last).
+        aggregation: "logits" (mean of raw logits) or "probs" (log of the mean softmax).
+
+    Returns:
+        float32 [..., n, C].
+    """
+    check_choice("aggregation", aggregation, AGGREGATIONS)
+    lg = jnp.asarray(member_logits, jnp.float32)
+    if aggregation == "logits":
+        return jnp.mean(lg, axis=-3)
+    k = lg.shape[-3]
+    logp = jax.nn.log_softmax(lg, axis=-1)
+    return jax.nn.logsumexp(logp, axis=-3) - jnp.log(jnp.float32(k))
+
+
+def ensemble_logits_fn(logits_fn: LogitsFn, aggregation: str = "logits") -> EnsembleLogits:
+    """Wraps one member's `logits_fn` into an ensemble `logits_fn` over stacked members.
+
+    Args:
+        logits_fn: `logits_fn(variables, x) -> [n, 2]` of one member.
+        aggregation: "logits" (default, reference nb04) or "probs".
+
+    Returns:
+        An `EnsembleLogits`; pass ensembles stacked as [E, K, ...] wherever a stack of models
+        [M, ...] is expected.
+    """
+    _check_logits_fn(logits_fn)
+    check_choice("aggregation", aggregation, AGGREGATIONS)
+    return EnsembleLogits(logits_fn, aggregation)
+
+
+def group_members(
+    variables: Any, n_members: int, *, n_ensembles: int | None = None, drop_remainder: bool = False
+) -> Any:
+    """Reshapes a stack of M models [M, ...] into ensembles [E, K, ...] of consecutive models.
+
+    Ensemble e holds models e K, ..., e K + K - 1 (with seed-major sweeps, order the models so
+    that the ones to combine are adjacent first, e.g. by selecting one grid point).
+
+    Args:
+        variables: stacked variables [M, ...].
+        n_members: K, members per ensemble.
+        n_ensembles: E (default M // K).
+        drop_remainder: allow M > E K and drop the trailing models (otherwise an error).
+
+    Returns:
+        Variables stacked [E, K, ...].
+    """
+    m = num_models(variables)
+    check_int("n_members", n_members, min_value=1)
+    e = m // n_members if n_ensembles is None else n_ensembles
+    check_int("n_ensembles", e, min_value=1)
+    if e * n_members > m or (e * n_members < m and not drop_remainder):
+        fail(
+            "n_members",
+            n_members,
+            f"a grouping of the {m} models (n_ensembles * n_members = {e * n_members}; set "
+            "drop_remainder=True to drop trailing models)",
+        )
+    used = e * n_members
+    return jax.tree.map(
+        lambda a: jnp.reshape(jnp.asarray(a)[:used], (e, n_members, *np.shape(a)[1:])), variables
+    )
