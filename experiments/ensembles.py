@@ -43,6 +43,7 @@ from experiments.common import make_parser, start_run
 log = logging.getLogger("sbjax.experiments.ensembles")
 
 NAME = "ensembles"
+# sbjax.eval.ensemble.AGGREGATIONS (imported lazily: JAX must not start before `start_run`).
 AGGREGATIONS = ("logits", "probs")
 
 
@@ -131,32 +132,12 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def aggregate(member_logits: Any, aggregation: str) -> Any:
-    """PROVISIONAL until sbjax.eval.ensemble lands: ensemble logits from member logits.
-
-    Args:
-      member_logits: float32 [..., k, n, 2] logits of k members.
-      aggregation: "logits" (mean of raw logits, the reference) or "probs" (mean of softmax
-        probabilities, returned as log-probabilities so that argmax and score = logit1 - logit0
-        stay meaningful).
-
-    Returns:
-      float32 [..., n, 2].
-    """
-    import jax
-    import jax.numpy as jnp
-
-    lg = jnp.asarray(member_logits, jnp.float32)
-    if aggregation == "logits":
-        return lg.mean(axis=-3)
-    return jnp.log(jax.nn.softmax(lg, axis=-1).mean(axis=-3))
-
-
 def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     """Trains one study's S x K members, evaluates every ensemble size, adds the records."""
     import jax
 
     from sbjax.data import make_dataset
+    from sbjax.eval.ensemble import aggregate_logits
     from sbjax.eval.metrics import accuracy_from_logits, metrics_from_logits, stacked_logits
     from sbjax.eval.randomize import as_basis, randomize_block
     from sbjax.models import make_model
@@ -204,7 +185,7 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     curves: dict[str, dict[int, np.ndarray]] = {a: {} for a in AGGREGATIONS}
     for k in study.ensemble_sizes:
         for agg in AGGREGATIONS:
-            m = {name: metrics_from_logits(aggregate(lg[:, :k], agg), y_te)
+            m = {name: metrics_from_logits(aggregate_logits(lg[:, :k], agg), y_te)
                  for name, lg in logits.items()}
             ens_acc = np.asarray(m["standard"]["accuracy"])
             metrics = {
