@@ -76,6 +76,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "momentum": [0.0, 0.9]},
         "grid_train": {**_GRID_TRAIN, "max_steps": 4000, "eval_every": 1000},
     },
+    # The reference notebook nb03 exactly (one (300,2)-FCN, full budget: it stops at train
+    # accuracy 0.995 after 20-40k updates; MS-7 control at lr 0.3), 3 seeds: CPU tens of minutes.
+    "nb03": {
+        "n_seeds": 3, "n_train": 40000, "n_test": 10000, "n_val": 10000, "noise": 0.1,
+        "models": [[300, 2]], "train": {**_REF, "max_steps": 60_000, "eval_every": 10_000},
+        "control_models": [[300, 2]], "control_train": {**_CONTROL, "max_steps": 30_000,
+                                                        "eval_every": 2000},
+        "grid_models": [[300, 2]], "grid": _PAPER_GRID,
+        "grid_train": {**_GRID_TRAIN, "max_steps": 200_000, "eval_every": 5000},
+    },
     # Paper sizes (App. D.1: 40k points), 5 seeds, all six FCNs in every mode, the full grid.
     # The paper's budget is 10^7 updates; 200k here (x25 fewer; GPU hours otherwise).
     "paper": {
