@@ -14,6 +14,7 @@ from sbjax.eval.attacks import (
     budget_fraction,
     data_bounds,
     mean_budget_fraction,
+    pgd_accuracy,
     pgd_attack,
     pgd_perturb,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "budget_fraction",
     "data_bounds",
     "mean_budget_fraction",
+    "pgd_accuracy",
     "pgd_attack",
     "pgd_perturb",
     "RANDOMIZE_MODES",

@@ -59,6 +59,7 @@ __all__ = [
     "budget_fraction",
     "data_bounds",
     "mean_budget_fraction",
+    "pgd_accuracy",
     "pgd_attack",
     "pgd_perturb",
 ]
@@ -341,6 +342,13 @@ def pgd_attack(
         batch_size,
         model_chunk,
     )
+
+
+def pgd_accuracy(
+    logits_fn: LogitsFn, variables: Any, x: jax.Array, y: jax.Array, key: jax.Array, **kw: Any
+) -> jax.Array:
+    """PGD estimate of delta-robust accuracy [M] (`pgd_attack(...).accuracy`; same arguments)."""
+    return pgd_attack(logits_fn, variables, x, y, key, **kw).accuracy
 
 
 # ----------------------------------------------------------------------------------------------
