@@ -1,0 +1,338 @@
+"""MNIST-CIFAR end to end (Shah et al. 2020, Sec. 3.1, 4.2, 4.3; App. C Tables 4-5; App. E.2.2).
+
+Trains image CNNs on MNIST-CIFAR (an MNIST digit stacked on a CIFAR-10 image, version A: 0 +
+automobile vs 1 + truck) and measures extreme simplicity bias:
+
+* standard / MNIST-randomized (S) / CIFAR-randomized (S^c) AUC and accuracy (Tables 4-5), logit
+  histograms (Fig. 3a);
+* the CIFAR-only control: the same architecture trained on the CIFAR block alone reaches high
+  accuracy, so the CIFAR block is learnable (Sec. 4.2);
+* logit-averaged ensembles of 3 (reference nb04);
+* Linf adversarial training with PGD (eps 0.3, 7 steps of 0.12, reference nb05 / Table 11),
+  standard and robust accuracy, randomized AUCs;
+* an L2 universal adversarial perturbation and the fraction of its norm on the MNIST block, with a
+  heatmap over the image (Fig. 4).
+
+Presets: `smoke` (test suite), `quick` (small CNN on the real subset in ../shared/data, CPU
+minutes), `paper` (full data, the paper's models and sizes; GPU/TPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from experiments.common import make_parser, start_run
+
+NAME = "mnist_cifar"
+PARTS = ("standard", "cifar_only", "ensemble", "adversarial", "uap")
+log = logging.getLogger(f"sbjax.experiments.{NAME}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Settings of one preset (REFERENCE.md Sec. 3.3, 7.1 for the reference values)."""
+
+    n_seeds: int
+    models: tuple[str, ...]
+    source: str = "auto"
+    version: str = "A"
+    filters: int = 16  # small_cnn width
+    n_train: int | None = None  # None: all the pools allow (10,000 on the full data)
+    n_test: int | None = None
+    batch_size: int = 256
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 5e-5
+    max_steps: int = 20_000
+    eval_every: int = 50
+    stop_eps: float = 0.01  # train loss < 0.01 (reference)
+    n_members: int = 3
+    adv_eps: float = 0.3
+    adv_steps: int = 7
+    adv_step_frac: float = 0.4
+    adv_max_steps: int = 8_000  # 200 epochs of 40 batches in the reference
+    adv_eval_every: int = 160  # every 4 epochs
+    adv_lr_boundaries: tuple[int, ...] = (30,)
+    uap_eps: float = 10.0  # L2 budget of the UAP on [0, 1] pixels (64 x 32 x 3 image)
+    uap_steps: int = 50
+    pgd_eval_steps: int = 7
+
+
+PRESETS = {
+    "smoke": Preset(n_seeds=1, models=("small_cnn",), source="subset", filters=4, n_train=None,
+                    n_test=None, batch_size=32, max_steps=20, eval_every=10, n_members=2,
+                    adv_steps=2, adv_max_steps=10, adv_eval_every=10, adv_lr_boundaries=(),
+                    uap_steps=3, pgd_eval_steps=2),
+    "quick": Preset(n_seeds=3, models=("small_cnn",), source="subset", filters=16,
+                    batch_size=64, max_steps=600, eval_every=25, adv_max_steps=400,
+                    adv_eval_every=50, adv_lr_boundaries=(), uap_steps=30),
+    "paper": Preset(n_seeds=5, models=("resnet50", "mobilenetv2", "densenet121", "googlenet"),
+                    source="auto"),
+}
+
+
+def _model_name(name: str, p: Preset) -> str:
+    return f"small_cnn_{p.filters}" if name == "small_cnn" else name
+
+
+def _make_model(name: str, p: Preset):
+    from sbjax.models import make_model
+
+    cfg = {"name": name}
+    if name == "small_cnn":
+        cfg["filters"] = p.filters
+    return make_model(cfg)
+
+
+def _eval_sets(data) -> dict[str, Any]:
+    return {
+        "test": data.test,
+        "s_rand": data.test_mnist_randomized,
+        "sc_rand": data.test_cifar_randomized,
+    }
+
+
+def _standard_metrics(logits_fn, variables, data) -> tuple[dict, dict]:
+    """Per-model metrics and the raw logits of the three evaluation sets."""
+    from sbjax.eval.metrics import evaluate, stacked_logits
+
+    out: dict[str, np.ndarray] = {}
+    logits: dict[str, np.ndarray] = {}
+    for tag, split in _eval_sets(data).items():
+        m = evaluate(logits_fn, variables, split.x, split.y, batch_size=512)
+        prefix = "test" if tag == "test" else tag
+        out[f"{prefix}_acc"] = np.asarray(m["accuracy"])
+        out[f"{prefix}_auc"] = np.asarray(m["roc_auc"])
+        logits[tag] = np.asarray(stacked_logits(logits_fn, variables, split.x, batch_size=512))
+    return out, logits
+
+
+def _train_cfg(p: Preset, **over):
+    from sbjax.train import TrainConfig
+
+    kw = dict(lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, batch_size=p.batch_size,
+              max_steps=p.max_steps, eval_every=p.eval_every, stop_rule="loss",
+              stop_eps=p.stop_eps, patience=1, eval_batch_size=512)
+    kw.update(over)
+    return TrainConfig(**kw)
+
+
+def _logit_figure(path, logits: dict[str, np.ndarray], y: dict[str, np.ndarray], title: str):
+    """Fig. 3(a): histograms of logit1 - logit0 on positives, standard vs randomized sets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=False)
+    names = {"test": "standard", "s_rand": "MNIST-randomized (S)", "sc_rand": "CIFAR-randomized (S^c)"}
+    for ax, cls, label in ((axes[0], 1, "true positives"), (axes[1], 0, "true negatives")):
+        for tag, lg in logits.items():
+            s = (lg[0, :, 1] - lg[0, :, 0])[y[tag] == cls]
+            ax.hist(s, bins=30, alpha=0.5, density=True, label=names[tag])
+        ax.set_title(f"{title}: {label}")
+        ax.set_xlabel("logit1 - logit0 (seed 0)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = make_parser(NAME, __doc__, PRESETS)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated subset of: " + ", ".join(PARTS))
+    parser.add_argument("--models", default=None,
+                        help="comma-separated image models (default: the preset's), e.g. "
+                        "resnet50,mobilenetv2,densenet121,googlenet,resnet18,small_cnn")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with MNIST/CIFAR-10 files, tfds data dir, or the subset")
+    parser.add_argument("--source", default=None, choices=("auto", "files", "tfds", "subset"),
+                        help="data source (default: the preset's)")
+    parser.add_argument("--version", default=None, choices=("A", "B", "C"),
+                        help="MNIST-CIFAR version (default: the preset's, A)")
+    args = parser.parse_args(argv)
+    p = PRESETS[args.preset]
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    for s in parts:
+        if s not in PARTS:
+            parser.error(f"--parts: unknown part {s!r}; choose from {', '.join(PARTS)}")
+    if args.models:
+        p = dataclasses.replace(p, models=tuple(m.strip() for m in args.models.split(",")))
+    if args.source:
+        p = dataclasses.replace(p, source=args.source)
+    if args.version:
+        p = dataclasses.replace(p, version=args.version)
+    run = start_run(NAME, args, p, {"parts": parts, "data_dir": args.data_dir})
+
+    from sbjax.data.mnist_cifar import cifar_only, load_mnist_cifar
+    from sbjax.train import train_sweep
+
+    data = load_mnist_cifar(version=p.version, source=p.source, data_dir=args.data_dir,
+                            seed=run.seed, n_train=p.n_train, n_test=p.n_test)
+    meta = data.metadata
+    dataset = meta["dataset"]
+    log.info("MNIST-CIFAR %s from %s: %s", p.version, meta["source"], meta["sizes"])
+    train = (data.train.x, data.train.y)
+    val = (data.test.x, data.test.y)  # the reference selects / evaluates on its test set
+    ys = {k: v.y for k, v in _eval_sets(data).items()}
+    extra: dict[str, Any] = {"data": meta}
+
+    for arch in p.models:
+        model = _make_model(arch, p)
+        mname = _model_name(arch, p)
+        std_params = None
+
+        if "standard" in parts or "uap" in parts:
+            r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds, seed=run.seed,
+                            **run.sweep_kwargs(f"{mname}_standard"))
+            std_params = r.params  # the reference uses the final model (nb02)
+            met, logits = _standard_metrics(model.logits, std_params, data)
+            met["train_acc"] = r.history["train_acc"][:, -1]
+            met["updates"] = r.stop_step
+            run.add_result(dataset=dataset, model=mname, metrics={
+                "train_acc": met["train_acc"], "test_acc": met["test_acc"],
+                "test_auc": met["test_auc"], "s_rand_auc": met["s_rand_auc"],
+                "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
+                "sc_rand_acc": met["sc_rand_acc"], "updates": met["updates"],
+            }, training="standard")
+            run.save_params(f"{mname}_standard", std_params)
+            _logit_figure(run.path(f"fig3a_logits_{mname}.png"), logits, ys, mname)
+
+        if "cifar_only" in parts:
+            ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
+            r = train_sweep(_train_cfg(p), model, (ctrain.x, ctrain.y), (ctest.x, ctest.y),
+                            n_seeds=run.n_seeds, seed=run.seed,
+                            **run.sweep_kwargs(f"{mname}_cifar_only"))
+            from sbjax.eval.metrics import evaluate
+
+            m = evaluate(model.logits, r.params, ctest.x, ctest.y, batch_size=512)
+            run.add_result(dataset=f"cifar_{p.version.lower()}_only", model=mname, metrics={
+                "train_acc": r.history["train_acc"][:, -1],
+                "test_acc": np.asarray(m["accuracy"]), "test_auc": np.asarray(m["roc_auc"]),
+            }, training="standard")
+
+        if "ensemble" in parts:
+            r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds,
+                            n_members=p.n_members, seed=run.seed,
+                            **run.sweep_kwargs(f"{mname}_ensemble"))
+            _ensemble_part(run, model, mname, dataset, data, r, p)
+
+        if "adversarial" in parts:
+            cfg = _train_cfg(
+                p, max_steps=p.adv_max_steps, eval_every=p.adv_eval_every, stop_rule="loss",
+                stop_eps=1e-3, adv_norm="linf", adv_eps=p.adv_eps, adv_steps=p.adv_steps,
+                adv_step_frac=p.adv_step_frac, adv_bounds=(0.0, 1.0), adv_bn_mode="train",
+                select_metric="val_robust_acc", lr_boundaries=p.adv_lr_boundaries,
+                lr_decay=0.2,
+            )
+            r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
+                            **run.sweep_kwargs(f"{mname}_adversarial"))
+            met, _ = _standard_metrics(model.logits, r.best_params, data)
+            rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
+            run.add_result(dataset=dataset, model=mname, metrics={
+                "test_acc": met["test_acc"], "robust_acc": rob,
+                "test_auc": met["test_auc"], "s_rand_auc": met["s_rand_auc"],
+                "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
+                "sc_rand_acc": met["sc_rand_acc"],
+                "best_update": r.best_step,
+            }, training="adversarial_linf", eps=p.adv_eps)
+            run.save_params(f"{mname}_adversarial", r.best_params)
+            if std_params is not None:
+                rob_std = _robust_accuracy(model, std_params, data.test, p, key_seed=run.seed)
+                extra.setdefault("standard_robust_acc", {})[mname] = rob_std.tolist()
+
+        if "uap" in parts and std_params is not None:
+            _uap_part(run, model, mname, dataset, data, std_params, p)
+
+    return run.finish(extra)
+
+
+def _robust_accuracy(model, variables, split, p: Preset, key_seed: int) -> np.ndarray:
+    """Linf PGD accuracy (eps, steps, step size of the preset) of every model on `split`."""
+    import jax
+
+    from sbjax.eval.attacks import pgd_attack
+
+    res = pgd_attack(model.logits, variables, split.x, split.y, jax.random.key(key_seed),
+                     norm="linf", eps=p.adv_eps, step_size=p.adv_step_frac * p.adv_eps,
+                     n_iter=p.pgd_eval_steps, bounds=(0.0, 1.0), batch_size=256)
+    return np.asarray(res.accuracy)
+
+
+def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
+    """Logit-averaged ensembles of the best member models (reference nb04)."""
+    from sbjax.eval.ensemble import ensemble_logits_fn, group_members
+    from sbjax.eval.metrics import evaluate
+
+    m, k = run.n_seeds, p.n_members
+    members = r.best_params  # the reference keeps each member's best (test-selected) model
+    grouped = group_members(members, k)  # seed-major sweep: members of a seed are adjacent
+    fn = ensemble_logits_fn(model.logits, aggregation="logits")
+    res = {}
+    for tag, split in _eval_sets(data).items():
+        e = evaluate(fn, grouped, split.x, split.y, batch_size=512)
+        prefix = "ensemble_test" if tag == "test" else f"ensemble_{tag}"
+        res[f"{prefix}_acc"] = np.asarray(e["accuracy"])
+        res[f"{prefix}_auc"] = np.asarray(e["roc_auc"])
+    single = evaluate(model.logits, members, data.test.x, data.test.y, batch_size=512)
+    run.add_result(dataset=dataset, model=mname, metrics={
+        "test_acc": np.asarray(single["accuracy"]).reshape(m, k).mean(1),
+        "ensemble_test_acc": res["ensemble_test_acc"],
+        "test_auc": res["ensemble_test_auc"], "s_rand_auc": res["ensemble_s_rand_auc"],
+        "sc_rand_auc": res["ensemble_sc_rand_auc"],
+    }, training="standard", ensemble_size=k)
+
+
+def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
+    """L2 UAP (label-agnostic and SVD) on the standard models; fraction of its norm on MNIST."""
+    import jax
+
+    from sbjax.data.mnist_cifar import mnist_block_mask
+    from sbjax.eval import uap as U
+
+    key = jax.random.key(run.seed)
+    x, y = data.test.x, data.test.y  # fit and evaluate on the test set, as the reference does
+    u = np.asarray(U.svd_uap(model.logits, params, x, y, key, eps=p.uap_eps,
+                             step_size=0.1 * p.uap_eps, n_iter=p.uap_steps, bounds=(0.0, 1.0),
+                             batch_size=256))  # [M, 64, 32, 3], unit norm
+    acc = np.asarray(U.uap_accuracy(model.logits, params, x, y, u, eps=p.uap_eps,
+                                    both_signs=True, bounds=(0.0, 1.0), batch_size=256))
+    mask = mnist_block_mask(u.shape[1:])
+    flat = u.reshape(u.shape[0], -1)
+    frac = np.sqrt((flat[:, mask.reshape(-1)] ** 2).sum(1)) / np.linalg.norm(flat, axis=1)
+    run.add_result(dataset=dataset, model=mname, metrics={
+        "uap_acc": acc, "uap_frac_on_s": frac,
+        "uap_energy_on_s": frac ** 2,
+    }, attack="svd_uap_l2", eps=p.uap_eps)
+    _uap_heatmap(run.path(f"fig4_uap_{mname}.png"), u[0],
+                 f"{mname}: |UAP| (seed 0)\n{frac[0]:.1%} of its L2 norm on the MNIST block")
+
+
+def _uap_heatmap(path, u: np.ndarray, title: str) -> None:
+    """Fig. 4 (right): |u| per pixel (L2 over channels), MNIST block on top, CIFAR below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mag = np.sqrt((u ** 2).sum(-1))
+    fig, ax = plt.subplots(figsize=(3.2, 5))
+    im = ax.imshow(mag / mag.max(), cmap="viridis", vmin=0, vmax=1)
+    ax.axhline(31.5, color="w", lw=0.8, ls="--")
+    ax.set_title(title, fontsize=8)
+    ax.set_yticks([16, 48], ["MNIST", "CIFAR"])
+    ax.set_xticks([])
+    fig.colorbar(im, ax=ax, fraction=0.05, label="|u| / max|u|")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
