@@ -123,24 +123,18 @@ def _train_cfg(p: Preset, **over):
 
 
 def _logit_figure(path, logits: dict[str, np.ndarray], y: dict[str, np.ndarray], title: str):
-    """Fig. 3(a): histograms of logit1 - logit0 on positives, standard vs randomized sets."""
-    import matplotlib
+    """Fig. 3(a): histograms of logit1 - logit0 (seed 0), standard vs randomized sets.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The three sets are built separately (reference), so each is split by its own labels.
+    """
+    from sbjax import plots
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=False)
-    names = {"test": "standard", "s_rand": "MNIST-randomized (S)", "sc_rand": "CIFAR-randomized (S^c)"}
-    for ax, cls, label in ((axes[0], 1, "true positives"), (axes[1], 0, "true negatives")):
-        for tag, lg in logits.items():
-            s = (lg[0, :, 1] - lg[0, :, 0])[y[tag] == cls]
-            ax.hist(s, bins=30, alpha=0.5, density=True, label=names[tag])
-        ax.set_title(f"{title}: {label}")
-        ax.set_xlabel("logit1 - logit0 (seed 0)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    names = {"test": "standard", "s_rand": "s_randomized", "sc_rand": "sc_randomized"}
+    panels = {}
+    for label, cls in (("true positives (y = 1)", 1), ("true negatives (y = 0)", 0)):
+        panels[label] = {names[t]: (lg[0, :, 1] - lg[0, :, 0])[y[t] == cls]
+                         for t, lg in logits.items()}
+    plots.logit_histograms(panels, path, bins=30, title=f"MNIST-CIFAR, {title}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -290,7 +284,7 @@ def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
 
 
 def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
-    """L2 UAP (label-agnostic and SVD) on the standard models; fraction of its norm on MNIST."""
+    """L2 SVD-UAP (label-signed, as the reference) of the standard models; its norm on MNIST."""
     import jax
 
     from sbjax.data.mnist_cifar import mnist_block_mask
@@ -310,28 +304,10 @@ def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
         "uap_acc": acc, "uap_frac_on_s": frac,
         "uap_energy_on_s": frac ** 2,
     }, attack="svd_uap_l2", eps=p.uap_eps)
-    _uap_heatmap(run.path(f"fig4_uap_{mname}.png"), u[0],
-                 f"{mname}: |UAP| (seed 0)\n{frac[0]:.1%} of its L2 norm on the MNIST block")
+    from sbjax import plots
 
-
-def _uap_heatmap(path, u: np.ndarray, title: str) -> None:
-    """Fig. 4 (right): |u| per pixel (L2 over channels), MNIST block on top, CIFAR below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mag = np.sqrt((u ** 2).sum(-1))
-    fig, ax = plt.subplots(figsize=(3.2, 5))
-    im = ax.imshow(mag / mag.max(), cmap="viridis", vmin=0, vmax=1)
-    ax.axhline(31.5, color="w", lw=0.8, ls="--")
-    ax.set_title(title, fontsize=8)
-    ax.set_yticks([16, 48], ["MNIST", "CIFAR"])
-    ax.set_xticks([])
-    fig.colorbar(im, ax=ax, fraction=0.05, label="|u| / max|u|")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.uap_image_heatmap(u[0], run.path(f"fig4_uap_{mname}.png"),
+                            title=f"{mname}: {frac[0]:.1%} of the UAP's L2 norm on MNIST")
 
 
 if __name__ == "__main__":
