@@ -39,11 +39,57 @@ def check_init(init: str) -> None:
     check_choice("init", init, INIT_SCHEMES)
 
 
+# Every initialiser draws a flat vector and reshapes it: with JAX's default partitionable
+# threefry, compiling a draw of a 4-D conv-kernel shape costs 3-6x more CPU time than the same
+# number of values drawn flat (about 1 s versus 0.25 s per kernel on the project machine), and
+# model init compiles are otherwise dominated by that. The distributions are unchanged.
+
+
 def uniform_init(bound: float) -> Initializer:
     """Returns an initialiser drawing i.i.d. U(-bound, bound) of any shape."""
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        shape = tuple(shape)
+        flat = jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound)
+        return flat.reshape(shape)
+
+    return init
+
+
+def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
+    """Flax/Keras ``variance_scaling`` for Dense/Conv kernels (input axis -2, output axis -1).
+
+    Same fans and distributions as `jax.nn.initializers.variance_scaling` (receptive field =
+    product of the leading axes), drawn flat (see above).
+
+    Args:
+      scale: variance scale s; the variance is s / fan.
+      mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``.
+      distribution: ``"uniform"`` (U(+-sqrt(3 s / fan))), ``"normal"`` (untruncated N(0, s / fan))
+        or ``"truncated_normal"`` (truncated at 2 std and rescaled to variance s / fan).
+    """
+    check_choice("mode", mode, ("fan_in", "fan_out", "fan_avg"))
+    check_choice("distribution", distribution, ("uniform", "normal", "truncated_normal"))
+
+    def init(key, shape, dtype=jnp.float32):
+        shape = tuple(shape)
+        if len(shape) < 2:
+            raise ValueError(f"shape={shape!r} is invalid: expected a kernel of rank >= 2")
+        rf = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * rf, shape[-1] * rf
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        var = scale / max(fan, 1)
+        n = math.prod(shape)
+        if distribution == "uniform":
+            bound = math.sqrt(3.0 * var)
+            flat = jax.random.uniform(key, (n,), dtype, -bound, bound)
+        elif distribution == "normal":
+            flat = jax.random.normal(key, (n,), dtype) * jnp.asarray(math.sqrt(var), dtype)
+        else:
+            # std of a standard normal truncated to [-2, 2] (the constant Flax uses)
+            std = math.sqrt(var) / 0.87962566103423978
+            flat = jax.random.truncated_normal(key, -2.0, 2.0, (n,), dtype) * jnp.asarray(std, dtype)
+        return flat.reshape(shape)
 
     return init
 
@@ -59,14 +105,14 @@ def kernel_init(init: str) -> Initializer:
       fan_in is `prod(k) * C_in` and fan_out `prod(k) * C_out`, as in PyTorch.
     """
     check_init(init)
-    vs = nn.initializers.variance_scaling
+    vs = variance_scaling
     return {
         "torch": vs(1.0 / 3.0, "fan_in", "uniform"),
         "kaiming": vs(2.0, "fan_in", "normal"),
         "kaiming_uniform": vs(2.0, "fan_in", "uniform"),
         "xavier": vs(1.0, "fan_avg", "normal"),
         "xavier_uniform": vs(1.0, "fan_avg", "uniform"),
-        "flax": nn.initializers.lecun_normal(),
+        "flax": vs(1.0, "fan_in", "truncated_normal"),  # = nn.initializers.lecun_normal()
     }[init]
 
 
