@@ -91,10 +91,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_steps": {"lms5": 400, "ms57": 400},
         "datasets": ["lms5"], "models": ["fcn_100x1"],
         "coord_n_test": 1000,
-        "sc_sweep": {"width": 50, "n_complex": [9], "datasets": ["lms5"], "max_steps": 400},
+        # Same shapes as the table4 sweep, so the persistent compilation cache serves it.
+        "sc_sweep": {"width": 100, "n_complex": [49], "datasets": ["lms5"], "max_steps": 400},
         "s_removed": {"lms5": {"model": "fcn_100x1", "train": {**_SGD, "eval_every": 200,
                                                               "max_steps": 400}}},
-        "boundary_probes": 2000,
+        "boundary_grid": 30,
         "hist_model": "fcn_100x1",
     },
     # A few CPU minutes: 20k training points (nb01: 100k), 3 seeds, evaluation every 1000 updates
@@ -113,7 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "s_removed": {"lms5": {"model": "fcn_100x1", "train": {**_SGD, "eval_every": 1000,
                                                               "max_steps": 40000}},
                       "ms57": {"model": "fcn_100x2", "train": {**_MS7, "max_steps": 30000}}},
-        "boundary_probes": 20000,
+        "boundary_grid": 50,
         "hist_model": "fcn_100x1",
     },
     # nb01 sizes (100k train; 10k test on LMS-5, 50k on MS-(5,7)), 5 seeds, all six Table 4
@@ -131,7 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "s_removed": {"lms5": {"model": "fcn_100x1", "train": {**_SGD, "eval_every": 5000,
                                                               "max_steps": 200000}},
                       "ms57": {"model": "fcn_100x2", "train": {**_MS7, "max_steps": 200000}}},
-        "boundary_probes": 100000,
+        "boundary_grid": 100,
         "hist_model": "fcn_100x1",
     },
 }
@@ -232,8 +233,18 @@ def evaluate_stack(model, params, ds, train, test, key, *, mode: str, auc_kind: 
     from sbjax.eval import randomize as R
 
     x_te, y_te = test
-    rep = R.randomization_report(model.logits, params, x_te, y_te, key, ds, mode=mode,
-                                 auc_kind=auc_kind, return_scores=True, batch_size=batch_size)
+    n_models = M.num_models(params)
+    # One randomization draw per model (fold_in(key, i)): the spread over seeds then includes the
+    # permutation's sampling noise, as independent runs of the reference would. Every call has
+    # the same shapes, so it compiles once.
+    reps = [R.randomization_report(model.logits, first_model(params, i), x_te, y_te,
+                                   jax.random.fold_in(key, i), ds, mode=mode, auc_kind=auc_kind,
+                                   return_scores=True, batch_size=batch_size)
+            for i in range(n_models)]
+    rep = jax.tree.map(lambda *a: np.concatenate([np.atleast_1d(np.asarray(v)) for v in a]),
+                       *[{k: v for k, v in r.items() if k not in ("n_pos", "n_neg")}
+                         for r in reps])
+    rep["n_pos"], rep["n_neg"] = reps[0]["n_pos"], reps[0]["n_neg"]
     verdict = R.reliance_summary(rep)
     tr = M.evaluate(model.logits, params, train[0], train[1], batch_size=batch_size)
     auc = "pr_auc" if auc_kind == "pr" else "roc_auc"
@@ -261,10 +272,10 @@ def evaluate_stack(model, params, ds, train, test, key, *, mode: str, auc_kind: 
     }
     if per_coordinate:
         n_c = x_te.shape[0] if coord_n_test is None else min(coord_n_test, x_te.shape[0])
-        pc = R.per_coordinate_randomized(
-            model.logits, params, x_te[:n_c], y_te[:n_c], jax.random.fold_in(key, 7), ds,
-            mode=mode, batch_size=batch_size,
-        )
+        pc = {"accuracy": np.concatenate([np.asarray(R.per_coordinate_randomized(
+            model.logits, first_model(params, i), x_te[:n_c], y_te[:n_c],
+            jax.random.fold_in(jax.random.fold_in(key, 7), i), ds, mode=mode,
+            batch_size=batch_size)["accuracy"]) for i in range(n_models)])}
         acc = np.asarray(pc["accuracy"])  # [M, d]
         s = list(ds.simple_coords)
         sc = list(ds.complex_coords)
@@ -435,10 +446,12 @@ def _logit_figure(ctx: _Ctx, hist: Mapping[str, Mapping[str, Any]]) -> None:
 
     panels = {}
     for ds_name, arrays in hist.items():
-        pos = arrays["y_test"] == 1
-        panels[ds_name] = {k: np.asarray(v)[0][pos] for k, v in arrays["scores"].items()}
+        for title, panel in plots.logit_panels(arrays["scores"], arrays["y_test"],
+                                               model_index=0).items():
+            panels[f"{ds_name}: {title}"] = panel
     plots.logit_histograms(panels, ctx.figure("fig3a_logits.png"),
-                           title=f"Fig. 3(a): true-positive logits, {ctx.cfg['hist_model']}")
+                           title=f"Fig. 3(a): logits (logit1 - logit0), {ctx.cfg['hist_model']}, "
+                           "seed 0")
 
 
 def _coord_figure(ctx: _Ctx, per_coord: Mapping[str, Any]) -> None:
@@ -454,20 +467,17 @@ def _boundary_figure(ctx: _Ctx, ds_name, ds, model, params, train, test, coord_a
     from sbjax import plots
     from sbjax.eval import boundary as Bd
 
-    one = first_model(params)
-    c2 = Bd.most_influential(coord_acc, ds.complex_coords) if ctx.args.boundary_c2 == "auto" \
-        else int(ctx.args.boundary_c2)
+    n = 5000  # data rows for ranges, fillers and the overlay (train and test halves)
+    data = (np.concatenate([train[0][:n], test[0][:n]]), np.concatenate([train[1][:n],
+                                                                         test[1][:n]]))
+    c2 = "most_influential" if ctx.args.boundary_c2 == "auto" else int(ctx.args.boundary_c2)
     grid = Bd.boundary_projection(
-        ctx_model_logits(model), one, ds, c1=ds.simple_coords[0], c2=c2,
-        data=np.concatenate([train[0][:5000], test[0][:5000]]),
-        n_probes=int(ctx.cfg["boundary_probes"]), key=eval_key(ctx.run.seed, "boundary", ds_name),
+        model.logits, first_model(params), ds, eval_key(ctx.run.seed, "boundary", ds_name),
+        data=data, c2=c2, fill=ctx.args.boundary_fill, coord_acc=coord_acc,
+        n_grid=int(ctx.cfg["boundary_grid"]),
     )
     plots.decision_boundary(grid, ctx.figure(f"fig3c_boundary_{ds_name}.png"),
-                            title=f"Fig. 3(c): {ds_name}, {ctx.cfg['hist_model']}")
-
-
-def ctx_model_logits(model):
-    return model.logits
+                            title=f"Fig. 3(c): {ds_name}, {ctx.cfg['hist_model']} (seed 0)")
 
 
 def _sc_sweep_figure(ctx: _Ctx, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -491,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         "the paper's independent draw (bootstrap from the test set)")
     parser.add_argument("--auc-kind", choices=("roc", "pr", "both"), default="roc",
                         help="roc: the reference's AUC; pr: the paper's Definition 2")
+    parser.add_argument("--boundary-fill", choices=("data", "uniform"), default="data",
+                        help="Fig. 3(c) filler coordinates: data rows, or the reference's "
+                        "U[0, 1) probes")
     parser.add_argument("--boundary-c2", default="auto",
                         help="second axis of Fig. 3(c): 'auto' = the S^c coordinate with the "
                         "lowest coordinate-wise randomized accuracy, or a canonical index "
@@ -503,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run = start_run(NAME, args, cfg, extra_config={
         "parts": parts, "weight_decay": args.weight_decay, "randomize_mode": args.randomize_mode,
         "auc_kind": args.auc_kind, "boundary_c2": args.boundary_c2,
+        "boundary_fill": args.boundary_fill,
     })
     ctx = _Ctx(run, cfg, args)
     extra: dict[str, Any] = {"parts": parts}

@@ -56,14 +56,16 @@ def test_smoke_schema_and_effect(smoke):
 def test_smoke_sc_sweep_and_control(smoke):
     _, summary = smoke
     (sw,) = _records(summary, "sc_sweep")
-    assert sw["n_complex"] == 9 and sw["d"] == 10 and sw["model"] == "fcn_50x1"
+    assert sw["n_complex"] == 49 and sw["d"] == 50 and sw["model"] == "fcn_100x1"
+    assert abs(sw["metrics"]["sc_rand_auc"]["mean"] - sw["metrics"]["test_auc"]["mean"]) < 0.02
     (ctrl,) = _records(summary, "s_removed")
+    assert ctrl["recipe"] == {"lr": 0.1, "momentum": 0.0, "weight_decay": 5e-5}
     m = {k: np.asarray(v["per_seed"]) for k, v in ctrl["metrics"].items()}
-    # With S carrying no information the (tiny) model must use S^c: it is above chance, and
-    # randomizing S^c hurts it while randomizing S does not.
-    assert np.all(m["test_acc"] > 0.55)
-    assert np.all(m["sc_rand_acc"] < m["test_acc"])
+    # S is noise in the control's training and test sets, so randomizing it changes nothing
+    # (400 updates on 2k points are too few to learn the 5-slabs: that effect is checked by the
+    # slow quick-preset test).
     assert np.all(np.abs(m["s_rand_acc"] - m["test_acc"]) < 0.05)
+    assert "exclusive_s_invariant_sc" not in ctrl["metrics"]
 
 
 def test_bad_parts():
