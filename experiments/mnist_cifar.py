@@ -287,7 +287,7 @@ def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
     """L2 SVD-UAP (label-signed, as the reference) of the standard models; its norm on MNIST."""
     import jax
 
-    from sbjax.data.mnist_cifar import mnist_block_mask
+    from sbjax import eval as E
     from sbjax.eval import uap as U
 
     key = jax.random.key(run.seed)
@@ -297,9 +297,7 @@ def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
                              batch_size=256))  # [M, 64, 32, 3], unit norm
     acc = np.asarray(U.uap_accuracy(model.logits, params, x, y, u, eps=p.uap_eps,
                                     both_signs=True, bounds=(0.0, 1.0), batch_size=256))
-    mask = mnist_block_mask(u.shape[1:])
-    flat = u.reshape(u.shape[0], -1)
-    frac = np.sqrt((flat[:, mask.reshape(-1)] ** 2).sum(1)) / np.linalg.norm(flat, axis=1)
+    frac = np.asarray(E.budget_fraction(u, E.image_basis(u.shape[1:])))  # ||u_MNIST|| / ||u||
     run.add_result(dataset=dataset, model=mname, metrics={
         "uap_acc": acc, "uap_frac_on_s": frac,
         "uap_energy_on_s": frac ** 2,
