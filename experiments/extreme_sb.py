@@ -312,8 +312,10 @@ class _Ctx:
         from sbjax.train import train_sweep
 
         t0 = time.perf_counter()
+        # One evaluation period per compiled chunk: the host loop checks "all seeds stopped"
+        # between chunks, so converged sweeps (LMS-5: ~1000 updates) stop right away.
         r = train_sweep(tcfg, model, train, val, n_seeds=self.run.n_seeds, seed=self.run.seed,
-                        **self.run.sweep_kwargs(name))
+                        periods_per_chunk=1, **self.run.sweep_kwargs(name))
         self.extra["sweep_wall_s"][name] = time.perf_counter() - t0
         not_conv = [i for i, s in enumerate(r.stop_reason) if s != "converged"]
         if not_conv:

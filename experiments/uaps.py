@@ -235,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             model = make_model(MODELS[m_name])
             sweep = f"{ds_name}_{m_name}"
             t0 = time.perf_counter()
+            # One evaluation period per chunk, so a converged sweep stops at once.
             r = train_sweep(tcfg, model, train, test, n_seeds=run.n_seeds, seed=run.seed,
-                            **run.sweep_kwargs(sweep))
+                            periods_per_chunk=1, **run.sweep_kwargs(sweep))
             extra["sweep_wall_s"][sweep] = time.perf_counter() - t0
             run.save_params(sweep, r.params)
             metrics, arrays = attack_stack(model, r.params, ds, fit, test, bounds,
