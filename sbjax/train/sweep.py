@@ -279,7 +279,7 @@ def train_sweep(
 
     total = trainer.total_periods
     if periods_per_chunk is None:
-        periods_per_chunk = max(1, 5000 // cfg.eval_every)
+        periods_per_chunk = max(1, 1000 // cfg.eval_every)  # ~1000 updates per checkpoint
     check_int("periods_per_chunk", periods_per_chunk, min_value=1)
     ppc = _divisor_at_most(total, periods_per_chunk)
     n_chunks = total // ppc
