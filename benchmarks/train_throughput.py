@@ -164,11 +164,13 @@ def _run_jax_proto(x, y, n_seeds, epochs):
     t0 = time.perf_counter()
     run()
     cold = time.perf_counter() - t0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     p = run()
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     acc = np.asarray(accuracy(p, xs, ys))[:n_seeds].tolist()
-    return {"wall_s": wall, "compile_s": max(cold - wall, 0.0), "train_acc": acc}
+    return {"wall_s": wall, "compile_s": max(cold - wall, 0.0), "cpu_s": cpu, "train_acc": acc}
 
 
 def _sbjax_setup(x, y, epochs):
@@ -198,10 +200,13 @@ def _run_sbjax(x, y, n_seeds, epochs, warm=True):
 
     cfg, model = _sbjax_setup(x, y, epochs)
     for _ in range(2 if warm else 1):
+        c0 = time.process_time()
         res = train_sweep(cfg, model, (x, y), n_seeds=n_seeds, seed=0, progress=False)
+        cpu = time.process_time() - c0
     acc = np.asarray(res.history["train_acc"])[:, -1]
+    # cpu_s here includes the compile's CPU time (train_sweep compiles inside the call).
     return {"wall_s": res.wall_s - res.compile_s, "compile_s": res.compile_s,
-            "train_acc": acc.tolist()}
+            "cpu_s": cpu, "train_acc": acc.tolist()}
 
 
 def _run_sbjax_loop(x, y, n_seeds, epochs, warm=True):
@@ -223,13 +228,15 @@ def _run_sbjax_loop(x, y, n_seeds, epochs, warm=True):
     if warm:  # a warm-up call, like the other impls'
         jax.block_until_ready(train(keys[0], hp, data))
     acc = []
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(n_seeds):
         _, hist = train(keys[i], hp, data)
         acc.append(hist["train_acc"][-1])
     acc = [float(a) for a in jax.block_until_ready(acc)]
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "compile_s": compile_s, "train_acc": acc}
+    cpu = time.process_time() - c0
+    return {"wall_s": wall, "compile_s": compile_s, "cpu_s": cpu, "train_acc": acc}
 
 
 def worker(impl: str, n_seeds: int, epochs: int, n_train: int, warm: bool = True) -> dict:
@@ -268,6 +275,9 @@ def worker(impl: str, n_seeds: int, epochs: int, n_train: int, warm: bool = True
         "compile_s": out["compile_s"],
         "model_samples_per_s": samples_per_s,
         "gflops": 6.0 * N_PARAMS * samples_per_s / 1e9,
+        # Process CPU seconds (all threads) of the timed region: less sensitive than wall time to
+        # other jobs on a shared machine. sbjax's includes its compile (see _run_sbjax).
+        "cpu_s": out.get("cpu_s"),
         # Linux reports ru_maxrss in KiB.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "train_acc_mean": float(acc.mean()),
@@ -378,6 +388,15 @@ def markdown_table(results: list[dict], peak: float) -> str:
     return "\n".join(rows)
 
 
+def _write_json(path: str, obj: dict) -> None:
+    """Atomic write (temporary file + rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -417,12 +436,6 @@ def main(argv=None) -> dict | None:
         peak = peak_in_subprocess(cores)
         print(f"matmul peak {peak['matmul_peak_gflops']:.0f} GFLOP/s {peak['by_backend']}",
               file=sys.stderr, flush=True)
-    results = []
-    for impl in impls:
-        for k in seeds:
-            row = run_in_subprocess(impl, k, args.epochs, args.n_train, cores, args.timeout)
-            results.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
     report = {
         "matmul_peak_gflops": peak["matmul_peak_gflops"],
         "matmul_peak_by_backend": peak["by_backend"],
@@ -435,14 +448,16 @@ def main(argv=None) -> dict | None:
                      "n_params": N_PARAMS, "data": f"LMS-5, d={D}, N={args.n_train}",
                      "optimizer": f"SGD lr {LR}", "batch": BATCH, "last_partial_batch": "kept",
                      "flops_per_sample": 6 * N_PARAMS},
-        "results": results,
+        "results": [],
     }
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.json)
+    for impl in impls:
+        for k in seeds:
+            row = run_in_subprocess(impl, k, args.epochs, args.n_train, cores, args.timeout)
+            report["results"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            if args.json:  # after every row, so a long run that is cut short keeps its results
+                _write_json(args.json, report)
+    results = report["results"]
     print(markdown_table(results, report["matmul_peak_gflops"]))
     return report
 
