@@ -243,6 +243,8 @@ def test_image_models_reject_vector_inputs():
         model.init(jax.random.key(0), jnp.zeros((2, 50)))
     with pytest.raises(ValueError, match="bn_momentum"):
         make_model({"name": "resnet18", "bn_momentum": 1.5})
+    with pytest.raises(ValueError, match="^dropout="):
+        make_model({"name": "resnet18", "dropout": True})
 
 
 # ----------------------------------------------------------------------------------------------

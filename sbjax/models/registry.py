@@ -106,6 +106,9 @@ class ModelConfig:
         if self.name == "small_cnn" and self.filters is not None:
             check_int("filters", self.filters, min_value=1)
         if self.name in IMAGE_MODELS:
+            for flag in ("dropout", "input_dropout"):
+                if getattr(self, flag):
+                    fail(flag, True, "False for image models (they have no dropout sites)")
             check_range("bn_momentum", self.bn_momentum, 0.0, 1.0)
             check_range("bn_eps", self.bn_eps, 0.0, None, lo_open=True)
 
