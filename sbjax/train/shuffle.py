@@ -46,8 +46,10 @@ def permute_positions(positions: jax.Array, round_keys: jax.Array, n: int) -> ja
     x = positions.astype(jnp.uint32)
     nn = jnp.uint32(n)
     for r in range(ROUNDS):
-        k = round_keys[0, r] % nn
-        partner = (k + nn - x) % nn
+        k = round_keys[0, r] % nn  # scalar
+        # partner = (k - x) mod n without a vector modulo (slow on CPU): k + n - x is in [1, 2n).
+        partner = k + nn - x
+        partner = jnp.where(partner >= nn, partner - nn, partner)
         hi = jnp.maximum(x, partner)
         swap = (_mix(hi ^ round_keys[1, r]) & jnp.uint32(1)) == 1
         x = jnp.where(swap, partner, x)

@@ -19,6 +19,7 @@ shardings has no cross-model collectives, which the tests check on the compiled 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -153,6 +154,30 @@ def sharded_programs(trainer: Trainer, mesh: Mesh, n_periods: int):
     return init_fn, run_fn
 
 
+_PROGRAM_CACHE: collections.OrderedDict = collections.OrderedDict()
+_PROGRAM_CACHE_SIZE = 8
+
+
+def _compiled_programs(trainer: Trainer, mesh: Mesh, ppc: int, model: Any, keys, hp, data):
+    """Compiled (init, run) programs, reused across `train_sweep` calls with the same model object,
+    configuration, shapes and devices (e.g. a study that trains the same sweep on new data)."""
+    sig = lambda tree: tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(tree))
+    key = (id(model.init), id(model.apply), id(model.logits), trainer.cfg, trainer.n_train,
+           tuple(d.id for d in mesh.devices.flat), ppc, sig(hp), sig(data), keys.shape)
+    hit = _PROGRAM_CACHE.get(key)
+    if hit is not None:
+        _PROGRAM_CACHE.move_to_end(key)
+        return hit[0], hit[1]
+    init_fn, run_fn = sharded_programs(trainer, mesh, ppc)
+    init_c = init_fn.lower(keys, hp, data).compile()
+    state_shapes = jax.eval_shape(init_fn, keys, hp, data)
+    run_c = run_fn.lower(state_shapes, hp, data).compile()
+    _PROGRAM_CACHE[key] = (init_c, run_c, model)  # the model keeps the ids above alive
+    if len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+        _PROGRAM_CACHE.popitem(last=False)
+    return init_c, run_c
+
+
 def _to_host(tree: Any) -> Any:
     if jax.process_count() > 1:  # sharded across hosts: gather the global arrays
         from jax.experimental import multihost_utils
@@ -271,18 +296,17 @@ def train_sweep(
     data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data_host), repl)
     keys = jax.device_put(model_keys(seed, seed_indices, n_members, n_grid, m_pad), model_sh)
 
-    init_fn, _ = sharded_programs(trainer, mesh, 1)
-    t0 = time.perf_counter()
-    init_c = init_fn.lower(keys, hp, data).compile()
-    compile_s = time.perf_counter() - t0
-    state = init_c(keys, hp, data)
-
     total = trainer.total_periods
     if periods_per_chunk is None:
         periods_per_chunk = max(1, 1000 // cfg.eval_every)  # ~1000 updates per checkpoint
     check_int("periods_per_chunk", periods_per_chunk, min_value=1)
     ppc = _divisor_at_most(total, periods_per_chunk)
     n_chunks = total // ppc
+
+    t0 = time.perf_counter()
+    init_c, run_c = _compiled_programs(trainer, mesh, ppc, model, keys, hp, data)
+    compile_s = time.perf_counter() - t0
+    state = init_c(keys, hp, data)
 
     history: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
     done_chunks = 0
@@ -306,11 +330,6 @@ def train_sweep(
             out / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode()
         )
         log.info("resuming %s at chunk %d of %d", out, done_chunks, n_chunks)
-
-    _, run_fn = sharded_programs(trainer, mesh, ppc)
-    t0 = time.perf_counter()
-    run_c = run_fn.lower(state, hp, data).compile()
-    compile_s += time.perf_counter() - t0
 
     bar = None
     if progress and jax.process_index() == 0:
