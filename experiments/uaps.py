@@ -46,6 +46,7 @@ from experiments.extreme_sb import (
     eval_key,
     make_data,
     per_dataset,
+    select_models,
     train_cfg,
 )
 
@@ -210,8 +211,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--uap-fit-split", choices=("test", "train"), default="test",
                         help="test: fit and evaluate UAPs on the test set (the reference); train: "
                         "fit on the first n_test training points, evaluate on the test set")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated subset of the preset's architectures (default: all)")
     args = parser.parse_args(argv)
-    cfg = PRESETS[args.preset]
+    cfg = select_models(PRESETS[args.preset], args.models)
     run = start_run(NAME, args, cfg, extra_config={"uap_fit_split": args.uap_fit_split})
     from sbjax.models import make_model
 
@@ -229,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                          eval_every=int(per_dataset(cfg["eval_every"], ds_name)),
                          max_steps=int(per_dataset(cfg["max_steps"], ds_name)))
         stacks, svd_uaps = {}, {}
+        if not per_dataset(cfg["models"], ds_name):
+            continue
         for m_name in per_dataset(cfg["models"], ds_name):
             from sbjax.train import train_sweep
 
