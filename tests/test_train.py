@@ -293,3 +293,21 @@ def test_adversarial_training_eps_grid_is_one_program():
     assert np.all(np.isfinite(rob))
     assert rob[0] == pytest.approx(clean[0], abs=0.02)  # eps 0: robust == clean (up to 1e-3 start)
     assert rob[1] < clean[1]
+
+
+def test_init_scale_multiplies_kernels_and_biases():
+    from sbjax.train import make_trainer, prepare_data
+
+    x, y = _data()
+    model = make_model({"name": "fcn", "width": 8, "depth": 1, "activation": "prelu"})
+    data = prepare_data(CFG, (x, y))
+    trainer = make_trainer(CFG, model, data)
+    hp = {k: jnp.float32(v) for k, v in CFG.default_hparams().items()}
+    s1 = trainer.init(jax.random.key(0), hp, data).variables["params"]
+    s3 = trainer.init(jax.random.key(0), {**hp, "init_scale": jnp.float32(3.0)}, data)
+    s3 = s3.variables["params"]
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(s1),
+                            jax.tree_util.tree_leaves(s3), strict=True):
+        name = jax.tree_util.keystr(path)
+        factor = 1.0 if "prelu" in name else 3.0  # PReLU slopes keep their 0.25 init
+        np.testing.assert_allclose(np.asarray(b), factor * np.asarray(a), rtol=1e-6, err_msg=name)

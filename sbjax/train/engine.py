@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sbjax.models.initializers import scale_params
 from sbjax.train.adversarial import pgd_perturb
 from sbjax.train.config import TrainConfig
 from sbjax.train.optim import make_optimizer
@@ -159,10 +160,8 @@ class Trainer:
     def init(self, key: jax.Array, hp: dict, data: TrainData) -> TrainState:
         """Initial state of one model: variables (times init_scale), optimizer state, counters."""
         variables = self.model.init(jax.random.fold_in(key, STREAM_INIT), data.x[:1])
-        variables = dict(variables)
-        variables["params"] = jax.tree_util.tree_map(
-            lambda p: p * hp["init_scale"].astype(p.dtype), variables["params"]
-        )
+        # Paper Table 9's init scale: kernels and biases only (not BN scales or PReLU slopes).
+        variables = scale_params(dict(variables), hp["init_scale"])
         tx = make_optimizer(self.cfg, hp, self.steps_per_epoch)
         return TrainState(
             variables=variables,
