@@ -68,8 +68,8 @@ PRESETS = {
                     n_test=None, batch_size=32, max_steps=20, eval_every=10, n_members=2,
                     adv_steps=2, adv_max_steps=10, adv_eval_every=10, adv_lr_boundaries=(),
                     uap_steps=3, pgd_eval_steps=2),
-    "quick": Preset(n_seeds=3, models=("small_cnn",), source="subset", filters=16,
-                    batch_size=64, max_steps=600, eval_every=25, adv_max_steps=400,
+    "quick": Preset(n_seeds=2, models=("small_cnn",), source="subset", filters=16,
+                    batch_size=64, max_steps=400, eval_every=25, adv_max_steps=200,
                     adv_eval_every=50, adv_lr_boundaries=(), uap_steps=30),
     "paper": Preset(n_seeds=5, models=("resnet50", "mobilenetv2", "densenet121", "googlenet"),
                     source="auto"),
@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="data source (default: the preset's)")
     parser.add_argument("--version", default=None, choices=("A", "B", "C"),
                         help="MNIST-CIFAR version (default: the preset's, A)")
+    parser.add_argument("--vectorize", default="auto", choices=("auto", "vmap", "map"),
+                        help="how a device trains its models: auto = map (a loop) on CPU, where "
+                        "vmapped convolutions are slow, vmap elsewhere")
     args = parser.parse_args(argv)
     p = PRESETS[args.preset]
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
@@ -163,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.version:
         p = dataclasses.replace(p, version=args.version)
     run = start_run(NAME, args, p, {"parts": parts, "data_dir": args.data_dir})
+    import jax
+
+    vectorize = args.vectorize
+    if vectorize == "auto":
+        vectorize = "map" if jax.default_backend() == "cpu" else "vmap"
 
     from sbjax.data.mnist_cifar import cifar_only, load_mnist_cifar
     from sbjax.train import train_sweep
@@ -184,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         if "standard" in parts or "uap" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            **run.sweep_kwargs(f"{mname}_standard"))
+                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_standard"))
             std_params = r.params  # the reference uses the final model (nb02)
             met, logits = _standard_metrics(model.logits, std_params, data)
             met["train_acc"] = r.history["train_acc"][:, -1]
@@ -202,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
             r = train_sweep(_train_cfg(p), model, (ctrain.x, ctrain.y), (ctest.x, ctest.y),
                             n_seeds=run.n_seeds, seed=run.seed,
-                            **run.sweep_kwargs(f"{mname}_cifar_only"))
+                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_cifar_only"))
             from sbjax.eval.metrics import evaluate
 
             m = evaluate(model.logits, r.params, ctest.x, ctest.y, batch_size=512)
@@ -214,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if "ensemble" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds,
                             n_members=p.n_members, seed=run.seed,
-                            **run.sweep_kwargs(f"{mname}_ensemble"))
+                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_ensemble"))
             _ensemble_part(run, model, mname, dataset, data, r, p)
 
         if "adversarial" in parts:
@@ -226,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 lr_decay=0.2,
             )
             r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            **run.sweep_kwargs(f"{mname}_adversarial"))
+                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_adversarial"))
             met, _ = _standard_metrics(model.logits, r.best_params, data)
             rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
             run.add_result(dataset=dataset, model=mname, metrics={

@@ -311,3 +311,13 @@ def test_init_scale_multiplies_kernels_and_biases():
         name = jax.tree_util.keystr(path)
         factor = 1.0 if "prelu" in name else 3.0  # PReLU slopes keep their 0.25 init
         np.testing.assert_allclose(np.asarray(b), factor * np.asarray(a), rtol=1e-6, err_msg=name)
+
+
+def test_map_vectorization_equals_vmap():
+    x, y = _data()
+    a = train_sweep(CFG, MODEL, (x, y), n_seeds=3, progress=False)
+    b = train_sweep(CFG, MODEL, (x, y), n_seeds=3, progress=False, vectorize="map")
+    _allclose_tree(a.params, b.params, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(a.history["train_loss"], b.history["train_loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="vectorize"):
+        train_sweep(CFG, MODEL, (x, y), vectorize="pmap", progress=False)

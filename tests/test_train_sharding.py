@@ -34,6 +34,7 @@ def test_sharded_equals_unsharded(result):
     assert result["n_models"] == 5
     assert result["max_abs_diff"] < 1e-5
     assert result["history_equal"] and result["stop_equal"]
+    assert result["map_max_abs_diff"] < 1e-5  # lax.map inside shard_map == vmap, unsharded
 
 
 def test_no_two_models_share_a_parameter_value(result):
@@ -42,6 +43,7 @@ def test_no_two_models_share_a_parameter_value(result):
 
 def test_compiled_program_has_no_collectives_and_stays_sharded(result):
     assert result["collectives"] == []
+    assert result["map_collectives"] == []
     # Every state leaf is split along the model axis (printed as P('model',)).
     assert len(result["state_specs"]) == 1 and "'model'" in result["state_specs"][0]
     assert result["n_shards"] == 8

@@ -40,6 +40,9 @@ def main() -> None:
     )
     out["stop_equal"] = bool(np.array_equal(sharded.stop_step, single.stop_step))
     out["n_models"] = sharded.n_models
+    mapped = train_sweep(cfg, model, (x, y), n_seeds=n_seeds, progress=False, vectorize="map")
+    lm = jax.tree_util.tree_leaves(mapped.params)
+    out["map_max_abs_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(lm, lb, strict=True))
     # No two models of the sweep share a parameter value.
     shared = 0
     for leaf in la:
@@ -75,6 +78,10 @@ def main() -> None:
              if hasattr(leaf, "sharding")}
     out["state_specs"] = sorted(specs)
     out["n_shards"] = len(jax.tree_util.tree_leaves(new_state)[0].addressable_shards)
+    _, run_map = sharded_programs(trainer, mesh, 2, "map")
+    text = run_map.lower(state, hp, dd).compile().as_text()
+    out["map_collectives"] = [op for op in ("all-reduce", "all-gather", "all-to-all",
+                                            "collective-permute", "reduce-scatter") if op in text]
     print("RESULT " + json.dumps(out))
 
 
