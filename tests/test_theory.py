@@ -292,6 +292,18 @@ def test_seed_i_of_a_sweep_equals_a_single_run():
     # (the projected sampler agrees to float rounding: batched QR/eigh round differently)
 
 
+def test_sharded_equals_unsharded():
+    if len(jax.devices()) < 2:
+        pytest.skip("needs >= 2 JAX devices (sbjax exposes one per CPU core on import)")
+    cfg = SimConfig(d=16, k=4, n=256, steps=2, method="full", n_test=1000)
+    n = len(jax.devices())
+    a = simulate(cfg, n_seeds=n, seed=1, eval_steps=(2,), shard=True)
+    b = simulate(cfg, n_seeds=n, seed=1, eval_steps=(2,), shard=False)
+    for q in ("w1", "w2", "wbar"):
+        np.testing.assert_array_equal(a.units[q], b.units[q])
+    np.testing.assert_allclose(a.eval["test_margin_mean"], b.eval["test_margin_mean"], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # fits and the G1 slope
 

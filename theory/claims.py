@@ -479,7 +479,7 @@ def _claims_G7(pts: list[Point]) -> list[dict]:
         fit = linear_fit(np.log(np.log(d)), np.log(y))
         out.append(make_claim(f"population: slope of log(median|w2| sqrt(dk)) vs log log d, "
                               f"d = {d.min():.0e}..{d.max():.0e}", "G7", fit.slope, (-0.2, 0.2),
-                              kind="gap",
+                              kind="derivation",
                               note="theorem's |w2| = O(1/sqrt(dk log d)) would give -0.5; the "
                                    "step-0 kick gives 0 (THEORY.md Sec. 5.3)", **_fit_extra(fit)))
     top = sub[-1]

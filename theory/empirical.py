@@ -30,6 +30,8 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sbjax import validate
 from theory.setting import (
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 # named PRNG streams inside one seed; _PERP_TAG names the orthogonal-noise draw inside a step
 _INIT, _BATCH, _TEST, _FIXED = 1, 2, 3, 4
 _PERP_TAG = 1 << 20
+DEFAULT_SHARD = True
 F32 = jnp.float32
 
 TRAIN_KEYS = ("active_frac", "loss", "margin_mean", "margin_std", "n_pos", "wrong_fire_pos",
@@ -386,7 +389,7 @@ __all__.append("seed_keys")
 
 def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
              eval_steps: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None,
-             n_test_mid: int = 20_000) -> SimResult:
+             n_test_mid: int = 20_000, shard: bool | None = None) -> SimResult:
     """Runs one configuration for several seeds (vmapped) and returns numpy logs.
 
     Args:
@@ -396,6 +399,8 @@ def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
       eval_steps: steps at which to take test metrics (default `default_eval_steps`).
       seeds: explicit seed indices.
       n_test_mid: test points for evaluations before the last step (the last uses cfg.n_test).
+      shard: shard the seed axis over all JAX devices when their number divides the seed count
+        (results are identical to the unsharded run); None = `DEFAULT_SHARD`.
 
     Returns:
       SimResult.
@@ -410,10 +415,21 @@ def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
     if eval_steps and (eval_steps[0] < 0 or eval_steps[-1] > cfg.steps):
         validate.fail("eval_steps", eval_steps, f"steps within [0, {cfg.steps}]")
     if seeds is None:
-        keys = seed_keys(seed, n_seeds)
-    else:
-        base = jax.random.key(seed)
-        keys = jnp.stack([jax.random.fold_in(base, i) for i in seeds])
+        seeds = tuple(range(n_seeds))
+    n_real = len(seeds)
+    if shard is None:
+        shard = DEFAULT_SHARD
+    n_dev = len(jax.devices()) if shard else 1
+    if n_real % n_dev:
+        n_dev = 1  # padding would waste work; on a shared CPU it did not pay off
+    padded = tuple(seeds)
+    base = jax.random.key(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(padded))
+    if n_dev > 1:
+        # one CPU device per core: shard the seed axis; seeds never interact, so XLA partitions
+        # the vmapped program without communication and the results equal the unsharded ones
+        mesh = Mesh(np.asarray(jax.devices()), ("seed",))
+        keys = jax.device_put(keys, NamedSharding(mesh, P("seed")))
     init_fn, advance_fn = _compiled(_Static.of(cfg))
     eval_fn = _compiled_eval(cfg.d, cfg.k)
     n, eta, gamma = np.int32(cfg.n), np.float32(cfg.eta), np.float32(cfg.gamma)
@@ -430,12 +446,13 @@ def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
             np.asarray, eval_fn(state, np.int32(target), np.int32(n_test), gamma)))
     if t < cfg.steps:
         state = advance_fn(state, np.int32(t), np.int32(cfg.steps), n, eta, gamma)
-    units = {name: np.asarray(val)[:, : cfg.steps + 1] for name, val in state["units"].items()}
-    train = {name: np.asarray(val)[:, : cfg.steps] for name, val in state["train"].items()}
-    ev = {name: np.stack([e[name] for e in evals], axis=1) if evals else np.zeros((len(keys), 0))
-          for name in EVAL_KEYS}
+    units = {name: np.asarray(val)[:n_real, : cfg.steps + 1]
+             for name, val in state["units"].items()}
+    train = {name: np.asarray(val)[:n_real, : cfg.steps] for name, val in state["train"].items()}
+    ev = {name: (np.stack([e[name] for e in evals], axis=1) if evals
+                 else np.zeros((len(padded), 0)))[:n_real] for name in EVAL_KEYS}
     seconds = time.perf_counter() - t_start
-    log.debug("simulated %s (%d seeds) in %.1fs", cfg, len(keys), seconds)
+    log.debug("simulated %s (%d seeds on %d devices) in %.1fs", cfg, n_real, n_dev, seconds)
     return SimResult(cfg, np.asarray(balanced_v(cfg.k, F32)), units, train,
                      np.asarray(eval_steps), ev, seconds)
 

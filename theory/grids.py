@@ -34,7 +34,14 @@ from theory.lemmas import (
     population_sweep,
     run_population,
 )
-from theory.setting import SimConfig, auto_chunk, balanced_v, n_from_c, practical_steps
+from theory.setting import (
+    SimConfig,
+    auto_chunk,
+    balanced_v,
+    n_from_c,
+    practical_steps,
+    theorem_stop_time,
+)
 
 __all__ = ["GRID_NAMES", "PRESETS", "Point", "lemma_check", "population_from", "preset",
            "run_grid"]
@@ -52,7 +59,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "G1": {"ds": [64, 128, 256, 512, 1024], "cs": [1, 1, 1, 1, 0.25], "k": 16, "eta": 1.0,
                "seeds": 16, "method": "full"},
         "M": {"d": 128, "c": 1.0, "k": 16, "seeds": 8},
-        "G2": {"d": 256, "c": 1.0, "ks": [16, 32, 64, 128, 256], "seeds": 8, "method": "full"},
+        "G2": {"d": 256, "c": 1.0, "ks": [16, 32, 64, 128, 256], "seeds": 16, "method": "full"},
         "G3": {"d": 256, "c": 1.0, "k": 16, "etas": [0.25, 0.5, 1.0, 2.0], "seeds": 3,
                "method": "full"},
         "G4": {"ds": [64, 256], "n_over_d": [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64], "k": 16,
@@ -67,7 +74,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "G1": {"ds": [64, 128, 256, 512], "cs": [1, 1, 1, 1], "k": 16, "eta": 1.0, "seeds": 8,
                "method": "full"},
         "M": {"d": 128, "c": 1.0, "k": 16, "seeds": 8},
-        "G2": {"d": 128, "c": 1.0, "ks": [16, 32, 64, 128], "seeds": 8, "method": "full"},
+        "G2": {"d": 128, "c": 1.0, "ks": [16, 32, 64, 128], "seeds": 16, "method": "full"},
         "G3": {"d": 128, "c": 1.0, "k": 16, "etas": [0.25, 0.5, 1.0, 2.0], "seeds": 3,
                "method": "full"},
         "G4": {"ds": [64, 256], "n_over_d": [0.25, 1, 4, 16, 64], "k": 16, "seeds": 3,
@@ -122,6 +129,28 @@ class Point:
 
 
 Callback = Callable[[str], None] | None
+
+
+def steps_for(spec: dict[str, Any], d: float, eta: float, gamma: float = 1.0) -> int:
+    """Number of GD steps of a hinge run: THEORY.md's rule or the theorem's t_hat.
+
+    ``spec["stop"]`` is "practical" (default, ``T = floor(4/(eta gamma^2)) - 1``) or "theorem"
+    (``t_hat = floor((4/(eta gamma^2))(1 - c_n/sqrt(log d)))`` with ``spec["c_n"]``, default the
+    proof's constant, for which t_hat <= 0 at every representable d).
+    """
+    stop = spec.get("stop", "practical")
+    validate.check_choice("stop", stop, ("practical", "theorem"))
+    if stop == "practical":
+        return practical_steps(eta, gamma)
+    t_hat = theorem_stop_time(d, eta * gamma**2, spec.get("c_n"))
+    if t_hat < 1:
+        validate.fail("c_n", spec.get("c_n"), f"a constant that makes t_hat >= 1 at d = {d} "
+                      f"(t_hat = {t_hat}; the proof's c_n ~ 27 sqrt(alpha) makes it vacuous, "
+                      "THEORY.md Sec. 5.2)")
+    return t_hat
+
+
+__all__.append("steps_for")
 
 
 def _cfg(d, k, n, steps, spec=None, **kw) -> SimConfig:
@@ -219,8 +248,8 @@ def _run_L(spec, seed, cb):
 
 def _run_G1(spec, seed, cb):
     pts = []
-    steps = practical_steps(spec["eta"])
     for d, c in zip(spec["ds"], spec["cs"], strict=True):
+        steps = steps_for(spec, d, spec["eta"])
         if cb:
             cb(f"G1 d={d}")
         n = n_from_c(c, d)
@@ -235,7 +264,7 @@ def _run_G1(spec, seed, cb):
 
 def _run_M(spec, seed, cb):
     pts = []
-    steps = practical_steps(1.0)
+    steps = steps_for(spec, spec["d"], 1.0)
     n = n_from_c(spec["c"], spec["d"])
     for method in ("full", "projected"):
         if cb:
@@ -251,7 +280,7 @@ def _run_M(spec, seed, cb):
 
 def _run_G2(spec, seed, cb):
     pts = []
-    steps = practical_steps(1.0)
+    steps = steps_for(spec, spec["d"], 1.0)
     n = n_from_c(spec["c"], spec["d"])
     for k in spec["ks"]:
         if cb:
@@ -266,11 +295,11 @@ def _run_G2(spec, seed, cb):
 def _run_G3(spec, seed, cb):
     pts = []
     n = n_from_c(spec["c"], spec["d"])
-    max_steps = max(practical_steps(e) for e in spec["etas"])
+    max_steps = max(steps_for(spec, spec["d"], e) for e in spec["etas"])
     for eta in spec["etas"]:
         if cb:
             cb(f"G3 eta={eta}")
-        steps = practical_steps(eta)
+        steps = steps_for(spec, spec["d"], eta)
         cfg = _cfg(spec["d"], spec["k"], n, steps, spec, eta=eta, method=spec["method"],
                    max_steps=max_steps, n_test=spec.get("n_test", 200_000))
         res = simulate(cfg, n_seeds=spec["seeds"], seed=seed)
@@ -281,8 +310,8 @@ def _run_G3(spec, seed, cb):
 
 def _run_G4(spec, seed, cb):
     pts = []
-    steps = practical_steps(1.0)
     for d in spec["ds"]:
+        steps = steps_for(spec, d, 1.0)
         ns = [max(2, int(round(r * d))) for r in spec["n_over_d"]]
         chunk = auto_chunk(d, spec["k"], spec["method"], max(ns))
         for n in ns:

@@ -391,7 +391,8 @@ def _claims_table(claims: list[dict]) -> list[str]:
             band = f"(-∞, {_fmt(hi)}]"
         res = "PASS" if c["pass"] else "**FAIL**"
         ci = f" (95% CI {_fmt(c['ci'][0], 3)}..{_fmt(c['ci'][1], 3)})" if "ci" in c else ""
-        lines.append(f"| {i} | {c['grid']} | {c['name']} | {_fmt(c['value'])}{ci} | {band} | {res} "
+        name = c["name"].replace("|", "\\|")  # a literal | would split the table cell
+        lines.append(f"| {i} | {c['grid']} | {name} | {_fmt(c['value'])}{ci} | {band} | {res} "
                      f"| {c['kind']} |")
     return lines
 

@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "exact-in-law 'projected' one (G5 always uses projected, G6 full)")
     p.add_argument("--init", choices=("log4", "log2"), default="log4",
                    help="init variance 1/(dk log^4 d) (theorem) or 1/(dk log^2 d) (Lemma 1)")
+    p.add_argument("--stop", choices=("practical", "theorem"), default="practical",
+                   help="steps of the hinge runs in G1-G4 and M: THEORY.md's T = floor(4/eta) - 1, "
+                        "or the theorem's t_hat = floor((4/eta)(1 - c_n/sqrt(log d))) (needs "
+                        "--c-n: with the proof's constant t_hat <= 0 at every d)")
+    p.add_argument("--c-n", type=float, default=None, help="c_n for --stop theorem")
+    p.add_argument("--no-shard", action="store_true",
+                   help="keep every simulation on one device (default: shard seeds over the CPU "
+                        "cores that sbjax exposes as devices)")
     p.add_argument("--seeds", type=int, default=0,
                    help="override the number of seeds of every grid (0 = preset's)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -78,6 +86,10 @@ def resolve_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if args.seeds and "seeds" in spec:
             spec["seeds"] = args.seeds
         spec["init"] = args.init
+        if g in (*_EMPIRICAL_WITH_METHOD, "M"):
+            spec["stop"] = args.stop
+            if args.c_n is not None:
+                spec["c_n"] = args.c_n
         out[g] = spec
     return out
 
@@ -90,6 +102,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from theory.report import write_figures, write_logs, write_report
 
     specs = resolve_specs(args)
+    if args.stop == "theorem":  # fail before any work if t_hat is vacuous somewhere
+        from theory.grids import steps_for
+
+        for spec in specs.values():
+            for d in spec.get("ds", [spec.get("d")]):
+                if d is not None and "stop" in spec:
+                    steps_for(spec, d, spec.get("eta", 1.0))
+    if args.no_shard:
+        from theory import empirical
+
+        empirical.DEFAULT_SHARD = False
     out = prepare_run_dir(args.out, overwrite=args.overwrite)
     t0 = time.perf_counter()
     write_json(out / "config.json", {"preset": args.preset, "seed": args.seed, "grids": specs,
