@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -326,7 +327,8 @@ def train_sweep(
 
     total = trainer.total_periods
     if periods_per_chunk is None:
-        periods_per_chunk = max(1, 1000 // cfg.eval_every)  # ~1000 updates per checkpoint
+        # A checkpoint and progress update every ~1000 updates, and at least ~10 per run.
+        periods_per_chunk = max(1, min(1000 // cfg.eval_every, math.ceil(total / 10)))
     check_int("periods_per_chunk", periods_per_chunk, min_value=1)
     ppc = _divisor_at_most(total, periods_per_chunk)
     n_chunks = total // ppc
