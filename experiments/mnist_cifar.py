@@ -150,9 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="data source (default: the preset's)")
     parser.add_argument("--version", default=None, choices=("A", "B", "C"),
                         help="MNIST-CIFAR version (default: the preset's, A)")
-    parser.add_argument("--vectorize", default="auto", choices=("auto", "vmap", "map"),
-                        help="how a device trains its models: auto = map (a loop) on CPU, where "
-                        "vmapped convolutions are slow, vmap elsewhere")
+    parser.add_argument("--loop", default="auto", choices=("auto", "scan", "host"),
+                        help="auto = host on CPU (XLA:CPU runs convolutions inside lax.scan ~20x "
+                        "slower than single steps), scan elsewhere")
     args = parser.parse_args(argv)
     p = PRESETS[args.preset]
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
@@ -168,9 +168,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run = start_run(NAME, args, p, {"parts": parts, "data_dir": args.data_dir})
     import jax
 
-    vectorize = args.vectorize
-    if vectorize == "auto":
-        vectorize = "map" if jax.default_backend() == "cpu" else "vmap"
+    loop = args.loop
+    if loop == "auto":
+        loop = "host" if jax.default_backend() == "cpu" else "scan"
 
     from sbjax.data.mnist_cifar import cifar_only, load_mnist_cifar
     from sbjax.train import train_sweep
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         if "standard" in parts or "uap" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_standard"))
+                            loop=loop, **run.sweep_kwargs(f"{mname}_standard"))
             std_params = r.params  # the reference uses the final model (nb02)
             met, logits = _standard_metrics(model.logits, std_params, data)
             met["train_acc"] = r.history["train_acc"][:, -1]
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
             r = train_sweep(_train_cfg(p), model, (ctrain.x, ctrain.y), (ctest.x, ctest.y),
                             n_seeds=run.n_seeds, seed=run.seed,
-                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_cifar_only"))
+                            loop=loop, **run.sweep_kwargs(f"{mname}_cifar_only"))
             from sbjax.eval.metrics import evaluate
 
             m = evaluate(model.logits, r.params, ctest.x, ctest.y, batch_size=512)
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if "ensemble" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds,
                             n_members=p.n_members, seed=run.seed,
-                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_ensemble"))
+                            loop=loop, **run.sweep_kwargs(f"{mname}_ensemble"))
             _ensemble_part(run, model, mname, dataset, data, r, p)
 
         if "adversarial" in parts:
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 lr_decay=0.2,
             )
             r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            vectorize=vectorize, **run.sweep_kwargs(f"{mname}_adversarial"))
+                            loop=loop, **run.sweep_kwargs(f"{mname}_adversarial"))
             met, _ = _standard_metrics(model.logits, r.best_params, data)
             rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
             run.add_result(dataset=dataset, model=mname, metrics={

@@ -321,3 +321,13 @@ def test_map_vectorization_equals_vmap():
     np.testing.assert_allclose(a.history["train_loss"], b.history["train_loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="vectorize"):
         train_sweep(CFG, MODEL, (x, y), vectorize="pmap", progress=False)
+
+
+def test_host_loop_equals_scan():
+    x, y = _data()
+    a = train_sweep(CFG, MODEL, (x, y), n_seeds=2, progress=False)
+    b = train_sweep(CFG, MODEL, (x, y), n_seeds=2, progress=False, loop="host")
+    _allclose_tree(a.params, b.params, atol=1e-5, rtol=1e-5)
+    for k in a.history:
+        np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-5, atol=1e-6)
+    assert a.stop_reason == b.stop_reason

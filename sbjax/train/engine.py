@@ -269,11 +269,22 @@ class Trainer:
         return n_correct / n, loss_sum / n
 
     def _period(self, state: TrainState, hp: dict, data: TrainData):
-        cfg = self.cfg
-        was_live = state.step < state.stop_step
         state, _ = jax.lax.scan(
-            lambda s, _: (self._update(s, hp, data), None), state, None, length=cfg.eval_every
+            lambda s, _: (self._update(s, hp, data), None), state, None,
+            length=self.cfg.eval_every,
         )
+        return self.end_period(state, hp, data)
+
+    def update(self, state: TrainState, hp: dict, data: TrainData) -> TrainState:
+        """One (masked) update: the body of a period, for host-driven loops."""
+        return self._update(state, hp, data)
+
+    def end_period(self, state: TrainState, hp: dict, data: TrainData):
+        """Evaluation, stop rules and best-model selection after `eval_every` updates."""
+        cfg = self.cfg
+        # Whether the model was updating during the period that just ended (stop_step only
+        # changes here, so it can be read after the updates).
+        was_live = state.step - cfg.eval_every < state.stop_step
         tr_acc, tr_loss = self.evaluate(
             state.variables, data.x_train_eval, data.y_train_eval, data.m_train_eval
         )
