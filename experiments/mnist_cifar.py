@@ -171,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     loop = args.loop
     if loop == "auto":
         loop = "host" if jax.default_backend() == "cpu" else "scan"
+    # On CPU, vmapped convolutions become grouped convolutions that XLA's SPMD partitioner
+    # gathers across devices, and CPU collectives of separately dispatched programs can
+    # deadlock; one device (whose convolutions use the intra-op thread pool) is safe and fast.
+    devices = jax.devices()[:1] if jax.default_backend() == "cpu" else None
 
     from sbjax.data.mnist_cifar import cifar_only, load_mnist_cifar
     from sbjax.train import train_sweep
@@ -192,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         if "standard" in parts or "uap" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            loop=loop, **run.sweep_kwargs(f"{mname}_standard"))
+                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_standard"))
             std_params = r.params  # the reference uses the final model (nb02)
             met, logits = _standard_metrics(model.logits, std_params, data)
             met["train_acc"] = r.history["train_acc"][:, -1]
@@ -210,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
             r = train_sweep(_train_cfg(p), model, (ctrain.x, ctrain.y), (ctest.x, ctest.y),
                             n_seeds=run.n_seeds, seed=run.seed,
-                            loop=loop, **run.sweep_kwargs(f"{mname}_cifar_only"))
+                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_cifar_only"))
             from sbjax.eval.metrics import evaluate
 
             m = evaluate(model.logits, r.params, ctest.x, ctest.y, batch_size=512)
@@ -222,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if "ensemble" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds,
                             n_members=p.n_members, seed=run.seed,
-                            loop=loop, **run.sweep_kwargs(f"{mname}_ensemble"))
+                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_ensemble"))
             _ensemble_part(run, model, mname, dataset, data, r, p)
 
         if "adversarial" in parts:
@@ -234,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 lr_decay=0.2,
             )
             r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            loop=loop, **run.sweep_kwargs(f"{mname}_adversarial"))
+                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_adversarial"))
             met, _ = _standard_metrics(model.logits, r.best_params, data)
             rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
             run.add_result(dataset=dataset, model=mname, metrics={
