@@ -61,6 +61,7 @@ class Preset:
     uap_eps: float = 10.0  # L2 budget of the UAP on [0, 1] pixels (64 x 32 x 3 image)
     uap_steps: int = 50
     pgd_eval_steps: int = 7
+    aux_seeds: int | None = None  # seeds of the ensemble / adversarial parts (None: all)
 
 
 PRESETS = {
@@ -69,8 +70,8 @@ PRESETS = {
                     adv_steps=2, adv_max_steps=10, adv_eval_every=10, adv_lr_boundaries=(),
                     uap_steps=3, pgd_eval_steps=2),
     "quick": Preset(n_seeds=2, models=("small_cnn",), source="subset", filters=16,
-                    batch_size=64, max_steps=400, eval_every=25, adv_max_steps=200,
-                    adv_eval_every=50, adv_lr_boundaries=(), uap_steps=30),
+                    batch_size=64, max_steps=400, eval_every=25, adv_max_steps=150,
+                    adv_eval_every=50, adv_lr_boundaries=(), uap_steps=30, aux_seeds=1),
     "paper": Preset(n_seeds=5, models=("resnet50", "mobilenetv2", "densenet121", "googlenet"),
                     source="auto"),
 }
@@ -189,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ys = {k: v.y for k, v in _eval_sets(data).items()}
     extra: dict[str, Any] = {"data": meta}
 
+    aux_seeds = run.n_seeds if p.aux_seeds is None else min(run.n_seeds, p.aux_seeds)
     for arch in p.models:
         model = _make_model(arch, p)
         mname = _model_name(arch, p)
@@ -224,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             }, training="standard")
 
         if "ensemble" in parts:
-            r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds,
+            r = train_sweep(_train_cfg(p), model, train, val, n_seeds=aux_seeds,
                             n_members=p.n_members, seed=run.seed,
                             loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_ensemble"))
             _ensemble_part(run, model, mname, dataset, data, r, p)
@@ -237,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 select_metric="val_robust_acc", lr_boundaries=p.adv_lr_boundaries,
                 lr_decay=0.2,
             )
-            r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
+            r = train_sweep(cfg, model, train, val, n_seeds=aux_seeds, seed=run.seed,
                             loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_adversarial"))
             met, _ = _standard_metrics(model.logits, r.best_params, data)
             rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
@@ -276,7 +278,7 @@ def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
     from sbjax.eval.ensemble import ensemble_logits_fn, group_members
     from sbjax.eval.metrics import evaluate
 
-    m, k = run.n_seeds, p.n_members
+    m, k = r.n_seeds, p.n_members
     members = r.best_params  # the reference keeps each member's best (test-selected) model
     grouped = group_members(members, k)  # seed-major sweep: members of a seed are adjacent
     fn = ensemble_logits_fn(model.logits, aggregation="logits")
