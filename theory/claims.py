@@ -208,6 +208,12 @@ def _claims_G1(pts: list[Point]) -> list[dict]:
                           (0.98, 1.02), kind="derivation",
                           note="at t = 1 the spread is the step-0 firing fraction 1/2 +- "
                                "1/(2 sqrt n) (relative sd 1/sqrt n) plus the init sigma"))
+    late = [v[:, 1:].ravel() for v in vals if v.shape[1] > 1]
+    if late:
+        out.append(make_claim(f"|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 2, every unit "
+                              f"{tag}", "G1", _extreme(np.concatenate(late), 1.0), (0.98, 1.02),
+                              kind="derivation", note="the same ratio once the step-0 sampling "
+                                                      "noise is averaged over two or more steps"))
     out.append(make_claim(f"exact law for t >= 1: max |dw1 - eta gamma v n_(y v > 0)/n| / "
                           f"(eta |v| / 2) {tag}", "G1", max(exact_dev), (0.0, 1e-4),
                           kind="derivation",

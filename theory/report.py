@@ -539,7 +539,7 @@ def write_report(out: Path, points: list[Point], claims: list[dict], meta: dict[
              "N(0, 1/(dk log⁴ d)); hinge loss; GD on W with a fresh batch of n = c d² points per "
              "step for T = ⌊4/(ηγ²)⌋ − 1 steps (the theorem's t̂ is ≤ 0 at every d here: its "
              "c_n ≈ 27√α makes it vacuous, so THEORY.md's practical rule is used). Test metrics "
-             "on 2·10⁵ fresh points. Statistics are medians over units, then over seeds, "
+             "on 2·10⁵ fresh points at the last step (2·10⁴ at intermediate steps). Statistics are medians over units, then over seeds, "
              "unless stated.",
              "",
              "## Claims",
@@ -621,8 +621,9 @@ def _explain_fail(c: dict) -> str:
         return ("The spread is largest at t = 1: the step-0 increment is eta v times the fraction "
                 "of the batch a unit fires on at init, 1/2 +- 1/(2 sqrt n), a relative sd of "
                 "1/sqrt(n) (0.8 % at n = 128^2), plus the init sigma |Z|; over k x seeds units "
-                "the extreme reaches ~2.5-3 sd. From t = 2 on, and for the exact law of the "
-                "next claim, the agreement is within float error.")
+                "the extreme reaches ~2.5-3 sd. The same ratio for t >= 2 and the exact per-step "
+                "law (increment = eta gamma v_j times the fraction of the batch with y v_j > 0) "
+                "are separate claims.")
     if c["grid"] in ("G1", "G2") and "slope" in name:
         return ("A one-seed median over k = 16 units scatters by ~30 % (log sd 0.29), so a "
                 "slope over a factor 4-8 in d or k has a seed-to-seed sd of ~0.03-0.07 with 8 "

@@ -53,9 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the theorem's t_hat = floor((4/eta)(1 - c_n/sqrt(log d))) (needs "
                         "--c-n: with the proof's constant t_hat <= 0 at every d)")
     p.add_argument("--c-n", type=float, default=None, help="c_n for --stop theorem")
-    p.add_argument("--no-shard", action="store_true",
-                   help="keep every simulation on one device (default: shard seeds over the CPU "
-                        "cores that sbjax exposes as devices)")
     p.add_argument("--seeds", type=int, default=0,
                    help="override the number of seeds of every grid (0 = preset's)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -109,10 +106,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for d in spec.get("ds", [spec.get("d")]):
                 if d is not None and "stop" in spec:
                     steps_for(spec, d, spec.get("eta", 1.0))
-    if args.no_shard:
-        from theory import empirical
-
-        empirical.DEFAULT_SHARD = False
     out = prepare_run_dir(args.out, overwrite=args.overwrite)
     t0 = time.perf_counter()
     write_json(out / "config.json", {"preset": args.preset, "seed": args.seed, "grids": specs,
