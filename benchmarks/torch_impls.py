@@ -148,7 +148,10 @@ def train_best(
       covers init, drawing the permutations and training; ``compile_s`` is a one-epoch warm-up on
       512 points, excluded from ``wall_s``.
     """
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    # SBJAX_BENCH_TORCH_THREADS overrides the default (spinning OpenMP threads collapse on a
+    # machine shared with other jobs; 1 thread is the fair setting there).
+    env_threads = int(os.environ.get("SBJAX_BENCH_TORCH_THREADS", "0") or 0)
+    torch.set_num_threads(threads or env_threads or os.cpu_count() or 1)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     # Warm-up on a slice (thread pool start, first-call allocations), timed apart as "compile".
