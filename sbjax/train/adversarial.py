@@ -6,6 +6,11 @@ projection onto the eps-ball, Linf steps along sign(g) with clipping, and after 
 of x + delta into the box `bounds`. The budget `eps` is a traced hyperparameter, so a sweep over
 epsilon (paper App. E.2.1, Fig. 7) is one compiled program; the step size is `step_frac * eps`
 (the reference's MNIST-CIFAR run: Linf eps 0.3, step 0.12 = 0.4 eps, 7 steps).
+
+Note: `sbjax.eval.attacks.pgd_perturb` implements the same steps for evaluation (restarts,
+schedules). This copy exists because training needs what that one does not offer: threading
+auxiliary state (BatchNorm statistics updated by train-mode attack passes, reference nb05) through
+the iterations, and a traced budget whose step size scales with it.
 """
 
 from __future__ import annotations

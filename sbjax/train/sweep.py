@@ -397,9 +397,9 @@ def train_sweep(
         bar = tqdm(total=n_chunks * ppc * cfg.eval_every, initial=done_chunks * ppc * cfg.eval_every,
                    unit="step", desc=desc, dynamic_ncols=True)
 
-    def all_stopped(st) -> bool:
+    def n_running(st) -> int:
         s, stop = _to_host((st.step, st.stop_step))
-        return bool(np.all(np.asarray(s)[:m] >= np.asarray(stop)[:m]))
+        return int(np.sum(np.asarray(s)[:m] < np.asarray(stop)[:m]))
 
     chunk = done_chunks
     limit = n_chunks if max_chunks is None else min(n_chunks, done_chunks + max_chunks)
@@ -415,19 +415,20 @@ def train_sweep(
                 rows.append(row)
             return st, jax.tree_util.tree_map(lambda *r: jnp.stack(r, axis=1), *rows)
 
-    while chunk < limit and not (chunk > 0 and all_stopped(state)):
+    running = n_running(state) if done_chunks > 0 else m  # a resumed run may be finished
+    while chunk < limit and not (chunk > 0 and running == 0):
         state, rows = run_c(state, hp, data)
         rows = {k: np.asarray(v) for k, v in _to_host(rows).items()}
         for k in HISTORY_KEYS:
             history[k].append(rows[k])
         chunk += 1
+        running = n_running(state)  # one small transfer per chunk: stop check and progress bar
         if out is not None and jax.process_index() == 0:
             _write_chunk(out, chunk, state, history, rows, fingerprint, m, n_grid, n_members)
         if bar is not None:
             bar.update(ppc * cfg.eval_every)
             acc = rows["train_acc"][:m, -1]
-            bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=int(
-                np.sum(np.asarray(_to_host(state.step))[:m] < np.asarray(_to_host(state.stop_step))[:m])))
+            bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=running)
     if bar is not None:
         bar.close()
 
