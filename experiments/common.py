@@ -6,8 +6,14 @@ Every experiment is `python -m experiments.<name> --preset quick|paper --out DIR
 `summary.json` schema (read by outside tools)::
 
     {"experiment": str, "preset": str, "runtime_s": float, "env": {...},
-     "results": [{"experiment", "dataset", "model", "n_seeds", <swept settings>,
-                  "metrics": {name: {"mean", "std", "per_seed": [...]}}}]}
+     "results": [{"experiment", "dataset", "model", <swept settings>,
+                  "n_seeds" (used), "n_total", "n_diverged", "n_unconverged", "n_failed",
+                  "seed_status": ["ok" | "diverged" | "unconverged" | ...],
+                  "metrics": {name: {"mean", "std", "n", "per_seed": [...],
+                                     "sampling_se" (AUC / accuracy with a known test size)}}}]}
+
+    mean and std are over the used seeds only (failed models are excluded and counted); std is the
+    sample std over seeds (ddof=1); sampling_se is the test set's own sampling error of the metric.
 
 Usage inside an experiment::
 
@@ -58,9 +64,14 @@ def make_parser(name: str, description: str | None, presets: Mapping[str, Any]) 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true",
                    help="continue a killed run in --out from its checkpoints")
-    g.add_argument("--overwrite", action="store_true", help="delete --out first")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace --out, only if it is a run folder of this experiment")
     p.add_argument("--devices", type=int, default=None,
-                   help="CPU only: number of CPU devices to expose (default: one per core)")
+                   help="CPU only: number of CPU devices, 1..cores (default: $SBJAX_CPU_DEVICES, "
+                   "else one per core); recorded in env.json")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use the persistent XLA compilation cache (~/.cache/sbjax/xla, "
+                   "or $SBJAX_COMPILATION_CACHE)")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize() first")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -68,18 +79,78 @@ def make_parser(name: str, description: str | None, presets: Mapping[str, Any]) 
     return p
 
 
-def stats(per_seed: Any) -> dict[str, Any]:
-    """{"mean", "std", "per_seed"} of a per-seed metric, ignoring NaNs (diverged seeds) in mean/std.
+# Per-seed status labels in summary records. "unconverged_used": the model hit its budget where
+# the experiment does not require convergence, so it is used in means (and still counted).
+SEED_OK, SEED_DIVERGED, SEED_UNCONVERGED, SEED_UNCONVERGED_USED, SEED_NONFINITE = (
+    "ok", "diverged", "unconverged", "unconverged_used", "nonfinite_metric")
+_USED = (SEED_OK, SEED_UNCONVERGED_USED)
 
-    The std is the population std over seeds (ddof 0), as mean +- std in the paper's tables.
+
+def seed_status(stop_reason: Any, *, require_converged: bool = False) -> list[str]:
+    """Per-seed status from a sweep's stop reasons (`SweepResult.stop_reason`, or the result).
+
+    A diverged model is always a failure. A model that ran out of budget ("max_steps") is
+    "unconverged": a failure only where the experiment requires convergence
+    (`require_converged=True`), otherwise it is used and only counted.
+
+    Returns:
+      A list of statuses, one per model: "ok", "diverged" or "unconverged".
+    """
+    reasons = getattr(stop_reason, "stop_reason", stop_reason)
+    out = []
+    for r in reasons:
+        if r == "diverged":
+            out.append(SEED_DIVERGED)
+        elif r == "converged" or not require_converged:
+            out.append(SEED_OK if r == "converged" else SEED_UNCONVERGED_USED)
+        else:
+            out.append(SEED_UNCONVERGED)
+    return out
+
+
+def stats(per_seed: Any, used: Any = None) -> dict[str, Any]:
+    """{"mean", "std", "n", "per_seed"} of a per-seed metric over the used seeds only.
+
+    Args:
+      per_seed: float [n_seeds] values (NaN allowed for failed seeds).
+      used: bool [n_seeds]: seeds that enter mean and std (default: all). A used seed with a
+        non-finite value is a caller error (`Run.add_result` marks such seeds as failed for the
+        whole record first, so every metric of a record has one denominator).
+
+    Returns:
+      mean and std (the sample std over seeds, ddof=1; None with fewer than two used seeds)
+      over used seeds, their count n, and every seed's value (failed seeds included, so the
+      per-seed list keeps the seed order). mean is None when no seed is used.
     """
     a = np.asarray(per_seed, dtype=np.float64).reshape(-1)
-    finite = a[np.isfinite(a)]
+    u = np.ones(a.shape, bool) if used is None else np.asarray(used, bool).reshape(-1)
+    if u.shape != a.shape:
+        raise ValueError(f"used has {u.size} entries for {a.size} per-seed values")
+    v = a[u]
+    if not np.all(np.isfinite(v)):
+        raise ValueError("stats: a used seed has a non-finite value; mark it failed instead")
     return {
-        "mean": float(finite.mean()) if finite.size else float("nan"),
-        "std": float(finite.std()) if finite.size else float("nan"),
-        "per_seed": [float(v) for v in a],
+        "mean": float(v.mean()) if v.size else None,
+        "std": float(v.std(ddof=1)) if v.size > 1 else None,
+        "n": int(v.size),
+        "per_seed": [float(x) for x in a],
     }
+
+
+def sampling_se(name: str, mean: float | None, n_pos: int, n_neg: int) -> float | None:
+    """The test set's own sampling error of a metric, to read next to the seed std.
+
+    AUC: the null standard error sqrt((n_pos + n_neg + 1) / (12 n_pos n_neg)) of a ROC-AUC of
+    scores independent of the label (Mann-Whitney; about 0.006 at n_pos = n_neg = 5000), i.e. how
+    far a randomized AUC may sit from 0.5 by chance. Accuracy: the binomial standard error
+    sqrt(p (1 - p) / n) at the observed mean p. None for other metrics.
+    """
+    n = n_pos + n_neg
+    if name.endswith("_auc") and n_pos > 0 and n_neg > 0:
+        return float(np.sqrt((n + 1) / (12.0 * n_pos * n_neg)))
+    if name.endswith("_acc") and mean is not None and n > 0:
+        return float(np.sqrt(max(mean * (1 - mean), 0.0) / n))
+    return None
 
 
 @dataclasses.dataclass
@@ -94,12 +165,32 @@ class Run:
     seed: int
     resume: bool
     progress: bool
+    overwrite: bool = False
+    config: dict = dataclasses.field(default_factory=dict)
     results: list[dict] = dataclasses.field(default_factory=list)
     rows: list[dict] = dataclasses.field(default_factory=list)
     t0: float = dataclasses.field(default_factory=time.perf_counter)
+    _ready: bool = False
+
+    def ensure_folder(self) -> Path:
+        """Creates (or reopens / replaces) the run folder on first use and writes config.json and
+        env.json.
+
+        The folder is made only when the first thing is written into it (a sweep's checkpoint, a
+        figure, the summary), so a start that fails on its checks, its data or its model names
+        leaves nothing behind and a retry is not refused.
+        """
+        if not self._ready:
+            io.prepare_run_dir(self.out, experiment=self.name, overwrite=self.overwrite,
+                               resume=self.resume)
+            io.write_json(self.out / io.RUN_MARKER, self.config)
+            io.write_json(self.out / "env.json", io.environment_info())
+            self._ready = True
+        return self.out
 
     def sweep_kwargs(self, sweep_name: str) -> dict[str, Any]:
         """Keyword arguments for `train_sweep`: checkpoint folder, resume flag, progress label."""
+        self.ensure_folder()
         return {
             "out_dir": self.out / "sweeps" / sweep_name,
             "resume": self.resume,
@@ -108,34 +199,89 @@ class Run:
         }
 
     def path(self, filename: str) -> Path:
-        return self.out / filename
+        """A file of the run folder (created first if needed)."""
+        return self.ensure_folder() / filename
 
     def add_result(self, *, dataset: str, model: str, metrics: Mapping[str, Any],
-                   n_seeds: int | None = None, **settings: Any) -> dict:
-        """Appends one summary record; `metrics` maps names to per-seed arrays (or stats dicts)."""
+                   status: Any = None, require_converged: bool = False,
+                   test_size: tuple[int, int] | None = None, **settings: Any) -> dict:
+        """Appends one summary record; failed models are excluded from every mean and counted.
+
+        Args:
+          dataset, model: record names.
+          metrics: name -> per-seed values [n_seeds] (every metric of a record has the same
+            seeds).
+          status: per-seed status ("ok" / "diverged" / "unconverged" / ..., see `seed_status`),
+            or a `SweepResult` / list of stop reasons (then `require_converged` decides whether a
+            model that hit its budget is a failure). None: every seed is used.
+          require_converged: with stop reasons, treat "max_steps" as a failure.
+          test_size: (n_pos, n_neg) of the test set: adds each AUC / accuracy metric's
+            `sampling_se` (the test set's own sampling error) next to the seed std.
+          settings: extra fields of the record (part, n_complex, ...).
+
+        A seed whose metrics are not all finite (e.g. the NaN AUC of a degenerate model) is marked
+        "nonfinite_metric" and excluded from every metric of the record, so no mean mixes
+        denominators. The record carries n_seeds (used), n_total, n_diverged, n_unconverged,
+        n_failed and seed_status; a record whose models all failed says so in "status" and has
+        mean None.
+        """
+        per_seed = {k: np.asarray(v, np.float64).reshape(-1) for k, v in metrics.items()}
+        n_total = max((v.size for v in per_seed.values()), default=0)
+        for k, v in per_seed.items():
+            if v.size != n_total:
+                raise ValueError(f"metric {k!r} has {v.size} seeds, others {n_total}")
+        if status is None:
+            st = [SEED_OK] * n_total
+        elif hasattr(status, "stop_reason") or (
+            len(status) and status[0] in ("converged", "diverged", "max_steps")
+        ):
+            st = seed_status(status, require_converged=require_converged)
+        else:
+            st = list(status)
+        if len(st) != n_total:
+            raise ValueError(f"status has {len(st)} entries for {n_total} seeds")
+        finite = np.all([np.isfinite(v) for v in per_seed.values()], axis=0) if per_seed else (
+            np.ones(n_total, bool))
+        st = [SEED_NONFINITE if s in _USED and not f else s for s, f in zip(st, finite, strict=True)]
+        used = np.asarray([s in _USED for s in st], bool)
+        per = {k: stats(v, used) for k, v in per_seed.items()}
+        if test_size is not None:
+            for k, v in per.items():
+                se = sampling_se(k, v["mean"], int(test_size[0]), int(test_size[1]))
+                if se is not None:
+                    v["sampling_se"] = se
         rec: dict[str, Any] = {"experiment": self.name, "dataset": dataset, "model": model}
-        per = {k: (v if isinstance(v, Mapping) else stats(v)) for k, v in metrics.items()}
-        if n_seeds is None:
-            n_seeds = max((len(v["per_seed"]) for v in per.values()), default=0)
-        rec["n_seeds"] = int(n_seeds)
+        rec["n_seeds"] = int(used.sum())
+        rec["n_total"] = int(n_total)
+        rec["n_diverged"] = st.count(SEED_DIVERGED)
+        rec["n_unconverged"] = st.count(SEED_UNCONVERGED) + st.count(SEED_UNCONVERGED_USED)
+        rec["n_failed"] = int(n_total - used.sum())
+        rec["seed_status"] = st
+        if n_total and not used.any():
+            rec["status"] = "all models failed"
         rec.update(io.to_jsonable(settings))
         rec["metrics"] = per
         self.results.append(rec)
-        for name, st in per.items():
-            for i, v in enumerate(st["per_seed"]):
+        for name, s in per.items():
+            for i, v in enumerate(s["per_seed"]):
                 row = {"dataset": dataset, "model": model, **io.to_jsonable(settings),
-                       "metric": name, "seed": i, "value": v}
+                       "metric": name, "seed": i, "status": st[i], "value": v}
                 self.rows.append(row)
-        log.info("%s / %s: %s", dataset, model,
-                 ", ".join(f"{k}={v['mean']:.4f}±{v['std']:.4f}" for k, v in per.items()))
+        if rec.get("status"):
+            log.warning("%s / %s: all %d models failed (%s)", dataset, model, n_total, st)
+        else:
+            log.info("%s / %s (%d of %d seeds used): %s", dataset, model, rec["n_seeds"], n_total,
+                     ", ".join(f"{k}={_fmt(v)}" for k, v in per.items()))
         return rec
 
     def save_params(self, name: str, tree: Any) -> None:
         """Saves stacked model variables to params/<name>.npz."""
+        self.ensure_folder()
         io.save_npz(self.out / "params" / f"{name}.npz", tree)
 
     def finish(self, extra: Mapping[str, Any] | None = None) -> dict:
         """Writes summary.json and metrics.csv; returns the summary."""
+        self.ensure_folder()
         summary = {
             "experiment": self.name,
             "preset": self.preset,
@@ -155,21 +301,22 @@ class Run:
 
 def start_run(name: str, args: argparse.Namespace, preset_config: Any,
               extra_config: Mapping[str, Any] | None = None) -> Run:
-    """Sets up devices and logging, creates the run folder and writes config.json and env.json.
+    """Sets up devices, logging and the compilation cache, and checks the run folder.
 
-    Must be called before the first JAX computation (it exposes every CPU core as a device).
-    On --resume, the stored config must equal this run's, so a resumed run cannot silently mix
-    settings.
+    Call it after the experiment's own arguments, data and model names are checked, and before
+    the first JAX computation (it fixes the CPU device count: --devices N, else
+    $SBJAX_CPU_DEVICES, else one per core; a bad count is an error). Nothing is created or
+    deleted here: `Run.ensure_folder` does that when the first file is written. On --resume, the
+    stored config must equal this run's, so a resumed run cannot silently mix settings.
     """
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from sbjax.runtime import init_distributed, use_all_cpu_cores
+    from sbjax.runtime import configure_cpu_devices, init_distributed
 
-    use_all_cpu_cores(args.devices)
-    init_distributed(args.distributed or None)
     n_seeds = args.seeds if args.seeds is not None else _get(preset_config, "n_seeds", 1)
     if n_seeds < 1:
         raise ValueError(f"--seeds={n_seeds} is invalid: expected an integer >= 1")
+    n_devices = configure_cpu_devices(args.devices)
     config = {
         "experiment": name,
         "preset": args.preset,
@@ -178,8 +325,9 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
         "preset_config": io.to_jsonable(preset_config),
         **io.to_jsonable(dict(extra_config or {})),
     }
-    out = io.prepare_run_dir(args.out, overwrite=args.overwrite, resume=args.resume)
-    cfg_path = out / "config.json"
+    out = io.check_run_dir(args.out, experiment=name, overwrite=args.overwrite,
+                           resume=args.resume)
+    cfg_path = out / io.RUN_MARKER
     if args.resume and cfg_path.exists():
         old = io.read_json(cfg_path)
         if json.dumps(old, sort_keys=True) != json.dumps(io.to_jsonable(config), sort_keys=True):
@@ -187,14 +335,55 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
                 f"--resume is invalid: {str(cfg_path)!r} was written with a different "
                 "configuration; use a new --out or --overwrite"
             )
-    io.write_json(cfg_path, config)
-    io.write_json(out / "env.json", io.environment_info())
+    init_distributed(args.distributed or None)
+    if not getattr(args, "no_compile_cache", False):
+        enable_compilation_cache()
+    import jax
+
+    if jax.default_backend() == "cpu" and len(jax.devices("cpu")) != n_devices:
+        raise RuntimeError(f"asked XLA for {n_devices} CPU devices, got {len(jax.devices('cpu'))}")
     return Run(name=name, out=out, preset=args.preset, preset_config=preset_config,
-               n_seeds=n_seeds, seed=args.seed, resume=args.resume,
+               n_seeds=n_seeds, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+               config=config,
                progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None)
+
+
+CACHE_ENV = "SBJAX_COMPILATION_CACHE"
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache, unless the user configured one already.
+
+    Identical programs (every sweep of a resumed run, a rerun with another --out) then load
+    from disk instead of recompiling. Default folder: $SBJAX_COMPILATION_CACHE, else
+    ~/.cache/sbjax/xla (set $SBJAX_COMPILATION_CACHE=0 to turn the cache off).
+
+    Returns:
+      The cache folder in effect, or None when off.
+    """
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if current:  # the user's (or the test suite's) choice wins
+        return current
+    env = os.environ.get(CACHE_ENV)
+    if env == "0":
+        return None
+    path = path or env or (Path.home() / ".cache" / "sbjax" / "xla")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return str(path)
 
 
 def _get(cfg: Any, key: str, default: Any) -> Any:
     if isinstance(cfg, Mapping):
         return cfg.get(key, default)
     return getattr(cfg, key, default)
+
+
+def _fmt(st: Mapping[str, Any]) -> str:
+    """mean ± sample std (± '-' with one seed) for log lines."""
+    mean, std = st["mean"], st["std"]
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f}±{std:.4f}" if std is not None else f"{mean:.4f}±-"

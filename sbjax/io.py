@@ -24,11 +24,24 @@ import numpy as np
 RUN_MARKER = "config.json"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same folder and one rename.
+
+    A reader (or a resumed run) sees either the old file or the new one, never a torn one. The
+    file gets the permissions a plain `open(path, "w")` would give (0666 minus the umask; the
+    temporary file of `mkstemp` is 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -38,6 +51,26 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_atomic_write_bytes = atomic_write_bytes  # old private name, kept for callers
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Deletes temporary files `.<name>.*.tmp` left in `folder` by a killed `atomic_write_bytes`.
+
+    Returns:
+      The removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.glob(".*.tmp"):
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -98,15 +131,25 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) 
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSON-lines file; a torn LAST line (a kill during an append) is skipped.
+
+    Raises:
+      ValueError: if a line other than the last is not valid JSON (the file is damaged).
+    """
     path = Path(path)
     if not path.exists():
         return []
-    out = []
     with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                out.append(json.loads(line))
+        lines = [ln.strip() for ln in f]
+    lines = [ln for ln in lines if ln]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # torn last line: the record was never completely written
+            raise ValueError(f"{str(path)!r}: line {i + 1} is not valid JSON") from None
     return out
 
 
@@ -131,44 +174,167 @@ def load_npz(path: str | os.PathLike, like: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Creates (or reopens) a run folder without ever clobbering earlier results.
+def _protected_dirs() -> list[Path]:
+    """Folders `--overwrite` never deletes: the working directory, its parents, $HOME, /."""
+    cwd = Path.cwd().resolve()
+    protected = [cwd, *cwd.parents, Path("/")]
+    home = os.environ.get("HOME")
+    if home:
+        protected.append(Path(home).resolve())
+    protected.append(Path.home().resolve())
+    return protected
+
+
+def is_run_dir(path: str | os.PathLike, experiment: str | None = None) -> bool:
+    """Whether `path` is an sbjax run folder (of `experiment`, if given).
+
+    The marker is `config.json` written by sbjax: a JSON object whose "experiment" names the
+    experiment that made it.
+    """
+    marker = Path(path) / RUN_MARKER
+    try:
+        cfg = read_json(marker)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("experiment"), str):
+        return False
+    return experiment is None or cfg["experiment"] == experiment
+
+
+def check_run_dir(
+    out: str | os.PathLike, *, experiment: str, overwrite: bool = False, resume: bool = False
+) -> Path:
+    """Checks that `out` may be used as this run's folder, without touching the disk.
+
+    Rules: `out` is a non-empty path and not an existing file; an existing non-empty folder is
+    reused only with `resume` or replaced only with `overwrite`, and then only if it is an sbjax
+    run folder of the same `experiment` (its `config.json` says so); `overwrite` never applies to
+    the working directory, any of its parents or $HOME.
+
+    Returns:
+      The path (as given, made a `Path`).
+
+    Raises:
+      ValueError: bad `out` or flags; FileExistsError: `out` holds something that may not be
+      reused or replaced.
+    """
+    if out is None or str(out).strip() == "":
+        raise ValueError(f"out={out!r} is invalid: expected a folder path")
+    if overwrite and resume:
+        raise ValueError("overwrite=True and resume=True are exclusive: pick one")
+    out_p = Path(out)
+    res = out_p.resolve()
+    if res in _protected_dirs():
+        raise ValueError(
+            f"out={str(out)!r} is invalid: it is the working directory, one of its parents or "
+            "$HOME; expected a run folder of its own (e.g. runs/<name>)"
+        )
+    if out_p.exists() and not out_p.is_dir():
+        raise ValueError(f"out={str(out)!r} is invalid: it is an existing file, expected a folder")
+    if out_p.is_dir() and any(out_p.iterdir()):
+        if not (overwrite or resume):
+            raise FileExistsError(
+                f"run folder {str(out)!r} already exists and is not empty; pass --resume to "
+                "continue it or --overwrite to replace it"
+            )
+        if not is_run_dir(out_p, experiment):
+            verb = "replace" if overwrite else "resume"
+            found = read_json(out_p / RUN_MARKER).get("experiment") if is_run_dir(out_p) else None
+            what = (f"a run folder of experiment {found!r}" if found is not None
+                    else f"not an sbjax run folder (no {RUN_MARKER} written by sbjax)")
+            raise FileExistsError(
+                f"refusing to {verb} {str(out)!r}: it is {what}, expected a run folder of "
+                f"{experiment!r}; choose another --out"
+            )
+    return out_p
+
+
+def prepare_run_dir(
+    out: str | os.PathLike, *, experiment: str, overwrite: bool = False, resume: bool = False
+) -> Path:
+    """Creates (or reopens, or replaces) a run folder without ever deleting what a user owns.
+
+    Call it only after every argument, the data and the model names have been checked, so a
+    failed start leaves nothing behind. See `check_run_dir` for the rules.
 
     Args:
       out: the run folder.
-      overwrite: delete an existing run folder first.
-      resume: reopen an existing run folder and keep its contents.
+      experiment: the experiment's name, recorded in (and checked against) `config.json`.
+      overwrite: replace an existing run folder of the same experiment.
+      resume: reopen an existing run folder of the same experiment and keep its contents.
 
-    Raises:
-      FileExistsError: if `out` already holds a run and neither flag is given.
+    Returns:
+      The folder, which exists afterwards.
     """
-    out = Path(out)
-    if overwrite and resume:
-        raise ValueError("overwrite=True and resume=True are exclusive: pick one")
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise FileExistsError(
-                f"run folder {str(out)!r} already exists and is not empty; pass --resume to continue "
-                "it or --overwrite to replace it"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    out_p = check_run_dir(out, experiment=experiment, overwrite=overwrite, resume=resume)
+    if out_p.is_dir() and any(out_p.iterdir()) and overwrite:
+        shutil.rmtree(out_p)
+    out_p.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out_p)
+    return out_p
+
+
+def _git_commit() -> str | None:
+    """The sbjax source tree's git commit (with "+dirty" for local changes), if it is a clone."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_info() -> dict[str, Any]:
+    """CPU model and instruction-set flags (Linux /proc/cpuinfo), which decide float rounding of
+    XLA:CPU's kernels and so whether two machines give bit-identical results."""
+    info: dict[str, Any] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "model name" and "cpu_model" not in info:
+                    info["cpu_model"] = val.strip()
+                elif key == "flags" and "cpu_flags" not in info:
+                    flags = val.split()
+                    info["cpu_flags"] = sorted(f for f in flags if f.startswith(
+                        ("avx", "fma", "sse4", "amx", "f16c")))
+    except OSError:
+        pass
+    return info
 
 
 def environment_info() -> dict[str, Any]:
-    """Versions and devices, written to `env.json` in every run folder."""
+    """Versions, commit, CPU and devices, written to `env.json` in every run folder.
+
+    Records what decides whether two runs can be bit-identical: the sbjax commit, jax / jaxlib
+    versions, the CPU model and vector flags, the devices and XLA_FLAGS.
+    """
     info: dict[str, Any] = {
+        "sbjax_commit": _git_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        **_cpu_info(),
     }
     try:
         import jax
 
         info["jax"] = jax.__version__
+        try:
+            import jaxlib
+
+            info["jaxlib"] = jaxlib.__version__
+        except Exception:  # pragma: no cover
+            pass
         info["backend"] = jax.default_backend()
         info["devices"] = [str(d) for d in jax.devices()]
         info["process_count"] = jax.process_count()

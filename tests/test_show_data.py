@@ -13,7 +13,9 @@ ARGS = ["--n", "4000", "--n-scatter", "300", "--d", "6"]
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("show") / "run"
     out.mkdir()
-    (out / "stale.txt").write_text("old")  # --overwrite must replace a non-empty folder
+    # --overwrite replaces an earlier show_data run folder (its config.json is the run marker).
+    (out / "config.json").write_text(json.dumps({"experiment": "show_data"}))
+    (out / "stale.txt").write_text("old")
     stats = show_data.main(["--out", str(out), "--overwrite", *ARGS])
     return out, stats
 

@@ -106,9 +106,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for d in spec.get("ds", [spec.get("d")]):
                 if d is not None and "stop" in spec:
                     steps_for(spec, d, spec.get("eta", 1.0))
-    out = prepare_run_dir(args.out, overwrite=args.overwrite)
+    from sbjax.runtime import configure_cpu_devices
+
+    configure_cpu_devices()  # one CPU device per core, or $SBJAX_CPU_DEVICES (before JAX starts)
+    out = prepare_run_dir(args.out, experiment="theorem1", overwrite=args.overwrite)
     t0 = time.perf_counter()
-    write_json(out / "config.json", {"preset": args.preset, "seed": args.seed, "grids": specs,
+    write_json(out / "config.json", {"experiment": "theorem1", "preset": args.preset, "seed": args.seed, "grids": specs,
                                      "argv": sys.argv[1:]})
     env = environment_info()
     write_json(out / "env.json", env)
