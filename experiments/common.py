@@ -361,18 +361,12 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     Returns:
       The cache folder in effect, or None when off.
     """
-    import jax
+    from sbjax.train.sweep import enable_compilation_cache as enable
 
-    current = jax.config.jax_compilation_cache_dir
-    if current:  # the user's (or the test suite's) choice wins
-        return current
     env = os.environ.get(CACHE_ENV)
     if env == "0":
         return None
-    path = path or env or (Path.home() / ".cache" / "sbjax" / "xla")
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return str(path)
+    return str(enable(path or env or (Path.home() / ".cache" / "sbjax" / "xla")))
 
 
 def _get(cfg: Any, key: str, default: Any) -> Any:

@@ -6,7 +6,7 @@
 
 from sbjax.train.config import HPARAM_NAMES, TrainConfig, expand_grid
 from sbjax.train.engine import Trainer, TrainState, make_train, make_trainer, prepare_data
-from sbjax.train.sweep import SweepResult, model_keys, train_sweep
+from sbjax.train.sweep import SweepResult, enable_compilation_cache, model_keys, train_sweep
 
 __all__ = [
     "HPARAM_NAMES",
@@ -14,6 +14,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "Trainer",
+    "enable_compilation_cache",
     "expand_grid",
     "make_train",
     "make_trainer",

@@ -3,14 +3,29 @@
 `train_sweep` is the host loop around `Trainer`: it lays the models along one axis, shards that axis
 over every device (JAX's own sharding: a 1-D `Mesh`, `NamedSharding(mesh, P("model"))` for keys,
 hyperparameters, state and outputs, `P()` for the data), and runs the compiled program in chunks
-of evaluation periods. Between chunks it updates a progress bar, appends metrics to
-`metrics.jsonl` and writes a checkpoint, so `resume=True` continues a killed run to results
-identical to an uninterrupted one.
+of evaluation periods. Between chunks it updates a progress bar, writes a checkpoint and appends
+metrics to `metrics.jsonl`, so `resume=True` continues a killed run to results identical to an
+uninterrupted one.
 
 Model order is seed-major: model m = (seed * n_members + member) * n_grid + grid_point. Every grid
 point of a (seed, member) shares its PRNG key (same init and batch order: common random numbers),
 and the key of (seed s, member j) is `fold_in(fold_in(key(seed), s), j)`, independent of the sweep
 size, so seed s of a sweep equals a single run with seed index s.
+
+Checkpoint folder (`out_dir`):
+
+* `checkpoint-<sha256[:16]>.npz`: training state and history of every model (padding included),
+  named by the hash of its bytes.
+* `checkpoint.json`: the manifest, written last by one atomic rename; it is the commit point. It
+  holds the format version, the configuration fingerprint, the progress in updates
+  (`updates_done`, a multiple of `eval_every`, so a resume may use another chunk size) and the
+  name and hash of the npz. A kill at any moment leaves either the previous or the new manifest,
+  each naming a complete npz; npz files that no manifest names are deleted.
+* `metrics.jsonl`: one row per model and evaluation, rewritten from the checkpoint's history on
+  resume, so rows newer than the checkpoint and a torn last line disappear.
+
+Files are written to a temporary file in the same folder with the user's normal permissions
+(0o666 minus the umask) and renamed into place.
 
 Note: `shard_map(vmap(train))` with the default `check_vma=True` silently sums gradients of
 key-independent parameters across the models of a device (DESIGN.md); plain `jit` with explicit
@@ -20,13 +35,16 @@ shardings has no cross-model collectives, which the tests check on the compiled 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import io as _bytes_io
 import json
 import logging
 import math
-import shutil
+import os
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,9 +71,42 @@ from sbjax.validate import check_choice, check_int, fail
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.npz"
 CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_PREFIX = "checkpoint-"
 METRICS = "metrics.jsonl"
+# Version 1 (no "format" key) stored `chunks_done` and a fixed `checkpoint.npz`.
+CHECKPOINT_FORMAT = 2
+_LEGACY_CHECKPOINT = "checkpoint.npz"
+
+
+def enable_compilation_cache(path: str | os.PathLike, min_compile_time_s: float = 0.5) -> Path:
+    """Turns on JAX's persistent compilation cache in `path`, unless the user configured one.
+
+    A resumed run then loads its compiled programs from disk instead of compiling them again.
+    JAX's cache is process-global, so this is a process-level switch for entry points (the
+    experiment commands call it with ~/.cache/sbjax/xla, shared by every run, so a resume or a
+    rerun into another folder loads its programs), not an argument of `train_sweep`. Call it
+    before the first compilation that should be cached.
+
+    Args:
+      path: cache folder (created if missing).
+      min_compile_time_s: cache only programs that took at least this long to compile (JAX's
+        `jax_persistent_cache_min_compile_time_secs`; its default is 1 s). Left alone when the
+        environment variable JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS is set.
+
+    Returns:
+      The cache folder in use: the user's own (`jax_compilation_cache_dir` set through
+      `jax.config` or JAX_COMPILATION_CACHE_DIR), which is never overridden, else `path`.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return Path(current)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
+    return path
 
 
 @dataclasses.dataclass
@@ -128,8 +179,7 @@ def model_keys(
 
 
 def _mesh(devices: Sequence[Any] | None) -> Mesh:
-    devs = list(devices) if devices is not None else jax.devices()
-    return Mesh(np.asarray(devs), ("model",))
+    return Mesh(np.asarray(_check_devices(devices)), ("model",))
 
 
 VECTORIZE = ("vmap", "map")
@@ -199,31 +249,49 @@ def sharded_programs(trainer: Trainer, mesh: Mesh, n_periods: int, vectorize: st
 
 
 _PROGRAM_CACHE: collections.OrderedDict = collections.OrderedDict()
-_PROGRAM_CACHE_SIZE = 8
+_PROGRAM_CACHE_SIZE = 16
 
 
-def _compiled_programs(trainer: Trainer, mesh: Mesh, ppc: int, model: Any, keys, hp, data,
-                       vectorize: str, loop: str = "scan"):
-    """Compiled (init, run) programs, reused across `train_sweep` calls with the same model object,
-    configuration, shapes and devices (e.g. a study that trains the same sweep on new data)."""
+def _compiled_programs(trainer: Trainer, mesh: Mesh, chunk_sizes: Sequence[int], model: Any,
+                       keys, hp, data, vectorize: str, loop: str = "scan"):
+    """Compiled `init` and one `run` program per chunk size (periods), reused across `train_sweep`
+    calls with the same model object, configuration, shapes and devices (e.g. a study that trains
+    the same sweep on new data).
+
+    Returns:
+      (init, {n_periods: run}); the runs are None for `loop="host"`, which compiles its two small
+      programs on first use.
+    """
     sig = lambda tree: tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(tree))
-    key = (id(model.init), id(model.apply), id(model.logits), trainer.cfg, trainer.n_train,
-           tuple(d.id for d in mesh.devices.flat), ppc, sig(hp), sig(data), keys.shape, vectorize,
-           loop)
-    hit = _PROGRAM_CACHE.get(key)
-    if hit is not None:
-        _PROGRAM_CACHE.move_to_end(key)
-        return hit[0], hit[1]
-    init_fn, run_fn = sharded_programs(trainer, mesh, ppc, vectorize)
-    init_c = init_fn.lower(keys, hp, data).compile()
-    run_c = None
-    if loop == "scan":  # the host loop compiles its two small programs on first use
-        state_shapes = jax.eval_shape(init_fn, keys, hp, data)
-        run_c = run_fn.lower(state_shapes, hp, data).compile()
-    _PROGRAM_CACHE[key] = (init_c, run_c, model)  # the model keeps the ids above alive
-    if len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
-        _PROGRAM_CACHE.popitem(last=False)
-    return init_c, run_c
+    base = (id(model.init), id(model.apply), id(model.logits), trainer.cfg, trainer.n_train,
+            tuple(d.id for d in mesh.devices.flat), sig(hp), sig(data), keys.shape, vectorize)
+
+    def cached(key, build):
+        hit = _PROGRAM_CACHE.get(key)
+        if hit is not None:
+            _PROGRAM_CACHE.move_to_end(key)
+            return hit[0]
+        prog = build()
+        _PROGRAM_CACHE[key] = (prog, model)  # the model keeps the ids in `base` alive
+        if len(_PROGRAM_CACHE) > _PROGRAM_CACHE_SIZE:
+            _PROGRAM_CACHE.popitem(last=False)
+        return prog
+
+    init_fn, _ = sharded_programs(trainer, mesh, 1, vectorize)
+    init_c = cached(base + ("init",), lambda: init_fn.lower(keys, hp, data).compile())
+    runs: dict[int, Any] = {}
+    for n in sorted(set(chunk_sizes)):
+        if loop != "scan":
+            runs[n] = None
+            continue
+
+        def build(n=n):
+            _, run_fn = sharded_programs(trainer, mesh, n, vectorize)
+            state_shapes = jax.eval_shape(init_fn, keys, hp, data)
+            return run_fn.lower(state_shapes, hp, data).compile()
+
+        runs[n] = cached(base + ("run", n), build)
+    return init_c, runs
 
 
 def _to_host(tree: Any) -> Any:
@@ -238,20 +306,280 @@ def _state_to_host(state: TrainState) -> TrainState:
     return _to_host(state._replace(key=jax.random.key_data(state.key)))
 
 
-def _fingerprint(cfg, model, data: TrainData, n_seeds, n_members, points, seed, m_pad) -> str:
-    h = hashlib.sha256()
-    h.update(repr((dataclasses.asdict(cfg), getattr(model, "config", repr(model)))).encode())
-    h.update(repr((n_seeds, n_members, points, seed, m_pad)).encode())
-    for a in (data.x, data.y, data.x_val):
-        if a is not None:
-            a = np.asarray(a)
-            h.update(repr(a.shape).encode())
-            h.update(np.ascontiguousarray(a[:: max(1, a.shape[0] // 997)]).tobytes())
-    return h.hexdigest()[:16]
+# ---------------------------------------------------------------------------------------------
+# Input checks (before any data preparation or compilation)
+
+
+def _check_devices(devices: Sequence[Any] | None) -> list:
+    if devices is None:
+        return list(jax.devices())
+    devs = list(devices)
+    if not devs:
+        fail("devices", devices, "a non-empty sequence of distinct JAX devices, or None for all")
+    if len({id(d) for d in devs}) != len(devs):
+        fail("devices", devs, "a non-empty sequence of distinct JAX devices, or None for all")
+    return devs
+
+
+def _check_out_dir(out_dir: str | os.PathLike | None) -> Path | None:
+    """The checkpoint folder, refused up front if it (or a parent) is an existing file."""
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                fail("out_dir", str(out_dir),
+                     f"a folder path (None for no files), but {str(p)!r} is an existing file")
+            break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunking
 
 
 def _divisor_at_most(n: int, target: int) -> int:
     return max(d for d in range(1, min(n, max(1, target)) + 1) if n % d == 0)
+
+
+def _chunk_plan(remaining: int, target: int) -> list[int]:
+    """Chunk sizes (periods) that add up to exactly `remaining`.
+
+    A divisor of `remaining` close to `target` needs one compiled run program; when the best
+    divisor is under half the target (e.g. a prime number of periods), the plan is `target`-sized
+    chunks and one shorter last chunk instead, which costs one more compile but not hundreds of
+    tiny chunks.
+    """
+    if remaining <= 0:
+        return []
+    d = _divisor_at_most(remaining, target)
+    if 2 * d >= min(target, remaining):
+        return [d] * (remaining // d)
+    q, r = divmod(remaining, target)
+    return [target] * q + ([r] if r else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint files. Private writers (not `sbjax.io`) because the commit protocol needs the bytes'
+# hash and files created with the user's permissions; `io._atomic_write_bytes` uses mkstemp (0600).
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; some platforms (Windows) cannot open a folder: skip there.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` by an atomic rename of a flushed temporary file in the same folder.
+
+    The temporary file is created with mode 0o666 and O_EXCL, so the kernel applies the umask (and
+    default ACLs) exactly as for any file the user creates; mkstemp would leave it 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _npz_bytes(tree: Any) -> bytes:
+    """A pytree as `.npz` bytes, keys '/'-joined tree paths (the layout of `io.save_npz`)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    buf = _bytes_io.BytesIO()
+    np.savez(buf, **{jax.tree_util.keystr(p): np.asarray(v) for p, v in flat})
+    return buf.getvalue()
+
+
+def _load_npz_bytes(data: bytes, like: Any) -> Any:
+    npz = np.load(_bytes_io.BytesIO(data))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(like)
+    return jax.tree_util.tree_unflatten(treedef, [npz[jax.tree_util.keystr(p)] for p, _ in flat])
+
+
+def _is_own_tmp(name: str) -> bool:
+    return name.endswith(".tmp") and (name.startswith(f".{CHECKPOINT_PREFIX}")
+                                      or name.startswith(f".{CHECKPOINT_META}.")
+                                      or name.startswith(f".{METRICS}."))
+
+
+def _clean_folder(out: Path, keep_npz: str | None) -> None:
+    """Deletes temporary files left by a killed write and npz files the manifest does not name.
+
+    Only names this module writes are touched, so a folder shared with other files is safe.
+    """
+    if not out.is_dir():
+        return
+    for f in out.iterdir():
+        stale_npz = (f.name.startswith(CHECKPOINT_PREFIX) and f.name.endswith(".npz")
+                     and f.name != keep_npz)
+        if stale_npz or _is_own_tmp(f.name):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+
+def _remove_checkpoint(out: Path) -> None:
+    """`overwrite=True`: deletes this module's files only (never the whole folder)."""
+    for name in (CHECKPOINT_META, METRICS, _LEGACY_CHECKPOINT):
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    _clean_folder(out, keep_npz=None)
+
+
+def _hash_arrays(h, arrays) -> None:
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(repr((a.shape, str(a.dtype))).encode())
+        h.update(a)
+
+
+def _fingerprint_parts(cfg: TrainConfig, model: Any, data: TrainData, seed_indices, n_members,
+                       points, seed, m_pad) -> dict[str, str]:
+    """Hashes of everything that changes a sweep's numbers, by part (named in mismatch errors).
+
+    Every byte of the data counts (x, y and the validation set with its validity mask, which
+    tells real points from chunk padding). `vectorize`, `loop` and `periods_per_chunk` are left out:
+    they change how the same numbers are computed, not which (the tests check vmap == map and
+    scan == host loop to float rounding, and chunk sizes bit for bit). The device count enters
+    only through the number of padding models, which fixes the stored state's shape.
+    """
+    def digest(*parts) -> str:
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    h = hashlib.sha256()
+    _hash_arrays(h, (data.x, data.y, data.x_val, data.y_val, data.m_val))
+    return {
+        "train_config": digest(dataclasses.asdict(cfg)),
+        "model": digest(getattr(model, "config", repr(model))),
+        "data": h.hexdigest()[:16],
+        "sweep": digest(int(seed), [int(s) for s in seed_indices], int(n_members), points),
+        "padding_models": str(int(m_pad)),
+    }
+
+
+def _fingerprint(parts: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(parts), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_manifest(out: Path | None) -> dict | None:
+    if out is None or not (out / CHECKPOINT_META).exists():
+        return None
+    return io.read_json(out / CHECKPOINT_META)
+
+
+def _write_checkpoint(out: Path, updates_done: int, state: TrainState,
+                      history: Mapping[str, Sequence[np.ndarray]], fingerprint: str,
+                      parts: Mapping[str, str]) -> None:
+    """The npz under a content-hash name, then the manifest (the commit point), then cleanup."""
+    host = _state_to_host(state)
+    hist = {k: np.concatenate(v, axis=1) for k, v in history.items()}
+    data = _npz_bytes({"state": host, "history": hist})
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{CHECKPOINT_PREFIX}{digest[:16]}.npz"
+    _atomic_write(out / name, data)
+    _write_manifest(out, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
+                          "fingerprint_parts": dict(parts), "updates_done": int(updates_done),
+                          "npz": name, "sha256": digest})
+    _clean_folder(out, keep_npz=name)
+
+
+def _write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
+    _atomic_write(out / CHECKPOINT_META, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _metric_rows(rows: Mapping[str, np.ndarray], first_period: int, m: int, n_grid: int,
+                 n_members: int, seed_indices: Sequence[int]) -> list[dict]:
+    """metrics.jsonl records of evaluations [first_period, ...) from rows {name: [>= m, E]}.
+
+    Period-major, so the rows of a run are the same whatever its chunking (or resumes) was.
+    """
+    recs = []
+    for e in range(rows["step"].shape[1]):
+        for i in range(m):
+            rec = {"period": first_period + e, "model": i,
+                   "seed": int(seed_indices[i // (n_members * n_grid)]),
+                   "member": (i // n_grid) % n_members, "grid": i % n_grid}
+            rec.update({k: float(rows[k][i, e]) for k in HISTORY_KEYS})
+            recs.append(rec)
+    return recs
+
+
+def _jsonl_bytes(recs: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(io.to_jsonable(r)) + "\n" for r in recs).encode()
+
+
+def _check_manifest(out: Path, manifest: Mapping[str, Any], fingerprint: str,
+                    parts: Mapping[str, str], total_periods: int, eval_every: int) -> int:
+    """Checks a manifest against this sweep (before compiling); returns the periods done."""
+    where = str(out / CHECKPOINT_META)
+    if manifest.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"resume=True is invalid: expected a checkpoint of format {CHECKPOINT_FORMAT} in "
+            f"{where!r}, got format {manifest.get('format', 1)} (written by an older sbjax); "
+            "use --overwrite (overwrite=True) to start again"
+        )
+    if manifest.get("fingerprint") != fingerprint:
+        old = manifest.get("fingerprint_parts", {})
+        differ = sorted(k for k in parts if old.get(k) != parts[k])
+        if "padding_models" in differ:  # the only part that depends on the machine
+            differ[differ.index("padding_models")] = "padding_models (another device count)"
+        raise ValueError(
+            f"resume=True is invalid: expected the configuration of the checkpoint in {where!r} "
+            f"(fingerprint {manifest.get('fingerprint')}), got {fingerprint}; differing parts: "
+            f"{', '.join(differ) or 'unknown'}; use --overwrite (overwrite=True) to start again"
+        )
+    updates_done = manifest["updates_done"]
+    if isinstance(updates_done, bool) or not isinstance(updates_done, int):
+        updates_done = -1
+    periods_done, rem = divmod(updates_done, eval_every)
+    if rem or not 0 <= periods_done <= total_periods:
+        raise ValueError(f"checkpoint {where!r} is inconsistent: updates_done="
+                         f"{manifest['updates_done']!r} is not a multiple of eval_every="
+                         f"{eval_every} within the budget of {total_periods * eval_every}")
+    return periods_done
+
+
+def _load_checkpoint(out: Path, manifest: Mapping[str, Any], like: TrainState, eval_every: int):
+    """Loads the npz a checked manifest names, verifying its hash and its progress.
+
+    Returns:
+      (host state [M, ...], history {name: [M, periods_done]}).
+    """
+    where = str(out / CHECKPOINT_META)
+    npz = out / manifest["npz"]
+    if not npz.exists():
+        raise FileNotFoundError(f"checkpoint {where!r} names {str(npz)!r}, which is missing; use "
+                                "--overwrite (overwrite=True) to start again")
+    data = npz.read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        raise ValueError(f"checkpoint file {str(npz)!r} is corrupt (its sha256 differs from the "
+                         f"one in {where!r}); use --overwrite (overwrite=True) to start again")
+    loaded = _load_npz_bytes(data, {"state": like, "history": {k: 0 for k in HISTORY_KEYS}})
+    st, hist = loaded["state"], {k: np.asarray(v) for k, v in loaded["history"].items()}
+    updates_done = int(manifest["updates_done"])
+    if (hist["step"].shape[1] != updates_done // eval_every
+            or np.any(np.asarray(st.step) != updates_done)):
+        raise ValueError(f"checkpoint {where!r} is inconsistent: updates_done={updates_done} but "
+                         "the stored state or history is at another step")
+    return st, hist
 
 
 def train_sweep(
@@ -289,12 +617,16 @@ def train_sweep(
         the same model in any sweep, so seeds can be added to a study later.
       grid: hyperparameter grid, e.g. {"lr": [0.01, 0.1]}; traced, so one compile for the grid.
       seed: root seed.
-      out_dir: checkpoint folder (checkpoint.npz, checkpoint.json, metrics.jsonl); None: no files.
-      resume: continue from the checkpoint in `out_dir` (must match this configuration).
+      out_dir: checkpoint folder (see the module docstring: checkpoint.json, checkpoint-*.npz,
+        metrics.jsonl); None: no files. Only these files are ever written or deleted in it.
+      resume: continue from the checkpoint in `out_dir` (must match this configuration; any
+        `periods_per_chunk` may be used). Without a checkpoint there, training starts afresh.
       overwrite: delete an existing checkpoint in `out_dir` first.
-      periods_per_chunk: evaluation periods per compiled call (checkpoint granularity).
+      periods_per_chunk: evaluation periods per compiled call (checkpoint granularity); the last
+        chunk may be shorter so that training ends exactly at the budget. None: about every 1000
+        updates and at least ~10 chunks per run.
       devices: devices to shard the model axis over (default: all).
-      progress: show a tqdm progress bar.
+      progress: show a tqdm progress bar (in updates).
       desc: progress-bar label.
       max_chunks: return after this many chunks in this call (time-sliced or preemptible jobs:
         call again with resume=True to continue); the result then holds the partial state.
@@ -306,8 +638,14 @@ def train_sweep(
 
     Returns:
       A `SweepResult`.
+
+    Raises:
+      ValueError: a bad argument (before any data preparation or compilation), or a checkpoint
+        that does not match this configuration.
+      FileExistsError: `out_dir` holds a checkpoint and neither `resume` nor `overwrite` is set.
     """
     t_start = time.perf_counter()
+    # Arguments first: each mistake fails in milliseconds, before data preparation or compiling.
     check_choice("vectorize", vectorize, VECTORIZE)
     check_choice("loop", loop, LOOPS)
     if seed_indices is None:
@@ -319,6 +657,12 @@ def train_sweep(
             fail("seed_indices", seed_indices, "a non-empty list of distinct integers >= 0")
         n_seeds = len(seed_indices)
     check_int("n_members", n_members, min_value=1)
+    if periods_per_chunk is not None:
+        check_int("periods_per_chunk", periods_per_chunk, min_value=1)
+    if max_chunks is not None:
+        check_int("max_chunks", max_chunks, min_value=0)
+    devs = _check_devices(devices)
+    out = _check_out_dir(out_dir)
     if not hasattr(model, "init"):
         from sbjax.models import make_model
 
@@ -328,7 +672,7 @@ def train_sweep(
     data_host = prepare_data(cfg, train, val)
     trainer: Trainer = make_trainer(cfg, model, data_host)
 
-    mesh = _mesh(devices)
+    mesh = _mesh(devs)
     n_dev = mesh.devices.size
     m = n_seeds * n_members * n_grid
     m_pad = -m % n_dev
@@ -337,96 +681,98 @@ def train_sweep(
     model_sh = NamedSharding(mesh, P("model"))
     repl = NamedSharding(mesh, P())
 
-    fingerprint = _fingerprint(cfg, model, data_host, seed_indices, n_members, points, seed, m_pad)
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_exists = out is not None and (out / CHECKPOINT_META).exists()
-    if out is not None and ckpt_exists and not resume:
+    total = trainer.total_periods
+    manifest = _read_manifest(out)
+    if manifest is not None and not resume:
         if not overwrite:
             raise FileExistsError(
                 f"{str(out)!r} already holds a training checkpoint; pass resume=True (--resume) "
                 "to continue it or overwrite=True (--overwrite) to start again"
             )
-        shutil.rmtree(out)
-        ckpt_exists = False
+        _remove_checkpoint(out)
+        manifest = None
+    fingerprint, parts, periods_done = None, None, 0
+    if out is not None:
+        parts = _fingerprint_parts(cfg, model, data_host, seed_indices, n_members, points, seed,
+                                   m_pad)
+        fingerprint = _fingerprint(parts)
+        if manifest is not None:
+            periods_done = _check_manifest(out, manifest, fingerprint, parts, total,
+                                           cfg.eval_every)
 
     hp = jax.device_put({k: jnp.asarray(v) for k, v in hp_np.items()}, model_sh)
     data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data_host), repl)
     keys = jax.device_put(model_keys(seed, seed_indices, n_members, n_grid, m_pad), model_sh)
 
-    total = trainer.total_periods
     if periods_per_chunk is None:
         # A checkpoint and progress update every ~1000 updates, and at least ~10 per run.
         periods_per_chunk = max(1, min(1000 // cfg.eval_every, math.ceil(total / 10)))
-    check_int("periods_per_chunk", periods_per_chunk, min_value=1)
-    ppc = _divisor_at_most(total, periods_per_chunk)
-    n_chunks = total // ppc
+    plan = _chunk_plan(total - periods_done, periods_per_chunk)
+    if max_chunks is not None:
+        plan = plan[:max_chunks]
 
     t0 = time.perf_counter()
-    init_c, run_c = _compiled_programs(trainer, mesh, ppc, model, keys, hp, data, vectorize,
-                                       loop)
+    init_c, run_programs = _compiled_programs(trainer, mesh, plan, model, keys, hp, data,
+                                              vectorize, loop)
     compile_s = time.perf_counter() - t0
     state = init_c(keys, hp, data)
 
     history: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
-    done_chunks = 0
-    if ckpt_exists:
-        meta = io.read_json(out / CHECKPOINT_META)
-        if meta["fingerprint"] != fingerprint:
-            raise ValueError(
-                f"resume={resume!r} is invalid: expected the configuration of the checkpoint in "
-                f"{str(out)!r} (fingerprint {meta['fingerprint']}), got {fingerprint}; use "
-                "--overwrite to start again"
-            )
-        like = _state_to_host(state)
-        loaded = io.load_npz(out / CHECKPOINT, {"state": like, "history": {k: 0 for k in HISTORY_KEYS}})
-        st = loaded["state"]
+    recs: list[dict] = []
+    if manifest is not None:
+        st, hist = _load_checkpoint(out, manifest, _state_to_host(state), cfg.eval_every)
         state = jax.device_put(st._replace(key=jax.random.wrap_key_data(st.key)), model_sh)
-        history = {k: [np.asarray(loaded["history"][k])] for k in HISTORY_KEYS}
-        done_chunks = int(meta["chunks_done"])
-        # Drop metric rows written after the checkpoint (a kill between the two writes).
-        rows = [r for r in io.read_jsonl(out / METRICS) if r["chunk"] < done_chunks]
-        io._atomic_write_bytes(
-            out / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode()
-        )
-        log.info("resuming %s at chunk %d of %d", out, done_chunks, n_chunks)
+        history = {k: [hist[k]] for k in HISTORY_KEYS}
+        recs = _metric_rows(hist, 0, m, n_grid, n_members, seed_indices)
+        log.info("resuming %s at update %d of %d", out, periods_done * cfg.eval_every,
+                 total * cfg.eval_every)
+    if out is not None and jax.process_index() == 0:
+        # metrics.jsonl mirrors the checkpoint: rows written after it, a torn last line of a
+        # killed append, and leftovers of a run killed before its first checkpoint all go, as do
+        # temporary files of killed writes and npz files no manifest names.
+        _clean_folder(out, keep_npz=manifest["npz"] if manifest is not None else None)
+        _atomic_write(out / METRICS, _jsonl_bytes(recs))
 
     bar = None
     if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_chunks * ppc * cfg.eval_every, initial=done_chunks * ppc * cfg.eval_every,
+        bar = tqdm(total=total * cfg.eval_every, initial=periods_done * cfg.eval_every,
                    unit="step", desc=desc, dynamic_ncols=True)
 
     def n_running(st) -> int:
         s, stop = _to_host((st.step, st.stop_step))
         return int(np.sum(np.asarray(s)[:m] < np.asarray(stop)[:m]))
 
-    chunk = done_chunks
-    limit = n_chunks if max_chunks is None else min(n_chunks, done_chunks + max_chunks)
     if loop == "host":
         update_c, end_c = host_loop_programs(trainer, mesh, vectorize)
 
-        def run_c(st, hp, data):
+        def host_run(n, st, hp, data):
             rows = []
-            for _ in range(ppc):
+            for _ in range(n):
                 for _ in range(cfg.eval_every):
                     st = update_c(st, hp, data)
                 st, row = end_c(st, hp, data)
                 rows.append(row)
             return st, jax.tree_util.tree_map(lambda *r: jnp.stack(r, axis=1), *rows)
 
-    running = n_running(state) if done_chunks > 0 else m  # a resumed run may be finished
-    while chunk < limit and not (chunk > 0 and running == 0):
-        state, rows = run_c(state, hp, data)
+        run_programs = {n: functools.partial(host_run, n) for n in run_programs}
+
+    running = n_running(state) if periods_done > 0 else m  # a resumed run may be finished
+    for n in plan:
+        if running == 0:
+            break
+        state, rows = run_programs[n](state, hp, data)
         rows = {k: np.asarray(v) for k, v in _to_host(rows).items()}
         for k in HISTORY_KEYS:
             history[k].append(rows[k])
-        chunk += 1
+        periods_done += n
         running = n_running(state)  # one small transfer per chunk: stop check and progress bar
         if out is not None and jax.process_index() == 0:
-            _write_chunk(out, chunk, state, history, rows, fingerprint, m, n_grid, n_members)
+            _write_chunk(out, periods_done, n, state, history, rows, fingerprint, parts,
+                         cfg.eval_every, m, n_grid, n_members, seed_indices)
         if bar is not None:
-            bar.update(ppc * cfg.eval_every)
+            bar.update(n * cfg.eval_every)
             acc = rows["train_acc"][:m, -1]
             bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=running)
     if bar is not None:
@@ -455,19 +801,17 @@ def train_sweep(
     )
 
 
-def _write_chunk(out: Path, chunk, state, history, rows, fingerprint, m, n_grid, n_members) -> None:
-    """Checkpoint first, then metrics rows: a kill in between loses no checkpointed work, and
-    resume drops any metric rows newer than the checkpoint."""
+def _write_chunk(out: Path, periods_done: int, n_new: int, state, history, rows, fingerprint,
+                 parts, eval_every, m, n_grid, n_members, seed_indices) -> None:
+    """Checkpoint (committed by its manifest) first, then the chunk's metric rows: a kill in
+    between loses no checkpointed work, and resume rewrites metrics.jsonl from the checkpoint.
+
+    Args:
+      periods_done: evaluation periods done after this chunk (the checkpoint stores
+        `periods_done * eval_every` updates, a unit independent of the chunk size).
+      n_new: periods in this chunk; `rows` holds their history, {name: [M, n_new]}.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    host = _state_to_host(state)
-    hist = {k: np.concatenate(v, axis=1) for k, v in history.items()}
-    io.save_npz(out / CHECKPOINT, {"state": host, "history": hist})
-    io.write_json(out / CHECKPOINT_META, {"fingerprint": fingerprint, "chunks_done": chunk})
-    recs = []
-    for i in range(m):
-        for e in range(rows["step"].shape[1]):
-            rec = {"chunk": chunk - 1, "model": i, "seed": i // (n_members * n_grid),
-                   "member": (i // n_grid) % n_members, "grid": i % n_grid}
-            rec.update({k: float(rows[k][i, e]) for k in HISTORY_KEYS})
-            recs.append(rec)
+    _write_checkpoint(out, periods_done * eval_every, state, history, fingerprint, parts)
+    recs = _metric_rows(rows, periods_done - n_new, m, n_grid, n_members, seed_indices)
     io.append_jsonl(out / METRICS, recs)
