@@ -14,9 +14,34 @@ import numpy as np
 
 from sbjax import validate
 
-__all__ = ["ROTATIONS", "make_rotation"]
+__all__ = ["MAX_ROTATION_D", "ROTATIONS", "check_rotation_d", "make_rotation"]
 
 ROTATIONS = ("haar", "reference_qr")
+
+# Largest d with a dense rotation: W is a float32 [d, d] array (256 MiB at 8192, drawn by an
+# O(d^3) QR); at d = 100000 it would be 37 GiB. The paper's datasets use d <= 100s.
+MAX_ROTATION_D = 8192
+
+
+def check_rotation_d(d: int, *, rotate: bool = True) -> None:
+    """Refuses a d whose dense [d, d] rotation (or identity) would not fit in memory.
+
+    Raises:
+      ValueError: d > `MAX_ROTATION_D`, naming d, the limit and the memory it would need.
+    """
+    if d > MAX_ROTATION_D:
+        gib = 4 * d * d / 2**30
+        if rotate:
+            why = (
+                f"the dense d x d float32 rotation W would take {gib:.1f} GiB (and an O(d^3) "
+                "QR draw)"
+            )
+        else:
+            why = (
+                f"even with rotate=False the dataset stores W = I as a dense d x d float32 "
+                f"array ({gib:.1f} GiB)"
+            )
+        validate.fail("d", d, f"an integer <= MAX_ROTATION_D={MAX_ROTATION_D}: {why}")
 
 
 def make_rotation(d: int, seed: int = 0, kind: str = "haar") -> np.ndarray:
@@ -32,6 +57,10 @@ def make_rotation(d: int, seed: int = 0, kind: str = "haar") -> np.ndarray:
     Returns:
       float32 NumPy array ``[d, d]`` with orthonormal rows and columns.
 
+    Raises:
+      ValueError: bad ``d`` (including ``d > MAX_ROTATION_D``, which would need ``4 d^2`` bytes),
+        seed or kind, before anything is allocated.
+
     Note:
       The reference uses the QR rule (REFERENCE.md Sec. 1.6, Sec. 11 item 20); sbjax defaults to
       the exact Haar draw because nothing in the paper depends on the bias of the QR rule, and keeps
@@ -40,6 +69,7 @@ def make_rotation(d: int, seed: int = 0, kind: str = "haar") -> np.ndarray:
       float32, so ``W W^T = I`` to ~1e-6.
     """
     validate.check_int("d", d, min_value=1)
+    check_rotation_d(int(d))
     validate.check_int("rotation_seed", seed, min_value=0)
     validate.check_choice("rotation", kind, ROTATIONS)
     key = jax.random.key(seed)

@@ -31,7 +31,7 @@ import numpy as np
 
 from sbjax import validate
 from sbjax.data import blocks as B
-from sbjax.data.rotation import ROTATIONS, make_rotation
+from sbjax.data.rotation import ROTATIONS, check_rotation_d, make_rotation
 
 __all__ = ["DATASET_NAMES", "NOISE_FILLS", "Block", "Dataset", "make_dataset"]
 
@@ -266,6 +266,8 @@ def _check_common(p: dict[str, Any], n_features_min: int) -> None:
     validate.check_choice("noise_fill", p["noise_fill"], NOISE_FILLS)
     if not isinstance(p["rotate"], bool | np.bool_):
         validate.fail("rotate", p["rotate"], "True or False")
+    # Before the rotation (or identity) is allocated: d = 100000 would be a 37 GiB array.
+    check_rotation_d(int(p["d"]), rotate=bool(p["rotate"]))
     if "width" in p:
         validate.check_range("width", p["width"], 0.0, None, lo_open=True)
     for name in ("slab5_pval", "slab7_pval"):
@@ -385,7 +387,9 @@ def make_dataset(name: str, **params: Any) -> Dataset:
     For MS-k (``k_simple == k_complex``) every feature is equally simple; ``simple_coords`` is
     still ``(0,)``, the coordinate that plays S in MS-(a,b).
 
-    Common parameters: ``d`` [50; 20 for adv_ms]; ``width`` B [1]; ``noise_fill`` for coordinates
+    Common parameters: ``d`` [50; 20 for adv_ms; at most `MAX_ROTATION_D` = 8192, because the
+    rotation, or the identity with ``rotate=False``, is stored as a dense float32 d x d array];
+    ``width`` B [1]; ``noise_fill`` for coordinates
     beyond the features ["uniform_0B" (reference: U[0, B)) | "uniform_sym" (U(-B, B)) |
     "gaussian" (N(0, B^2))]; ``rotate`` [True]; ``rotation_seed`` [0]; ``rotation`` ["haar" |
     "reference_qr"]; slab level probabilities ``slab5_pval`` [3/4: P(centre | negative) of
@@ -401,7 +405,8 @@ def make_dataset(name: str, **params: Any) -> Dataset:
 
     Raises:
       ValueError: unknown name or parameter, or an invalid value (message names the parameter,
-        the value and what is allowed). Raised here, before anything is compiled.
+        the value and what is allowed), including ``d > MAX_ROTATION_D``. Raised here, before
+        anything is compiled or allocated.
 
     Note:
       Differences from the reference code: Haar rotation by default (``rotation="reference_qr"``

@@ -29,6 +29,8 @@ BatchNorm: statistics live in ``variables["batch_stats"]`` (per layer ``mean``, 
 mode normalises with the biased batch variance and updates running statistics with Flax's momentum
 convention (0.9 = PyTorch momentum 0.1); eval mode uses the running statistics. With
 ``bn_unbiased=True`` running variances are updated with the unbiased batch variance, as PyTorch.
+Every model's ``__call__`` takes an optional ``mask`` [n]: in train mode only rows with
+``mask > 0`` enter the batch statistics (used for the padded last batch of an epoch).
 
 Init (``ModelConfig.init``): ``"torch"`` (default) reproduces each reference constructor as
 above; any other scheme is applied to every conv and the Dense head (zero biases), BN stays 1/0.
@@ -67,7 +69,8 @@ class BatchNorm(nn.Module):
     Attributes:
       momentum: running-average decay (Flax convention: new = m * old + (1 - m) * batch).
       epsilon: added to the variance.
-      unbiased: update the running variance with var * n / (n - 1) (PyTorch) instead of var.
+      unbiased: update the running variance with var * n / (n - 1) (PyTorch) instead of var,
+        n being the number of values per channel that entered the batch statistics.
     """
 
     momentum: float = 0.9
@@ -75,7 +78,21 @@ class BatchNorm(nn.Module):
     unbiased: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """Normalises x [n, ..., C].
+
+        Args:
+          x: float32 [n, ..., C].
+          train: batch statistics (and running-statistics update) if True, running ones if False.
+          mask: optional float32/bool [n]; in train mode only rows with mask > 0 enter the batch
+            mean and variance (and n of the unbiased correction). The training engine pads the
+            last partial batch with copies of a real example and masks them here, so a padded
+            batch gives the statistics of its valid rows only (PyTorch's smaller last batch,
+            REFERENCE.md Sec. 3.1). Every row is still normalised. Ignored in eval mode.
+
+        Returns:
+          float32 [n, ..., C].
+        """
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
@@ -83,11 +100,22 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if train:
             axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)  # two-pass, biased (for normalising)
-            if not self.is_initializing():
+            if mask is None:
                 n = math.prod(x.shape[:-1])
-                run_var = var * (n / (n - 1)) if (self.unbiased and n > 1) else var
+                mean = jnp.mean(x, axis=axes)
+                var = jnp.mean(jnp.square(x - mean), axis=axes)  # two-pass, biased (normalising)
+                correction = n / (n - 1) if n > 1 else 1.0
+            else:
+                w = (jnp.asarray(mask) > 0).astype(x.dtype)
+                w = w.reshape(w.shape + (1,) * (x.ndim - 1))  # [n, 1, ..., 1]
+                # Values per channel that count: valid rows times the spatial size.
+                n = jnp.sum(w) * math.prod(x.shape[1:-1])
+                denom = jnp.maximum(n, 1.0)
+                mean = jnp.sum(x * w, axis=axes) / denom
+                var = jnp.sum(jnp.square(x - mean) * w, axis=axes) / denom
+                correction = jnp.where(n > 1, n / jnp.maximum(n - 1, 1.0), 1.0)
+            if not self.is_initializing():
+                run_var = var * correction if self.unbiased else var
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
                 ra_var.value = m * ra_var.value + (1.0 - m) * run_var
@@ -127,8 +155,10 @@ def _conv(
     )(x)
 
 
-def _bn(opts: Opts, x: jax.Array, train: bool, name: str | None = None) -> jax.Array:
-    return BatchNorm(opts.bn_momentum, opts.bn_eps, opts.bn_unbiased, name=name)(x, train)
+def _bn(
+    opts: Opts, x: jax.Array, train: bool, name: str | None = None, mask: jax.Array | None = None
+) -> jax.Array:
+    return BatchNorm(opts.bn_momentum, opts.bn_eps, opts.bn_unbiased, name=name)(x, train, mask)
 
 
 def _head(opts: Opts, x: jax.Array, num_classes: int) -> jax.Array:
@@ -152,12 +182,14 @@ class SmallCNN(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool = False, dropout_rate: Any = 0.0):
+    def __call__(
+        self, x, train: bool = False, dropout_rate: Any = 0.0, mask: jax.Array | None = None
+    ):
         del dropout_rate  # no dropout sites
         f = self.filters
         for i, (c, s) in enumerate(zip((f, 2 * f, 4 * f, 4 * f), (1, 2, 2, 2), strict=True)):
             x = _conv(self.opts, x, c, 3, s, name=f"conv_{i}")
-            x = nn.relu(_bn(self.opts, x, train, name=f"bn_{i}"))
+            x = nn.relu(_bn(self.opts, x, train, name=f"bn_{i}", mask=mask))
         return _head(self.opts, x, self.num_classes)
 
 
@@ -172,11 +204,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
-        y = nn.relu(_bn(o, _conv(o, x, self.planes, 3, self.stride, name="conv1"), train, "bn1"))
-        y = _bn(o, _conv(o, y, self.planes, 3, name="conv2"), train, "bn2")
-        return nn.relu(y + _shortcut(o, x, self.planes, self.stride, train))
+        y = _conv(o, x, self.planes, 3, self.stride, name="conv1")
+        y = nn.relu(_bn(o, y, train, "bn1", mask))
+        y = _bn(o, _conv(o, y, self.planes, 3, name="conv2"), train, "bn2", mask)
+        return nn.relu(y + _shortcut(o, x, self.planes, self.stride, train, mask))
 
 
 class Bottleneck(nn.Module):
@@ -188,19 +221,20 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
         out = 4 * self.planes
-        y = nn.relu(_bn(o, _conv(o, x, self.planes, 1, name="conv1"), train, "bn1"))
-        y = nn.relu(_bn(o, _conv(o, y, self.planes, 3, self.stride, name="conv2"), train, "bn2"))
-        y = _bn(o, _conv(o, y, out, 1, name="conv3"), train, "bn3")
-        return nn.relu(y + _shortcut(o, x, out, self.stride, train))
+        y = nn.relu(_bn(o, _conv(o, x, self.planes, 1, name="conv1"), train, "bn1", mask))
+        y = _conv(o, y, self.planes, 3, self.stride, name="conv2")
+        y = nn.relu(_bn(o, y, train, "bn2", mask))
+        y = _bn(o, _conv(o, y, out, 1, name="conv3"), train, "bn3", mask)
+        return nn.relu(y + _shortcut(o, x, out, self.stride, train, mask))
 
 
-def _shortcut(o: Opts, x, out: int, stride: int, train: bool):
+def _shortcut(o: Opts, x, out: int, stride: int, train: bool, mask: jax.Array | None = None):
     if stride == 1 and x.shape[-1] == out:
         return x
-    return _bn(o, _conv(o, x, out, 1, stride, name="down_conv"), train, "down_bn")
+    return _bn(o, _conv(o, x, out, 1, stride, name="down_conv"), train, "down_bn", mask)
 
 
 class ResNet(nn.Module):
@@ -212,16 +246,18 @@ class ResNet(nn.Module):
     opts: Opts = Opts(family="resnet")
 
     @nn.compact
-    def __call__(self, x, train: bool = False, dropout_rate: Any = 0.0):
+    def __call__(
+        self, x, train: bool = False, dropout_rate: Any = 0.0, mask: jax.Array | None = None
+    ):
         del dropout_rate
         o = self.opts
-        x = nn.relu(_bn(o, _conv(o, x, 64, 3, name="stem_conv"), train, "stem_bn"))
+        x = nn.relu(_bn(o, _conv(o, x, 64, 3, name="stem_conv"), train, "stem_bn", mask))
         x = _max_pool3(x, 2)
         block = BasicBlock if self.block == "basic" else Bottleneck
         for s, (n_blocks, planes) in enumerate(zip(self.stages, (64, 128, 256, 512), strict=True)):
             for b in range(n_blocks):
                 stride = 2 if (s > 0 and b == 0) else 1
-                x = block(planes, stride, o, name=f"layer{s + 1}_{b}")(x, train)
+                x = block(planes, stride, o, name=f"layer{s + 1}_{b}")(x, train, mask)
         return _head(o, x, self.num_classes)
 
 
@@ -242,17 +278,17 @@ class InvertedResidual(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
         planes = self.expansion * x.shape[-1]
-        y = nn.relu(_bn(o, _conv(o, x, planes, 1, name="expand"), train, "bn1"))
+        y = nn.relu(_bn(o, _conv(o, x, planes, 1, name="expand"), train, "bn1", mask))
         y = _conv(o, y, planes, 3, self.stride, groups=planes, name="depthwise")
-        y = nn.relu(_bn(o, y, train, "bn2"))
-        y = _bn(o, _conv(o, y, self.out_planes, 1, name="project"), train, "bn3")
+        y = nn.relu(_bn(o, y, train, "bn2", mask))
+        y = _bn(o, _conv(o, y, self.out_planes, 1, name="project"), train, "bn3", mask)
         if self.stride != 1:
             return y
         if x.shape[-1] != self.out_planes:
-            x = _bn(o, _conv(o, x, self.out_planes, 1, name="short_conv"), train, "short_bn")
+            x = _bn(o, _conv(o, x, self.out_planes, 1, name="short_conv"), train, "short_bn", mask)
         return y + x
 
 
@@ -261,17 +297,19 @@ class MobileNetV2(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool = False, dropout_rate: Any = 0.0):
+    def __call__(
+        self, x, train: bool = False, dropout_rate: Any = 0.0, mask: jax.Array | None = None
+    ):
         del dropout_rate
         o = self.opts
-        x = nn.relu(_bn(o, _conv(o, x, 32, 3, name="stem_conv"), train, "stem_bn"))
+        x = nn.relu(_bn(o, _conv(o, x, 32, 3, name="stem_conv"), train, "stem_bn", mask))
         i = 0
         for expansion, out, n_blocks, stride in MOBILENETV2_CFG:
             for b in range(n_blocks):
                 s = stride if b == 0 else 1
-                x = InvertedResidual(out, expansion, s, o, name=f"block_{i}")(x, train)
+                x = InvertedResidual(out, expansion, s, o, name=f"block_{i}")(x, train, mask)
                 i += 1
-        x = nn.relu(_bn(o, _conv(o, x, 1280, 1, name="conv_last"), train, "bn_last"))
+        x = nn.relu(_bn(o, _conv(o, x, 1280, 1, name="conv_last"), train, "bn_last", mask))
         return _head(o, x, self.num_classes)
 
 
@@ -295,12 +333,13 @@ class Inception(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
         n1, n3r, n3, n5r, n5, npool = self.sizes
 
         def cbr(h, c, k, name):
-            return nn.relu(_bn(o, _conv(o, h, c, k, bias=True, name=name), train, name + "_bn"))
+            h = _conv(o, h, c, k, bias=True, name=name)
+            return nn.relu(_bn(o, h, train, name + "_bn", mask))
 
         y1 = cbr(x, n1, 1, "b1")
         y2 = cbr(cbr(x, n3r, 1, "b2_red"), n3, 3, "b2")
@@ -314,12 +353,18 @@ class GoogLeNet(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool = False, dropout_rate: Any = 0.0):
+    def __call__(
+        self, x, train: bool = False, dropout_rate: Any = 0.0, mask: jax.Array | None = None
+    ):
         del dropout_rate
         o = self.opts
-        x = nn.relu(_bn(o, _conv(o, x, 192, 3, bias=True, name="stem_conv"), train, "stem_bn"))
+        x = _conv(o, x, 192, 3, bias=True, name="stem_conv")
+        x = nn.relu(_bn(o, x, train, "stem_bn", mask))
         for name, sizes in GOOGLENET_CFG:
-            x = _max_pool3(x, 2) if sizes is None else Inception(sizes, o, name=name)(x, train)
+            if sizes is None:
+                x = _max_pool3(x, 2)
+            else:
+                x = Inception(sizes, o, name=name)(x, train, mask)
         return _head(o, x, self.num_classes)
 
 
@@ -334,10 +379,10 @@ class DenseLayer(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
-        y = _conv(o, nn.relu(_bn(o, x, train, "bn1")), 4 * self.growth, 1, name="conv1")
-        y = _conv(o, nn.relu(_bn(o, y, train, "bn2")), self.growth, 3, name="conv2")
+        y = _conv(o, nn.relu(_bn(o, x, train, "bn1", mask)), 4 * self.growth, 1, name="conv1")
+        y = _conv(o, nn.relu(_bn(o, y, train, "bn2", mask)), self.growth, 3, name="conv2")
         return jnp.concatenate([y, x], axis=-1)
 
 
@@ -349,19 +394,21 @@ class DenseNet(nn.Module):
     opts: Opts = Opts()
 
     @nn.compact
-    def __call__(self, x, train: bool = False, dropout_rate: Any = 0.0):
+    def __call__(
+        self, x, train: bool = False, dropout_rate: Any = 0.0, mask: jax.Array | None = None
+    ):
         del dropout_rate
         o = self.opts
         x = _conv(o, x, 2 * self.growth, 3, name="stem_conv")
         for s, n_layers in enumerate(self.blocks):
             for i in range(n_layers):
-                x = DenseLayer(self.growth, o, name=f"dense{s + 1}_{i}")(x, train)
+                x = DenseLayer(self.growth, o, name=f"dense{s + 1}_{i}")(x, train, mask)
             if s < len(self.blocks) - 1:  # transition: BN-ReLU-conv1x1-avgpool2
                 out = int(math.floor(x.shape[-1] * self.reduction))
-                x = nn.relu(_bn(o, x, train, f"trans{s + 1}_bn"))
+                x = nn.relu(_bn(o, x, train, f"trans{s + 1}_bn", mask))
                 x = _conv(o, x, out, 1, name=f"trans{s + 1}_conv")
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = nn.relu(_bn(o, x, train, "final_bn"))
+        x = nn.relu(_bn(o, x, train, "final_bn", mask))
         return _head(o, x, self.num_classes)
 
 

@@ -2,7 +2,7 @@
 
     model = make_model(ModelConfig(name="fcn", width=100, depth=1))
     variables = model.init(key, x_example)          # {"params": ...} (+ "batch_stats")
-    logits, updates = model.apply(variables, x, train=True, key=k, dropout_rate=0.1)
+    logits, updates = model.apply(variables, x, train=True, key=k, dropout_rate=0.1, mask=m)
     model.logits(variables, x)                      # eval-mode logits
 
 All three are pure functions of arrays, so they can be `jit`-ed and `vmap`-ed over stacked
@@ -119,9 +119,11 @@ class Model(NamedTuple):
     Attributes:
       init: ``init(key, x_example) -> variables``; `x_example` fixes the input shape (its batch
         size does not matter).
-      apply: ``apply(variables, x, train=False, key=None, dropout_rate=0.0) -> (logits, updates)``;
-        logits float32 [n, num_classes]; updates is ``{}`` or, for BatchNorm models in train mode,
-        ``{"batch_stats": new_stats}``.
+      apply: ``apply(variables, x, train=False, key=None, dropout_rate=0.0, mask=None) ->
+        (logits, updates)``; logits float32 [n, num_classes]; updates is ``{}`` or, for BatchNorm
+        models in train mode, ``{"batch_stats": new_stats}``. ``mask`` (float32/bool [n], or None
+        for all rows) selects the rows that enter BatchNorm batch statistics in train mode; models
+        without BatchNorm ignore it (their rows never interact).
       logits: ``logits(variables, x) -> logits``, eval mode.
       config: the validated `ModelConfig`.
       module: the underlying `flax.linen.Module`.
@@ -237,6 +239,7 @@ def make_model(config: ModelConfig | Mapping[str, Any]) -> Model:
         train: bool = False,
         key: jax.Array | None = None,
         dropout_rate: Any = 0.0,
+        mask: jax.Array | None = None,
     ) -> tuple[jax.Array, dict]:
         if not isinstance(train, bool):
             fail("train", train, "a Python bool (it selects the program, so it is static)")
@@ -251,9 +254,11 @@ def make_model(config: ModelConfig | Mapping[str, Any]) -> Model:
                 )
         rngs = {"dropout": key} if key is not None else {}
         if train and has_bs:
+            if mask is not None and tuple(jnp.shape(mask)) != (x.shape[0],):
+                fail("mask.shape", tuple(jnp.shape(mask)), f"({x.shape[0]},): one weight per row")
             logits, updates = module.apply(
                 variables, x, train=True, dropout_rate=dropout_rate, rngs=rngs,
-                mutable=["batch_stats"],
+                mutable=["batch_stats"], mask=mask,
             )
             return logits.astype(jnp.float32), dict(updates)
         logits = module.apply(variables, x, train=train, dropout_rate=dropout_rate, rngs=rngs)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from sbjax.validate import check_choice, check_int, check_range, fail
+from sbjax.validate import check_choice, check_int, check_range, fail, is_real_number
 
 HPARAM_NAMES = ("lr", "momentum", "weight_decay", "init_scale", "dropout_rate", "adv_eps")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -45,11 +46,14 @@ class TrainConfig:
       stop_eps: threshold of the stop rule.
       patience: updates between meeting the stop rule and stopping, counted as in the reference
         (patience 1 stops right away; patience 1000 takes 999 more updates).
-      diverge_loss: a train loss above this (or non-finite) marks a model as diverged and stops it.
+      diverge_loss: a train loss above this (or non-finite) marks a model as diverged and stops it
+        (the reference uses 1e6, REFERENCE.md Sec. 3.2); must be > 0, and inf keeps only the
+        non-finite test.
       train_eval_size: evaluate train metrics on the first this-many training points (None: all).
       eval_batch_size: chunk size of the evaluation passes (bounds memory, not results).
-      lr_boundaries: epochs at which the learning rate is multiplied by `lr_decay` (step schedule,
-        e.g. (30,) with lr_decay 0.2 for the reference's MNIST-CIFAR runs).
+      lr_boundaries: strictly increasing epochs (integers >= 1) at which the learning rate is
+        multiplied by `lr_decay` (step schedule, e.g. (30,) with lr_decay 0.2 for the reference's
+        MNIST-CIFAR runs).
       lr_decay: multiplicative factor at each boundary.
       adv_norm: adversarial training: "none", "l2" or "linf" PGD on every training batch
         (`sbjax.train.adversarial`); the budget is the traced hyperparameter `adv_eps`.
@@ -92,6 +96,9 @@ class TrainConfig:
     select_metric: str = "val_acc"
 
     def __post_init__(self) -> None:
+        # Every check runs here, in milliseconds, before anything is traced (DESIGN.md "Errors
+        # and data safety"); numeric fields refuse bools, strings, NaN and (except diverge_loss)
+        # inf, which would otherwise pass `float()` and fail, or silently train, much later.
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("loss", self.loss, LOSSES)
         check_choice("stop_rule", self.stop_rule, STOP_RULES)
@@ -101,15 +108,17 @@ class TrainConfig:
         check_range("init_scale", self.init_scale, 0.0, None, lo_open=True)
         check_range("dropout_rate", self.dropout_rate, 0.0, 1.0, hi_open=True)
         check_int("batch_size", self.batch_size, min_value=1)
+        if not isinstance(self.drop_last, bool | np.bool_):
+            fail("drop_last", self.drop_last, "True or False")
         check_int("max_steps", self.max_steps, min_value=1)
         check_int("eval_every", self.eval_every, min_value=1)
         check_int("patience", self.patience, min_value=1)
         check_int("eval_batch_size", self.eval_batch_size, min_value=1)
         check_range("stop_eps", self.stop_eps, 0.0, None)
+        check_range("diverge_loss", self.diverge_loss, 0.0, None, lo_open=True, finite=False)
         if self.train_eval_size is not None:
             check_int("train_eval_size", self.train_eval_size, min_value=1)
-        for b in self.lr_boundaries:
-            check_int("lr_boundaries", b, min_value=1)
+        _check_boundaries(self.lr_boundaries)
         check_range("lr_decay", self.lr_decay, 0.0, None, lo_open=True)
         from sbjax.train.adversarial import ADV_NORMS
 
@@ -122,33 +131,71 @@ class TrainConfig:
         check_choice("select_metric", self.select_metric, SELECT_METRICS)
         if self.select_metric == "val_robust_acc" and self.adv_norm == "none":
             fail("select_metric", self.select_metric, "'val_acc' unless adv_norm is 'l2' or 'linf'")
-        if self.adv_bounds is not None and not (
-            len(self.adv_bounds) == 2 and float(self.adv_bounds[0]) < float(self.adv_bounds[1])
-        ):
-            fail("adv_bounds", self.adv_bounds, "None or a pair (lo, hi) with lo < hi")
+        if self.adv_bounds is not None:
+            ab = self.adv_bounds
+            ok = (
+                isinstance(ab, tuple | list)
+                and len(ab) == 2
+                and all(is_real_number(b) and not math.isnan(float(b)) for b in ab)
+                and float(ab[0]) < float(ab[1])
+            )
+            if not ok:
+                fail("adv_bounds", ab, "None or a pair (lo, hi) of real numbers with lo < hi")
 
     def default_hparams(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in HPARAM_NAMES}
+
+
+def _check_boundaries(bounds: Any) -> None:
+    """lr_boundaries: a tuple/list of strictly increasing integers >= 1 (epochs)."""
+    allowed = "a tuple of strictly increasing integers >= 1 (epochs), e.g. (30,) or ()"
+    if not isinstance(bounds, tuple | list):
+        fail("lr_boundaries", bounds, allowed)
+    for b in bounds:
+        check_int("lr_boundaries", b, min_value=1)
+    if any(int(a) >= int(b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
+        fail("lr_boundaries", bounds, allowed)
 
 
 def expand_grid(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, float]]:
     """Cartesian product of a hyperparameter grid, in row-major order of the given keys.
 
     Args:
-      grid: e.g. {"lr": [0.01, 0.1], "weight_decay": [0, 5e-4]}; keys must be in HPARAM_NAMES.
+      grid: e.g. {"lr": [0.01, 0.1], "weight_decay": [0, 5e-4]}; keys must be in HPARAM_NAMES and
+        each value a non-empty list (tuple, or 1-D array) of finite real numbers. Ranges are checked
+        by `hparam_arrays` with the rules of the matching `TrainConfig` field.
 
     Returns:
       A list of points (dicts); [{}] for an empty grid.
+
+    Raises:
+      ValueError: an unknown name, a scalar or empty value list, or a non-numeric, NaN or infinite
+        value (named as ``grid['lr']`` with the offending value).
     """
     if not grid:
         return [{}]
+    if not isinstance(grid, Mapping):
+        fail("grid", grid, "a dict {hyperparameter name: list of values}")
+    lists = {}
     for name, values in grid.items():
         if name not in HPARAM_NAMES:
             fail("grid", name, "hyperparameter names among " + ", ".join(HPARAM_NAMES))
-        if len(values) == 0:
-            fail(f"grid[{name!r}]", values, "a non-empty list of values")
-    names = list(grid)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+        arg = f"grid[{name!r}]"
+        allowed = "a non-empty list of finite real numbers, e.g. [0.01, 0.1]"
+        # A bare scalar (grid={"lr": 0.1}) is the common slip; strings are sequences too.
+        if isinstance(values, str | bytes | Mapping) or not (
+            isinstance(values, Sequence) or getattr(values, "ndim", None) == 1
+        ):
+            fail(arg, values, allowed)
+        values = list(values)
+        if not values:
+            fail(arg, values, allowed)
+        for v in values:
+            if not is_real_number(v) or not math.isfinite(float(v)):
+                fail(arg, v, allowed)
+        lists[name] = values
+    names = list(lists)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*lists.values())]
 
 
 def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repeat: int) -> dict:
@@ -161,7 +208,8 @@ def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repea
         vals = []
         for p in points:
             v = p.get(name, getattr(cfg, name))
-            dataclasses.replace(cfg, **{name: float(v)})  # validates the value
+            # Validate the raw value: float() first would let a string such as "0.1" through.
+            dataclasses.replace(cfg, **{name: v})
             vals.append(float(v))
         out[name] = np.tile(np.asarray(vals, np.float32), repeat)
     return out

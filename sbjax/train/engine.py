@@ -11,7 +11,10 @@ structure) and returns a `Trainer` whose functions are pure in (key, hparams, st
 * `train(key, hp, data)`: init + the whole budget, the one-seed program of DESIGN.md.
 
 Stopping is per model: a rule that fires sets `stop_step`; updates at or after it are masked, so a
-converged model stops changing while the others go on (REFERENCE.md Sec. 3.2 semantics).
+converged model stops changing while the others go on (REFERENCE.md Sec. 3.2 semantics). Best-model
+selection considers the evaluations the reference makes: those inside the patience window, never
+the evaluation of the frozen model after it. The padded last batch of an epoch carries zero loss
+weight and, for BatchNorm models, is masked out of the batch statistics.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class TrainState(NamedTuple):
     Attributes:
       variables: Flax variables {"params", optionally "batch_stats"}.
       opt_state: optax state.
-      best_variables: the variables at the best evaluation so far (by `best_metric`).
+      best_variables: the variables at the best evaluation so far (by `best_metric`), among the
+        evaluations the reference would make: never the frozen parameters evaluated after the
+        patience window (see `Trainer.end_period`).
       best_metric: float32 []; validation accuracy (train accuracy without a validation set).
       best_step: int32 []; update count of the best variables (0: the initial variables).
       step: int32 []; position in the shared step loop.
@@ -114,19 +119,67 @@ def _chunk(x: np.ndarray, y: np.ndarray, size: int):
     )
 
 
+def _check_xy(name: str, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuses non-finite inputs and labels outside {0, 1}, on the host, before any cast.
+
+    Labels are checked on their raw values because `astype(int32)` would truncate 0.5 to 0 and the
+    run would "converge" on labels nobody meant; a NaN/inf input would otherwise train for the whole
+    budget and be reported as a diverged model.
+    """
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        fail(f"{name} x", x.dtype, "a real-valued array")
+    # min/max propagate NaN and expose +-inf without a full-size boolean temporary.
+    if np.issubdtype(x.dtype, np.inexact) and x.size and not (
+        np.isfinite(np.min(x)) and np.isfinite(np.max(x))
+    ):
+        bad = ~np.isfinite(x)
+        rows = np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))
+        fail(
+            f"{name} x",
+            f"<{int(bad.sum())} NaN/inf value(s) in {rows.size} row(s), first row {rows[0]}>",
+            "finite inputs (clean or drop those rows)",
+        )
+    ok = np.isin(y, (0, 1))
+    if not ok.all():
+        fail(f"{name} labels", np.unique(y[~ok])[:5].tolist(),
+             "labels in {0, 1} (integers, or floats exactly 0.0 / 1.0)")
+
+
+def _to_float32(name: str, x: np.ndarray) -> np.ndarray:
+    """Casts to float32, refusing finite float64 values that the cast would turn into inf."""
+    wide = np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4
+    with np.errstate(over="ignore"):  # reported below as a ValueError instead
+        x = x.astype(np.float32)
+    if wide and x.size and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):
+        fail(name, "<values beyond the float32 range>", "finite float32 inputs (|x| < 3.4e38)")
+    return x
+
+
 def prepare_data(cfg: TrainConfig, train, val=None) -> TrainData:
-    """Validates and packs host arrays into `TrainData` (float32 inputs, int32 labels)."""
+    """Validates and packs host arrays into `TrainData` (float32 inputs, int32 labels).
+
+    Args:
+      cfg: the training configuration (batch and evaluation sizes).
+      train: (x [N, ...] real, y [N] with values in {0, 1}).
+      val: optional (x [M, ...], y [M]) with the same per-example shape as the training inputs.
+
+    Returns:
+      `TrainData` with x float32, y int32, and the evaluation sets in padded chunks.
+
+    Raises:
+      ValueError: mismatched shapes, an empty set, a batch larger than the training set, NaN/inf
+        inputs or labels outside {0, 1} (in either set), before anything is compiled.
+    """
     x, y = (np.asarray(a) for a in train)
-    x = x.astype(np.float32)
-    y = y.astype(np.int32)
     if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         fail("train", (x.shape, y.shape), "(x [N, ...], y [N]) with matching N")
     if x.shape[0] == 0:
         fail("train", x.shape, "a non-empty training set")
     if cfg.batch_size > x.shape[0]:
         fail("batch_size", cfg.batch_size, f"at most the training-set size {x.shape[0]}")
-    if not np.isin(y, (0, 1)).all():
-        fail("train labels", np.unique(y)[:5].tolist(), "labels in {0, 1}")
+    _check_xy("train", x, y)
+    x = _to_float32("train x", x)
+    y = y.astype(np.int32)
     n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
     xe, ye, me = _chunk(x[:n_te], y[:n_te], cfg.eval_batch_size)
     xv = yv = mv = None
@@ -134,7 +187,11 @@ def prepare_data(cfg: TrainConfig, train, val=None) -> TrainData:
         vx, vy = (np.asarray(a) for a in val)
         if vx.shape[1:] != x.shape[1:] or vy.ndim != 1 or vx.shape[0] != vy.shape[0]:
             fail("val", (vx.shape, vy.shape), f"(x [M, {', '.join(map(str, x.shape[1:]))}], y [M])")
-        xv, yv, mv = _chunk(vx.astype(np.float32), vy.astype(np.int32), cfg.eval_batch_size)
+        if vx.shape[0] == 0:
+            fail("val", vx.shape, "a non-empty validation set (or val=None)")
+        _check_xy("val", vx, vy)
+        vx = _to_float32("val x", vx)
+        xv, yv, mv = _chunk(vx, vy.astype(np.int32), cfg.eval_batch_size)
     return TrainData(x, y, xe, ye, me, xv, yv, mv)
 
 
@@ -176,6 +233,24 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------- one update
+    @property
+    def pads_last_batch(self) -> bool:
+        """Whether the last batch of an epoch is padded (n not a multiple of the batch size)."""
+        return self.steps_per_epoch * self.cfg.batch_size > self.n_train
+
+    def _bn_mask(self, variables, w: jax.Array) -> dict:
+        """`apply` keyword that keeps padded rows out of BatchNorm batch statistics.
+
+        The last partial batch of an epoch is padded with copies of one real example (weight 0 in
+        the loss); without the mask those copies would still shift the batch mean and variance,
+        which the reference's smaller last batch never sees (REFERENCE.md Sec. 3.1 and Sec. 12,
+        "BatchNorm"). Models without "batch_stats" have no coupling between rows, and without
+        padding every weight is 1, so both are called as before (bit-identical programs).
+        """
+        if "batch_stats" not in variables or not self.pads_last_batch:
+            return {}
+        return {"mask": w}
+
     def _batch_indices(self, key: jax.Array, step: jax.Array):
         b, n = self.cfg.batch_size, self.n_train
         epoch = step // self.steps_per_epoch
@@ -199,7 +274,7 @@ class Trainer:
         def loss_fn(params):
             logits, mutated = self.model.apply(
                 {**variables, "params": params}, xb, train=True, key=dkey,
-                dropout_rate=hp["dropout_rate"],
+                dropout_rate=hp["dropout_rate"], **self._bn_mask(variables, w),
             )
             loss = jnp.sum(per_example_loss(cfg, logits, yb) * w) / jnp.sum(w)
             return loss, mutated
@@ -224,7 +299,7 @@ class Trainer:
         def loss_fn(xa, stats):
             v = {**variables, "batch_stats": stats} if has_stats else variables
             if train_mode and has_stats:
-                logits, mutated = self.model.apply(v, xa, train=True)
+                logits, mutated = self.model.apply(v, xa, train=True, **self._bn_mask(v, w))
                 stats = mutated.get("batch_stats", stats)
             else:
                 logits = self.model.logits(v, xa)
@@ -280,7 +355,17 @@ class Trainer:
         return self._update(state, hp, data)
 
     def end_period(self, state: TrainState, hp: dict, data: TrainData):
-        """Evaluation, stop rules and best-model selection after `eval_every` updates."""
+        """Evaluation, stop rules and best-model selection after `eval_every` updates.
+
+        Args:
+          state: one model's state at a period end (`state.step` a multiple of `eval_every`).
+          hp: the model's traced hyperparameters.
+          data: the shared `TrainData`.
+
+        Returns:
+          (state, row): the state with stop rule and best model updated, and the history row
+          (`HISTORY_KEYS`, float32/int32 scalars) of this evaluation.
+        """
         cfg = self.cfg
         # Whether the model was updating during the period that just ended (stop_step only
         # changes here, so it can be read after the updates).
@@ -318,9 +403,19 @@ class Trainer:
         )
         reason = jnp.where(converged, CONVERGED, jnp.where(diverged, DIVERGED, state.stop_reason))
 
-        # Best model: evaluations of a model that moved during this period (ties -> later, like
-        # the reference's `>=`); a diverged model is never selected.
-        better = was_live & ~diverged & jnp.isfinite(tr_loss) & (metric >= state.best_metric)
+        # Best model: only evaluations the reference also makes (REFERENCE.md Sec. 3.2, step 3):
+        # those of a model that moved during this period and, once the stop rule has fired, whose
+        # parameters are from inside the patience window (step <= stop_step). A period that runs
+        # past stop_step evaluates the frozen final parameters, i.e. the reference's "final
+        # patience evaluation", which it never considers. The budget end (stop_reason still
+        # RUNNING) stays selectable: the reference has no such evaluation to exclude, and a budget
+        # shorter than eval_every would otherwise never select trained parameters. Ties -> later,
+        # like the reference's `>=`; a diverged model is never selected.
+        in_window = (state.stop_reason == RUNNING) | (state.step <= state.stop_step)
+        better = (
+            was_live & in_window & ~diverged & jnp.isfinite(tr_loss)
+            & (metric >= state.best_metric)
+        )
         best_vars = jax.tree_util.tree_map(
             lambda a, b: jnp.where(better, a, b), state.variables, state.best_variables
         )
