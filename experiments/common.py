@@ -204,7 +204,7 @@ class Run:
 
     def add_result(self, *, dataset: str, model: str, metrics: Mapping[str, Any],
                    status: Any = None, require_converged: bool = False,
-                   test_size: tuple[int, int] | None = None, **settings: Any) -> dict:
+                   test_size: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None, **settings: Any) -> dict:
         """Appends one summary record; failed models are excluded from every mean and counted.
 
         Args:
@@ -215,8 +215,10 @@ class Run:
             or a `SweepResult` / list of stop reasons (then `require_converged` decides whether a
             model that hit its budget is a failure). None: every seed is used.
           require_converged: with stop reasons, treat "max_steps" as a failure.
-          test_size: (n_pos, n_neg) of the test set: adds each AUC / accuracy metric's
-            `sampling_se` (the test set's own sampling error) next to the seed std.
+          test_size: (n_pos, n_neg) of the test set, or {metric name: (n_pos, n_neg)} where
+            metrics use sets of different sizes: adds each test AUC / accuracy metric's
+            `sampling_se` (the test set's own sampling error) next to the seed std (not to
+            train_* metrics).
           settings: extra fields of the record (part, n_complex, ...).
 
         A seed whose metrics are not all finite (e.g. the NaN AUC of a degenerate model) is marked
@@ -232,9 +234,9 @@ class Run:
                 raise ValueError(f"metric {k!r} has {v.size} seeds, others {n_total}")
         if status is None:
             st = [SEED_OK] * n_total
-        elif hasattr(status, "stop_reason") or (
-            len(status) and status[0] in ("converged", "diverged", "max_steps")
-        ):
+        elif hasattr(status, "stop_reason") or all(
+            s in ("converged", "diverged", "max_steps") for s in status
+        ):  # stop reasons (a list of only "diverged" reads the same either way)
             st = seed_status(status, require_converged=require_converged)
         else:
             st = list(status)
@@ -247,7 +249,10 @@ class Run:
         per = {k: stats(v, used) for k, v in per_seed.items()}
         if test_size is not None:
             for k, v in per.items():
-                se = sampling_se(k, v["mean"], int(test_size[0]), int(test_size[1]))
+                size = test_size.get(k) if isinstance(test_size, Mapping) else test_size
+                if size is None or k.startswith("train_"):  # train metrics: not a test set
+                    continue
+                se = sampling_se(k, v["mean"], int(size[0]), int(size[1]))
                 if se is not None:
                     v["sampling_se"] = se
         rec: dict[str, Any] = {"experiment": self.name, "dataset": dataset, "model": model}

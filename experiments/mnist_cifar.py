@@ -15,6 +15,33 @@ automobile vs 1 + truck) and measures extreme simplicity bias:
 
 Presets: `smoke` (test suite), `quick` (small CNN on the real subset in ../shared/data, CPU
 minutes), `paper` (full data, the paper's models and sizes; GPU/TPU).
+
+BatchNorm: every preset builds its models with ``bn_unbiased=True`` (`Preset.bn_unbiased`): the
+running variance is updated with the unbiased batch variance (x n / (n - 1)) as PyTorch, which
+the reference uses (REFERENCE.md Sec. 2, "the running variance uses the unbiased batch variance");
+Flax's default (biased) would make eval-mode activations differ from the reference's, most at
+small batches.
+
+Failed models (summary records carry n_seeds used, n_diverged, n_unconverged, seed_status; a
+record whose models all failed says "all models failed" with mean None). A diverged model is
+excluded from every mean and std of its record. Whether a model that ran out of budget before its
+stop rule also counts as failed is decided per part (`REQUIRE_CONVERGED`):
+
+* ``standard`` (and ``uap``, on the same models): required. The reference (nb02, REFERENCE.md
+  Sec. 3.3) trains until train loss < 0.01 and evaluates the FINAL model; extreme simplicity bias
+  (Sec. 4.2, Tables 4-5) is a statement about models trained to that point, and an unconverged
+  final model is a different object.
+* ``ensemble``: required, as for the standard models (nb04 trains each member to train loss
+  < 0.01, then keeps its best evaluation). An ensemble with a failed member is a failed ensemble
+  (`sbjax.eval.ensemble.ensemble_stop_reasons`).
+* ``cifar_only``: not required. The control asks whether the CIFAR block is learnable; a model
+  that ran out of budget is still evidence (a lower bound), and dropping it would bias the
+  control upward. It is counted in n_unconverged.
+* ``adversarial``: not required. nb05's stop rule (adversarial train loss < 0.001) never fires;
+  every reference run uses its full 200 epochs and keeps its best robust evaluation.
+
+The smoke preset (20 updates on a tiny fixture: plumbing only) requires nothing
+(`Preset.require_converged=False`), so its numbers are checked; quick / paper follow the rules above.
 """
 
 from __future__ import annotations
@@ -26,10 +53,14 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, start_run
+from experiments.common import SEED_OK, SEED_UNCONVERGED_USED, make_parser, start_run
 
 NAME = "mnist_cifar"
 PARTS = ("standard", "cifar_only", "ensemble", "adversarial", "uap")
+# Whether a model that hit its budget before its stop rule is a failed model, per part (see the
+# module docstring for the reasons); `Preset.require_converged=False` turns it off (smoke).
+REQUIRE_CONVERGED = {"standard": True, "cifar_only": False, "ensemble": True,
+                     "adversarial": False, "uap": True}
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 
@@ -62,13 +93,15 @@ class Preset:
     uap_steps: int = 50
     pgd_eval_steps: int = 7
     aux_seeds: int | None = None  # seeds of the ensemble / adversarial parts (None: all)
+    bn_unbiased: bool = True  # PyTorch's unbiased BN running variance (the reference's)
+    require_converged: bool = True  # apply REQUIRE_CONVERGED (False: every non-diverged is used)
 
 
 PRESETS = {
     "smoke": Preset(n_seeds=1, models=("small_cnn",), source="subset", filters=4, n_train=None,
                     n_test=None, batch_size=32, max_steps=20, eval_every=10, n_members=2,
                     adv_steps=2, adv_max_steps=10, adv_eval_every=10, adv_lr_boundaries=(),
-                    uap_steps=3, pgd_eval_steps=2),
+                    uap_steps=3, pgd_eval_steps=2, require_converged=False),
     "quick": Preset(n_seeds=2, models=("small_cnn",), source="subset", filters=16,
                     batch_size=64, max_steps=400, eval_every=25, adv_max_steps=150,
                     adv_eval_every=50, adv_lr_boundaries=(), uap_steps=30, aux_seeds=1),
@@ -84,7 +117,7 @@ def _model_name(name: str, p: Preset) -> str:
 def _make_model(name: str, p: Preset):
     from sbjax.models import make_model
 
-    cfg = {"name": name}
+    cfg = {"name": name, "bn_unbiased": p.bn_unbiased}
     if name == "small_cnn":
         cfg["filters"] = p.filters
     return make_model(cfg)
@@ -123,8 +156,28 @@ def _train_cfg(p: Preset, **over):
     return TrainConfig(**kw)
 
 
-def _logit_figure(path, logits: dict[str, np.ndarray], y: dict[str, np.ndarray], title: str):
-    """Fig. 3(a): histograms of logit1 - logit0 (seed 0), standard vs randomized sets.
+def _require(p: Preset, part: str) -> bool:
+    """Whether `part` treats a model that hit its budget before its stop rule as failed."""
+    return p.require_converged and REQUIRE_CONVERGED[part]
+
+
+def _test_size(y) -> tuple[int, int]:
+    """(n_pos, n_neg) of an evaluation set's labels, for the records' sampling errors."""
+    y = np.asarray(y)
+    return int(np.sum(y == 1)), int(np.sum(y != 1))
+
+
+def _first_used(rec: dict) -> int | None:
+    """The first seed a record used (not failed), for single-model figures; None if none."""
+    for i, st in enumerate(rec["seed_status"]):
+        if st in (SEED_OK, SEED_UNCONVERGED_USED):
+            return i
+    return None
+
+
+def _logit_figure(path, logits: dict[str, np.ndarray], y: dict[str, np.ndarray], title: str,
+                  seed: int = 0):
+    """Fig. 3(a): histograms of logit1 - logit0 of one model (`seed`), standard vs randomized sets.
 
     The three sets are built separately (reference), so each is split by its own labels.
     """
@@ -133,7 +186,7 @@ def _logit_figure(path, logits: dict[str, np.ndarray], y: dict[str, np.ndarray],
     names = {"test": "standard", "s_rand": "s_randomized", "sc_rand": "sc_randomized"}
     panels = {}
     for label, cls in (("true positives (y = 1)", 1), ("true negatives (y = 0)", 0)):
-        panels[label] = {names[t]: (lg[0, :, 1] - lg[0, :, 0])[y[t] == cls]
+        panels[label] = {names[t]: (lg[seed, :, 1] - lg[seed, :, 0])[y[t] == cls]
                          for t, lg in logits.items()}
     plots.logit_histograms(panels, path, bins=30, title=f"MNIST-CIFAR, {title}")
 
@@ -203,14 +256,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
             met, logits = _standard_metrics(model.logits, std_params, data)
             met["train_acc"] = r.history["train_acc"][:, -1]
             met["updates"] = r.stop_step
-            run.add_result(dataset=dataset, model=mname, metrics={
+            std_reasons = list(r.stop_reason)
+            rec = run.add_result(dataset=dataset, model=mname, metrics={
                 "train_acc": met["train_acc"], "test_acc": met["test_acc"],
                 "test_auc": met["test_auc"], "s_rand_auc": met["s_rand_auc"],
                 "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
                 "sc_rand_acc": met["sc_rand_acc"], "updates": met["updates"],
-            }, training="standard")
+            }, status=std_reasons, require_converged=_require(p, "standard"),
+                test_size=_test_size(data.test.y), training="standard")
+            extra.setdefault("stop_reason", {})[f"{mname}_standard"] = std_reasons
             run.save_params(f"{mname}_standard", std_params)
-            _logit_figure(run.path(f"fig3a_logits_{mname}.png"), logits, ys, mname)
+            i = _first_used(rec)
+            if i is None:
+                log.warning("%s: every standard model failed; no logit histogram", mname)
+            else:
+                _logit_figure(run.path(f"fig3a_logits_{mname}.png"), logits, ys,
+                              f"{mname} (seed {i})", seed=i)
 
         if "cifar_only" in parts:
             ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
@@ -223,13 +284,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
             run.add_result(dataset=f"cifar_{p.version.lower()}_only", model=mname, metrics={
                 "train_acc": r.history["train_acc"][:, -1],
                 "test_acc": np.asarray(m["accuracy"]), "test_auc": np.asarray(m["roc_auc"]),
-            }, training="standard")
+            }, status=list(r.stop_reason), require_converged=_require(p, "cifar_only"),
+                test_size=_test_size(ctest.y), training="standard")
+            extra.setdefault("stop_reason", {})[f"{mname}_cifar_only"] = list(r.stop_reason)
 
         if "ensemble" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=aux_seeds,
                             n_members=p.n_members, seed=run.seed,
                             loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_ensemble"))
             _ensemble_part(run, model, mname, dataset, data, r, p)
+            extra.setdefault("stop_reason", {})[f"{mname}_ensemble"] = list(r.stop_reason)
 
         if "adversarial" in parts:
             cfg = _train_cfg(
@@ -249,14 +313,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
                 "sc_rand_acc": met["sc_rand_acc"],
                 "best_update": r.best_step,
-            }, training="adversarial_linf", eps=p.adv_eps)
+            }, status=list(r.stop_reason), require_converged=_require(p, "adversarial"),
+                test_size=_test_size(data.test.y), training="adversarial_linf", eps=p.adv_eps)
+            extra.setdefault("stop_reason", {})[f"{mname}_adversarial"] = list(r.stop_reason)
             run.save_params(f"{mname}_adversarial", r.best_params)
             if std_params is not None:
                 rob_std = _robust_accuracy(model, std_params, data.test, p, key_seed=run.seed)
                 extra.setdefault("standard_robust_acc", {})[mname] = rob_std.tolist()
 
         if "uap" in parts and std_params is not None:
-            _uap_part(run, model, mname, dataset, data, std_params, p)
+            _uap_part(run, model, mname, dataset, data, std_params, std_reasons, p)
 
     return run.finish(extra)
 
@@ -274,8 +340,12 @@ def _robust_accuracy(model, variables, split, p: Preset, key_seed: int) -> np.nd
 
 
 def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
-    """Logit-averaged ensembles of the best member models (reference nb04)."""
-    from sbjax.eval.ensemble import ensemble_logits_fn, group_members
+    """Logit-averaged ensembles of the best member models (reference nb04).
+
+    An ensemble with a failed member (diverged; or unconverged, where the part requires
+    convergence) is a failed ensemble: excluded from the record's means and counted.
+    """
+    from sbjax.eval.ensemble import ensemble_logits_fn, ensemble_stop_reasons, group_members
     from sbjax.eval.metrics import evaluate
 
     m, k = r.n_seeds, p.n_members
@@ -294,11 +364,16 @@ def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
         "ensemble_test_acc": res["ensemble_test_acc"],
         "test_auc": res["ensemble_test_auc"], "s_rand_auc": res["ensemble_s_rand_auc"],
         "sc_rand_auc": res["ensemble_sc_rand_auc"],
-    }, training="standard", ensemble_size=k)
+    }, status=ensemble_stop_reasons(list(r.stop_reason), k),
+        require_converged=_require(p, "ensemble"), test_size=_test_size(data.test.y),
+        training="standard", ensemble_size=k)
 
 
-def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
-    """L2 SVD-UAP (label-signed, as the reference) of the standard models; its norm on MNIST."""
+def _uap_part(run, model, mname, dataset, data, params, stop_reason, p: Preset) -> None:
+    """L2 SVD-UAP (label-signed, as the reference) of the standard models; its norm on MNIST.
+
+    `stop_reason`: the standard models' (their failed models are failed here too).
+    """
     import jax
 
     from sbjax import eval as E
@@ -312,14 +387,20 @@ def _uap_part(run, model, mname, dataset, data, params, p: Preset) -> None:
     acc = np.asarray(U.uap_accuracy(model.logits, params, x, y, u, eps=p.uap_eps,
                                     both_signs=True, bounds=(0.0, 1.0), batch_size=256))
     frac = np.asarray(E.budget_fraction(u, E.image_basis(u.shape[1:])))  # ||u_MNIST|| / ||u||
-    run.add_result(dataset=dataset, model=mname, metrics={
+    rec = run.add_result(dataset=dataset, model=mname, metrics={
         "uap_acc": acc, "uap_frac_on_s": frac,
         "uap_energy_on_s": frac ** 2,
-    }, attack="svd_uap_l2", eps=p.uap_eps)
+    }, status=list(stop_reason), require_converged=_require(p, "uap"), test_size=_test_size(y),
+        attack="svd_uap_l2", eps=p.uap_eps)
     from sbjax import plots
 
-    plots.uap_image_heatmap(u[0], run.path(f"fig4_uap_{mname}.png"),
-                            title=f"{mname}: {frac[0]:.1%} of the UAP's L2 norm on MNIST")
+    i = _first_used(rec)
+    if i is None:
+        log.warning("%s: every standard model failed; no UAP heatmap", mname)
+        return
+    plots.uap_image_heatmap(u[i], run.path(f"fig4_uap_{mname}.png"),
+                            title=f"{mname} (seed {i}): {frac[i]:.1%} of the UAP's L2 norm on "
+                            "MNIST")
 
 
 if __name__ == "__main__":

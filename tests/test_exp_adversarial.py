@@ -1,18 +1,20 @@
 """Tests of `python -m experiments.adversarial_training` (App. E.2.1, Fig. 7).
 
-Default suite: preset sanity and the smoke preset end to end (run folder, one record per
-(width, eps) with the headline keys, robust accuracy consistent with the training eps). Slow: the
-quick preset end to end with the effect (small-eps models reach ~100 % standard and robust
-accuracy and rely on the 5-slabs only).
+Default suite: preset sanity, diverged models excluded from the records (fake sweep results), and
+the smoke preset end to end (run folder, one record per (width, eps) with the headline keys,
+robust accuracy consistent with the training eps). Slow: the quick preset end to end with the
+effect (small-eps models reach ~100 % standard and robust accuracy and rely on the 5-slabs only).
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments import adversarial_training as A
+from experiments.common import Run
 
 HEADLINE = ("train_acc", "test_acc", "test_auc", "robust_acc", "s_rand_acc", "s_rand_auc",
             "sc_rand_acc", "sc_rand_auc")
@@ -29,6 +31,37 @@ def test_presets():
         assert list(p.eps_grid) == sorted(p.eps_grid)
 
 
+def test_diverged_models_are_excluded_and_unconverged_ones_used(tmp_path):
+    """Fixed budget, no stop rule: "max_steps" models are used; a diverged one is out."""
+    assert A.REQUIRE_CONVERGED is False
+    eps_grid = (0.0, 0.1, 0.3)
+    reasons = np.array([["max_steps"] * 3, ["max_steps", "diverged", "max_steps"],
+                        ["diverged"] * 3])
+    acc = np.array([[1.0, 0.98, 0.99], [0.97, 0.5, 0.95], [0.5, 0.5, 0.5]])  # diverged: 0.5
+    auc = np.where(reasons == "diverged", np.nan, 0.99)
+    grids = {k: acc for k in ("train_acc", "test_acc", "robust_acc", "s_rand_acc",
+                              "sc_rand_acc")}
+    grids.update({k: auc for k in ("test_auc", "s_rand_auc", "sc_rand_auc")})
+    run = Run(name=A.NAME, out=tmp_path / "run", preset="test", preset_config=None, n_seeds=3,
+              seed=0, resume=False, progress=False)
+    y = np.array([0, 1] * 50)
+    recs = A.add_records(run, "fcn_8x2", 8, eps_grid, grids, reasons, y)
+    r0, r1, r2 = recs
+    assert r0["n_seeds"] == 3 and r0["n_unconverged"] == 3 and r0["n_failed"] == 0
+    assert r0["seed_status"] == ["unconverged_used"] * 3
+    assert r1["n_seeds"] == 2 and r1["n_diverged"] == 1
+    assert r1["seed_status"] == ["unconverged_used", "diverged", "unconverged_used"]
+    for st in r1["metrics"].values():  # accuracies and AUCs: the same two seeds
+        assert st["n"] == 2
+    assert r1["metrics"]["test_acc"]["mean"] == pytest.approx(0.96)
+    assert r1["metrics"]["test_acc"]["sampling_se"] == pytest.approx(np.sqrt(0.96 * 0.04 / 100))
+    assert r2["status"] == "all models failed" and r2["metrics"]["test_acc"]["mean"] is None
+    oc = {"width": 8, "grids": grids, "records": recs}
+    A.plot(A.Preset(n_seeds=3, widths=(8,), eps_grid=eps_grid, epochs=1,
+                    lr_boundaries_epochs=()), [oc], tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 0
+
+
 def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "adv"
     A.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
@@ -38,11 +71,15 @@ def test_smoke_end_to_end(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     preset = A.PRESETS["smoke"]
     assert len(s["results"]) == len(preset.widths) * len(preset.eps_grid)
+    assert len(s["stop_reason"]["32"]) == len(preset.eps_grid)
     lo, hi = s["attack_bounds"]
     assert lo < 0 < hi
     for r in s["results"]:
         assert r["dataset"] == "adv_ms57" and r["model"] == "fcn_32x2" and r["width"] == 32
         assert set(HEADLINE) <= set(r["metrics"])
+        assert r["n_total"] == preset.n_seeds and r["n_diverged"] == 0
+        assert r["n_seeds"] == preset.n_seeds, r["seed_status"]
+        assert "sampling_se" in r["metrics"]["test_auc"]
         m = {k: v["mean"] for k, v in r["metrics"].items()}
         assert all(0.0 <= v <= 1.0 for v in m.values())
         if r["eps"] == 0.0:

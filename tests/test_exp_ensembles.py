@@ -1,27 +1,30 @@
 """Tests of `python -m experiments.ensembles` (App. E.1, reference nb04).
 
-Default suite: preset sanity and the smoke preset (LMS-5 ensembles) end to end, asserting
-the run folder, the headline keys and the effect (ensembles stay invariant to S^c). Slow: the quick
-preset end to end with the MS-5 / noisy LMS-7 effects.
+Default suite: preset sanity, failed members (an ensemble with a diverged or unconverged member
+is excluded from every mean and counted; fake sweep results, and a real diverging sweep) and the
+smoke preset (LMS-5 ensembles) end to end, asserting the run folder, the headline keys and the
+effect (ensembles stay invariant to S^c). Slow: the quick preset end to end with the MS-5 / noisy
+LMS-7 effects.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments import ensembles as E
+from experiments.common import Run
 
-HEADLINE = ("test_acc", "train_acc", "ensemble_test_acc", "ensemble_gain", "test_auc",
-            "s_rand_acc", "s_rand_auc", "sc_rand_acc", "sc_rand_auc")
-
+HEADLINE = ("test_acc", "train_acc", "ensemble_test_acc", "gain_vs_members_mean",
+            "gain_vs_member0", "test_auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc",
+            "sc_rand_auc")
 
 def test_aggregations_match_the_library():
     from sbjax.eval.ensemble import AGGREGATIONS
 
     assert E.AGGREGATIONS == AGGREGATIONS
-
 
 def test_presets_are_consistent():
     for name, p in E.PRESETS.items():
@@ -34,11 +37,122 @@ def test_presets_are_consistent():
     noisy = dict(E.PRESETS["paper"].studies[2].dataset_params)
     assert noisy["p"] == 0.5 and noisy["k"] == 7
 
+def test_ensemble_stop_reasons():
+    from sbjax.eval.ensemble import ensemble_stop_reasons
+
+    reasons = ["converged", "converged", "diverged",      # seed 0: member 2 diverged
+               "converged", "max_steps", "converged",     # seed 1: member 1 out of budget
+               "diverged", "max_steps", "converged"]      # seed 2: diverged wins
+    assert ensemble_stop_reasons(reasons, 3) == ["diverged", "max_steps", "diverged"]
+    assert ensemble_stop_reasons(reasons, 3, size=2) == ["converged", "max_steps", "diverged"]
+    assert ensemble_stop_reasons(reasons, 3, size=1) == ["converged", "converged", "diverged"]
+    with pytest.raises(ValueError):
+        ensemble_stop_reasons(reasons, 4)
+    with pytest.raises(ValueError):
+        ensemble_stop_reasons(reasons, 3, size=4)
+    with pytest.raises(ValueError):
+        ensemble_stop_reasons(["ok"] * 3, 3)
+
+def _run(tmp_path, n_seeds):
+    return Run(name=E.NAME, out=tmp_path / "run", preset="test", preset_config=None, n_seeds=n_seeds,
+               seed=0, resume=False, progress=False)
+
+def _fake_members(n_s, n_k, n=40, seed=0):
+    """Member logits that are mostly right, and the members' accuracies (argmax, as the real
+    evaluation: a NaN logit row predicts class 0, a finite accuracy)."""
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    lg = rng.normal(size=(n_s, n_k, n, 2))
+    lg[..., 1] += 1.5 * (2 * y - 1)
+    return lg, y
+
+def _acc(lg, y):
+    return (np.argmax(lg, axis=-1) == y).mean(axis=-1)
+
+def test_an_ensemble_with_a_failed_member_is_excluded_and_counted(tmp_path):
+    n_s, n_k = 3, 3
+    lg, y = _fake_members(n_s, n_k)
+    reasons = ["converged"] * (n_s * n_k)
+    reasons[1 * n_k + 2] = "diverged"   # seed 1, member 2: NaN logits, accuracy still finite
+    reasons[2 * n_k + 1] = "max_steps"  # seed 2, member 1: never met the stop rule
+    lg[1, 2] = np.nan
+    logits = {"standard": lg, "s_rand": lg[..., ::-1], "sc_rand": lg}
+    member_test = _acc(lg, y)
+    assert np.all(np.isfinite(member_test))  # the trap: a diverged member's accuracy is finite
+    study = E.Study("fake", "ms", (), 100, y.size, 0, n_k, (1, 2, 3))
+    run = _run(tmp_path, n_s)
+    curves = E.add_records(run, study, "fcn", reasons, member_test, member_test, logits, y)
+    assert len(run.results) == 3 * len(E.AGGREGATIONS)
+    k1, k2, k3 = (curves["logits"][k] for k in (1, 2, 3))
+    # k = 1: member 0 of every seed trained: nothing excluded.
+    assert k1["n_seeds"] == 3 and k1["n_failed"] == 0 and k1["seed_status"] == ["ok"] * 3
+    # k = 2: seed 2's member 1 ran out of budget -> that ensemble is out (convergence required).
+    assert E.REQUIRE_CONVERGED
+    assert k2["n_seeds"] == 2 and k2["n_unconverged"] == 1 and k2["n_diverged"] == 0
+    assert k2["seed_status"] == ["ok", "ok", "unconverged"]
+    # k = 3: seed 1 holds the diverged member, seed 2 the unconverged one: one ensemble is left,
+    # and every metric (accuracies and AUCs alike) is over that one seed.
+    assert k3["n_seeds"] == 1 and k3["n_diverged"] == 1 and k3["n_unconverged"] == 1
+    assert k3["n_total"] == 3 and k3["n_failed"] == 2
+    assert k3["seed_status"] == ["ok", "diverged", "unconverged"]
+    for name, st in k3["metrics"].items():
+        assert st["n"] == 1 and st["std"] is None, name
+        assert len(st["per_seed"]) == 3, name
+        assert st["mean"] == pytest.approx(st["per_seed"][0]), name
+    m = k3["metrics"]
+    assert m["test_acc"]["mean"] == pytest.approx(member_test[0].mean())
+    ens = m["ensemble_test_acc"]["per_seed"][0]
+    assert m["gain_vs_members_mean"]["mean"] == pytest.approx(ens - member_test[0].mean())
+    assert m["gain_vs_member0"]["mean"] == pytest.approx(ens - member_test[0, 0])
+    assert "sampling_se" in m["test_auc"] and "sampling_se" in m["ensemble_test_acc"]
+    assert "sampling_se" not in m["gain_vs_members_mean"]
+    # Per-seed rows of metrics.csv carry the status.
+    rows = [r for r in run.rows if r["ensemble_size"] == 3 and r["metric"] == "test_acc"
+            and r["aggregation"] == "logits"]
+    assert [r["status"] for r in rows] == ["ok", "diverged", "unconverged"]
+
+def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_path):
+    n_s, n_k = 2, 2
+    lg, y = _fake_members(n_s, n_k, seed=1)
+    reasons = ["converged", "diverged", "diverged", "converged"]
+    lg[0, 1] = np.nan
+    lg[1, 0] = np.nan
+    logits = {"standard": lg, "s_rand": lg, "sc_rand": lg}
+    member_test = _acc(lg, y)
+    study = E.Study("fake", "ms", (), 100, y.size, 0, n_k, (1, 2))
+    run = _run(tmp_path, n_s)
+    curves = E.add_records(run, study, "fcn", reasons, member_test, member_test, logits, y)
+    k1, k2 = curves["logits"][1], curves["logits"][2]
+    assert k1["n_seeds"] == 1 and k1["seed_status"] == ["ok", "diverged"]
+    assert k1["metrics"]["test_acc"]["std"] is None  # one seed: no std
+    assert k2["status"] == "all models failed" and k2["n_seeds"] == 0 and k2["n_diverged"] == 2
+    assert all(st["mean"] is None and st["std"] is None for st in k2["metrics"].values())
+    oc = {"dataset": "fake", "member_test_acc": member_test, "curves": curves,
+          "member_used": np.array([[True, False], [False, True]])}
+    E.plot([oc], tmp_path / "fig.png")
+    E.plot_randomized(run, tmp_path / "auc.png")
+    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "auc.png").stat().st_size > 0
+    run.finish()  # summary.json / metrics.csv with failed records
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["results"][-1]["status"] == "all models failed"
+
+@pytest.mark.slow
+def test_a_real_diverging_sweep_is_marked_failed(tmp_path):
+    """Through the experiment's own training: a huge learning rate makes every member diverge."""
+    study = E.Study("lms5", "lms", (("k", 5), ("d", 10)), 256, 256, 0, 2, (1, 2), lr=1e9,
+                    batch_size=128, max_steps=20, eval_every=10, patience=1)
+    preset = E.Preset(n_seeds=2, width=16, depth=1, studies=(study,))
+    run = _run(tmp_path, 2)
+    oc = E.run_study(run, preset, study, 0)
+    assert np.all(np.asarray(oc["stop_reason"]) == "diverged")
+    assert not oc["member_used"].any()
+    for r in run.results:
+        assert r["status"] == "all models failed" and r["n_diverged"] == 2, r["seed_status"]
+        assert r["metrics"]["test_acc"]["mean"] is None
 
 def _records(summary, dataset, agg="logits"):
     return {r["ensemble_size"]: r for r in summary["results"]
             if r["dataset"] == dataset and r["aggregation"] == agg}
-
 
 def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "ens"
@@ -52,12 +166,17 @@ def test_smoke_end_to_end(tmp_path):
     assert sorted(recs) == [1, 3]
     assert len(on_disk["results"]) == 2 * len(E.AGGREGATIONS)
     for r in on_disk["results"]:
-        assert r["model"] == "fcn_100x2" and r["n_seeds"] == 2
+        assert r["model"] == "fcn_100x2" and r["n_seeds"] == 2 and r["n_total"] == 2
+        assert r["n_diverged"] == 0 and r["n_unconverged"] == 0 and "status" not in r
+        assert r["seed_status"] == ["ok", "ok"]
         assert set(HEADLINE) <= set(r["metrics"])
         assert len(r["metrics"]["ensemble_test_acc"]["per_seed"]) == 2
+        assert r["metrics"]["test_auc"]["sampling_se"] > 0
+    assert len(on_disk["stop_reason"]["lms5"]) == 2
     # A one-member "ensemble" is the member itself.
     one = recs[1]["metrics"]
-    assert one["ensemble_gain"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert one["gain_vs_members_mean"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert one["gain_vs_member0"]["mean"] == pytest.approx(0.0, abs=1e-6)
     # The effect (App. E.1 / nb04): the 3-member LMS-5 ensemble is accurate, relies on the linear
     # coordinate alone (S-randomized AUC ~0.5) and is invariant to the 5-slabs (S^c AUC 1).
     m = recs[3]["metrics"]
@@ -66,7 +185,6 @@ def test_smoke_end_to_end(tmp_path):
     assert abs(m["s_rand_auc"]["mean"] - 0.5) < 0.05
     assert m["sc_rand_auc"]["mean"] > 0.99
     assert summary["results"] == on_disk["results"]
-
 
 @pytest.mark.slow
 def test_quick_end_to_end(tmp_path):
@@ -82,5 +200,5 @@ def test_quick_end_to_end(tmp_path):
     # Noisy LMS-7 (50 % linear noise): everything stays near 0.75, no gain from ensembling.
     for k in (1, 10):
         assert abs(noisy[k]["metrics"]["ensemble_test_acc"]["mean"] - 0.75) < 0.04
-    assert noisy[10]["metrics"]["ensemble_gain"]["mean"] < 0.02
+    assert noisy[10]["metrics"]["gain_vs_members_mean"]["mean"] < 0.02
     assert abs(noisy[10]["metrics"]["s_rand_acc"]["mean"] - 0.5) < 0.05

@@ -4,6 +4,7 @@ and UAPs all run), and on the real subset when it is present."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def test_smoke_standard_and_uap_on_real_format_files(tmp_path):
     std = [r for r in s["results"] if r.get("training") == "standard" and "test_auc" in r["metrics"]]
     assert std and HEADLINE <= set(std[0]["metrics"])
     assert std[0]["dataset"] == "mnist_cifar_a" and std[0]["model"] == "small_cnn_4"
+    # Smoke requires no convergence (20 updates: plumbing); its budget-limited model is used and
+    # counted. Every record carries the seed accounting and the test set's sampling error.
+    for r in s["results"]:
+        assert r["n_total"] == 1 and r["n_diverged"] == 0 and len(r["seed_status"]) == 1
+        assert r["n_seeds"] == 1 and r["seed_status"][0] in ("ok", "unconverged_used")
+    assert "sampling_se" in std[0]["metrics"]["test_auc"]
+    assert s["stop_reason"]["small_cnn_4_standard"][0] in ("converged", "max_steps")
+    # BatchNorm follows the reference's (PyTorch's) unbiased running variance.
+    assert json.loads((out / "config.json").read_text())["preset_config"]["bn_unbiased"] is True
     uap = [r for r in s["results"] if "uap_frac_on_s" in r["metrics"]][0]["metrics"]
     assert 0.0 <= uap["uap_frac_on_s"]["mean"] <= 1.0
     assert (out / "fig3a_logits_small_cnn_4.png").stat().st_size > 0
@@ -42,6 +52,36 @@ def test_smoke_standard_and_uap_on_real_format_files(tmp_path):
                            "--data-dir", str(data_dir), "--parts", "standard,uap",
                            "--no-progress", "--resume"])
     assert s2["results"] == s["results"]
+
+
+def test_presets_follow_the_reference_bn_and_convergence_rules():
+    for name, p in mnist_cifar.PRESETS.items():
+        assert p.bn_unbiased is True, name
+        for arch in p.models:
+            assert mnist_cifar._make_model(arch, p).config.bn_unbiased is True, (name, arch)
+        assert p.require_converged is (name != "smoke"), name
+    req = mnist_cifar.REQUIRE_CONVERGED
+    assert set(req) == set(mnist_cifar.PARTS)
+    assert req["standard"] and req["ensemble"] and req["uap"] == req["standard"]
+    assert not req["adversarial"] and not req["cifar_only"]
+
+
+def test_unconverged_standard_models_are_failed_where_convergence_is_required(tmp_path,
+                                                                               monkeypatch):
+    """The quick / paper rule on smoke sizes: 20 updates do not reach train loss < 0.01, so the
+    standard record excludes the model, counts it and says that all models failed."""
+    strict = dataclasses.replace(mnist_cifar.PRESETS["smoke"], require_converged=True)
+    monkeypatch.setitem(mnist_cifar.PRESETS, "smoke", strict)
+    data_dir = write_fixture(tmp_path / "data")
+    out = tmp_path / "run"
+    s = mnist_cifar.main(["--preset", "smoke", "--out", str(out), "--source", "files",
+                          "--data-dir", str(data_dir), "--parts", "standard", "--no-progress"])
+    (r,) = s["results"]
+    assert s["stop_reason"]["small_cnn_4_standard"] == ["max_steps"]
+    assert r["seed_status"] == ["unconverged"] and r["n_unconverged"] == 1
+    assert r["n_seeds"] == 0 and r["status"] == "all models failed"
+    assert all(st["mean"] is None for st in r["metrics"].values())
+    assert not (out / "fig3a_logits_small_cnn_4.png").exists()  # no single-model figure of it
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
@@ -60,6 +100,10 @@ def test_smoke_all_parts(tmp_path):
                           "files", "--data-dir", str(data_dir), "--no-progress"])
     names = {k for r in s["results"] for k in r["metrics"]}
     assert {"robust_acc", "ensemble_test_acc", "uap_frac_on_s"} <= names
+    assert all(r["n_seeds"] == r["n_total"] - r["n_failed"] for r in s["results"])
+    ens = [r for r in s["results"] if "ensemble_test_acc" in r["metrics"]][0]
+    assert len(ens["seed_status"]) == 1  # one status per ensemble, not per member
+    assert len(s["stop_reason"]["small_cnn_4_ensemble"]) == mnist_cifar.PRESETS["smoke"].n_members
     assert any(r["dataset"] == "cifar_a_only" for r in s["results"])
 
 

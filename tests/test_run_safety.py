@@ -208,3 +208,16 @@ def test_records_exclude_and_count_failed_models():
     rec = run.add_result(dataset="d", model="m", metrics={"a_acc": [0.5, 0.5]},
                          status=["diverged", "diverged"])
     assert rec["status"] == "all models failed" and rec["metrics"]["a_acc"]["mean"] is None
+
+
+def test_status_lists_are_not_mistaken_for_stop_reasons():
+    run = common.Run(name="x", out=Path("unused"), preset="smoke", preset_config={}, n_seeds=2,
+                     seed=0, resume=False, progress=False)
+    rec = run.add_result(dataset="d", model="m", metrics={"test_acc": [0.5, 0.9]},
+                         status=["diverged", "ok"], require_converged=True,
+                         test_size={"test_acc": (10, 10)})
+    assert rec["seed_status"] == ["diverged", "ok"] and rec["n_seeds"] == 1
+    assert rec["metrics"]["test_acc"]["sampling_se"] == pytest.approx((0.9 * 0.1 / 20) ** 0.5)
+    rec = run.add_result(dataset="d", model="m", metrics={"train_acc": [0.5, 0.9]},
+                         test_size=(10, 10))
+    assert "sampling_se" not in rec["metrics"]["train_acc"]

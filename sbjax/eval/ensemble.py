@@ -15,6 +15,11 @@ Aggregations (REFERENCE 6):
 * `"probs"`: the mean of the members' softmax probabilities, returned as log-probabilities
   `log(mean_k softmax(l_k))` (computed with logsumexp), which are valid logits: argmax and the score
   `logit1 - logit0 = log(p1 / p0)` keep their meaning, and gradients (PGD, UAPs) flow through it.
+
+Failed members: an ensemble is only as sound as its members. `ensemble_stop_reasons` turns the
+members' stop reasons (`SweepResult.stop_reason`) into one per ensemble -- "diverged" if any member
+diverged, else "max_steps" if any member ran out of budget, else "converged" -- so a record of
+ensembles can exclude every ensemble with a failed member (`experiments.common.Run.add_result`).
 """
 
 from __future__ import annotations
@@ -36,8 +41,13 @@ __all__ = [
     "EnsembleLogits",
     "aggregate_logits",
     "ensemble_logits_fn",
+    "ensemble_stop_reasons",
     "group_members",
 ]
+
+# Member stop reasons (`sbjax.train.SweepResult.stop_reason`), worst first: an ensemble takes the
+# worst reason of its members.
+_STOP_ORDER = ("diverged", "max_steps", "converged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,3 +138,36 @@ def group_members(
     return jax.tree.map(
         lambda a: jnp.reshape(jnp.asarray(a)[:used], (e, n_members, *np.shape(a)[1:])), variables
     )
+
+
+def ensemble_stop_reasons(stop_reason: Any, n_members: int, size: int | None = None) -> list[str]:
+    """Stop reason of each ensemble, from its members' (a failed member fails its ensemble).
+
+    Members are grouped as `group_members` groups variables: ensemble e holds models
+    e K, ..., e K + K - 1 of a seed-major sweep, of which the first `size` form the ensemble
+    (ensembles of members 0..size-1, as in `experiments.ensembles`).
+
+    Args:
+        stop_reason: the members' stop reasons, M = E K strings "converged" | "diverged" |
+            "max_steps" (or a `SweepResult`, whose `stop_reason` is used).
+        n_members: K, members per seed.
+        size: members 0..size-1 of each group form the ensemble (default K).
+
+    Returns:
+        E strings: "diverged" if any of the ensemble's members diverged, else "max_steps" if any
+        ran out of budget, else "converged". Pass them as `status=` to
+        `experiments.common.Run.add_result`, which excludes diverged ensembles (and, with
+        `require_converged=True`, unconverged ones) from every mean.
+    """
+    reasons = list(getattr(stop_reason, "stop_reason", stop_reason))
+    check_int("n_members", n_members, min_value=1)
+    k = n_members if size is None else size
+    check_int("size", k, min_value=1)
+    if k > n_members:
+        fail("size", k, f"an ensemble size <= n_members = {n_members}")
+    if len(reasons) % n_members:
+        fail("n_members", n_members, f"a divisor of the number of members ({len(reasons)})")
+    for r in reasons:
+        check_choice("stop_reason", r, _STOP_ORDER)
+    groups = [reasons[e * n_members: e * n_members + k] for e in range(len(reasons) // n_members)]
+    return [min(g, key=_STOP_ORDER.index) for g in groups]
