@@ -11,6 +11,13 @@ from sbjax.data import blocks as B
 
 N = 20_000
 TOL = 1e-6  # float32 rounding of the interval ends
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def assert_f32_close(a, b, ulps=4):
+    """Equal up to a few float32 roundings of the elementwise maps that turn random bits into
+    values in [-1, 1] (absolute: a rounding near 0 is relative to the range, not the value)."""
+    np.testing.assert_allclose(a, b, rtol=ulps * F32_EPS, atol=ulps * F32_EPS)
 # Geometry table of REFERENCE.md Sec. 1.2 (B = 1, gamma = 0.1): per k, {label: [(lo, hi), ...]}.
 TABLE = {
     3: {0: [(-0.266667, 0.266667)], 1: [(-1.0, -0.466667), (0.466667, 1.0)]},
@@ -222,8 +229,8 @@ def test_noisy_slab_opposite_model(labels, k):
     assert set(np.unique(moved_pos)) == set(range(0, (k + 1) // 2, 2))
     frac0 = (moved_pos == 0).mean()
     assert abs(frac0 - 0.5) < 5 * sigma(0.5, moved_pos.size)
-    # p = 0 is the clean slab.
-    np.testing.assert_array_equal(draw("noisy_slab", labels, k=k, p=0.0), draw("slab", labels, k=k))
+    # p = 0 is the clean slab (another compiled program: equal to float32 rounding).
+    assert_f32_close(draw("noisy_slab", labels, k=k, p=0.0), draw("slab", labels, k=k))
 
 
 def test_noisy_slab_gap_model(labels):
@@ -248,13 +255,16 @@ def test_noisy_slab_gap_model(labels):
 
 def test_blocks_pure_and_vmap_equals_loop(labels):
     a = draw("slab", labels, seed=0, k=5)
+    # the same program on the same inputs is bit-identical
     np.testing.assert_array_equal(a, draw("slab", labels, seed=0, k=5))
     assert (a != draw("slab", labels, seed=1, k=5)).mean() > 0.99
     keys = jax.random.split(jax.random.key(0), 3)
     f = _jitted("noisy_linear", p=0.1)
     batched = np.asarray(jax.jit(jax.vmap(f, in_axes=(0, None)))(keys, labels))
     for i in range(3):
-        np.testing.assert_array_equal(batched[i], np.asarray(f(keys[i], labels)))
+        # vmapped and single draws are different programs: the same random bits, and values
+        # equal to float32 rounding (a fused multiply-add may round once instead of twice)
+        assert_f32_close(batched[i], np.asarray(f(keys[i], labels)))
     assert (batched[0] != batched[1]).mean() > 0.99
 
 

@@ -84,7 +84,13 @@ def test_pgd_vmap_equals_loop_and_batching_invariant(data):
         vi = jax.tree.map(lambda t, i=i: t[i : i + 1], variables)
         one = a.pgd_attack(mlp_logits, vi, x, y, jax.random.key(4), **kw)
         np.testing.assert_allclose(full.delta[i], one.delta[0], atol=1e-5)
-        assert float(full.accuracy[i]) == pytest.approx(float(one.accuracy[0]))
+        # Accuracy is a count: the two programs round differently (deltas agree to 1e-5), so a
+        # prediction may differ only where the adversarial logit margin is that close to 0.
+        v0 = jax.tree.map(lambda t: t[0], vi)
+        lg = np.asarray(mlp_logits(v0, x + one.delta[0]), np.float64)
+        n_close = int(np.sum(np.abs(lg[:, 1] - lg[:, 0]) < 1e-3))
+        assert abs(float(full.accuracy[i]) - float(one.accuracy[0])) * N <= n_close + 1e-3
+        assert float(one.accuracy[0]) == pytest.approx(np.mean(lg.argmax(1) == np.asarray(y)))
 
 
 def test_restarts_keep_the_highest_loss(data):

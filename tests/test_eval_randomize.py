@@ -1,5 +1,7 @@
 """S / S^c randomization on analytic models with known answers (Definitions 1-2, Table 1)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,8 +146,30 @@ def test_reliance_summary_classifies_models(data):
     np.testing.assert_array_equal(s["exclusive_s_invariant_sc"], [True, False, False])
     np.testing.assert_array_equal(s["depends_exclusively_on_s"], [True, False, False])
     np.testing.assert_array_equal(s["invariant_to_sc"], [True, False, False])
-    assert s["tolerances"]["chance_tol"]["roc_auc"] >= 0.03
-    assert 0 < s["tolerances"]["ks_tol_s"] < 0.2
+    # the default tolerances, computed independently: chance_tol = max(0.03, 3 SE) with the null
+    # SE of each metric; KS critical values at alpha = 0.001 (c = 1.949) from the smaller class
+    n_pos = int(np.sum(np.asarray(y)))
+    n_neg = len(y) - n_pos
+    _check_default_tolerances(s["tolerances"], n_pos, n_neg)
+    assert s["tolerances"]["chance_tol"]["accuracy"] == 0.03  # 3 SE = 0.024 < 0.03 at n = 4000
+    # with few points the 3 SE term takes over (the same report, class counts of a small set)
+    small = r.reliance_summary(dict(rep, n_pos=60, n_neg=140))
+    _check_default_tolerances(small["tolerances"], 60, 140)
+    assert small["tolerances"]["chance_tol"]["roc_auc"] > 0.03
+
+
+def _check_default_tolerances(tol, n_pos, n_neg):
+    n = n_pos + n_neg
+    pi = n_pos / n
+    se = {"accuracy": math.sqrt(0.25 / n), "roc_auc": math.sqrt((n + 1) / (12 * n_pos * n_neg)),
+          "pr_auc": math.sqrt(pi * (1 - pi) / n)}
+    assert {"accuracy", "roc_auc"} <= set(tol["chance_tol"]) <= set(se)
+    for k, v in tol["chance_tol"].items():
+        assert v == pytest.approx(max(0.03, 3 * se[k]), rel=1e-12), k
+    n_small = min(n_pos, n_neg)
+    assert tol["ks_tol_s"] == pytest.approx(1.949 * math.sqrt((n_small + n) / (n_small * n)),
+                                            rel=1e-3)
+    assert tol["ks_tol_sc"] == pytest.approx(1.949 * math.sqrt(2 / n_small), rel=1e-3)
 
 
 @pytest.mark.parametrize("rot", ["haar", "none"])

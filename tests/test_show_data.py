@@ -21,14 +21,24 @@ def run(tmp_path_factory):
 
 
 def test_writes_files(run):
+    import jax
+    import matplotlib.image as mpimg
+    import numpy as np
+
     out, stats = run
-    assert not (out / "stale.txt").exists()
-    for name in ("data_preview.png", "blocks.json", "config.json", "env.json"):
-        assert (out / name).is_file(), name
-    png = (out / "data_preview.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    assert json.loads((out / "blocks.json").read_text())["blocks"].keys() == stats["blocks"].keys()
-    assert json.loads((out / "config.json").read_text())["n"] == 4000
+    assert sorted(p.name for p in out.iterdir()) == ["blocks.json", "config.json",
+                                                     "data_preview.png", "env.json"]
+    # the figure: 15 x 6.6 in at 110 dpi, drawn (many colours, ink on part of the page)
+    img = mpimg.imread(out / "data_preview.png")
+    assert img.shape[:2] == (726, 1650)
+    rgb = img[..., :3].reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 100
+    assert 0.02 < float(np.mean(np.any(rgb < 0.9, axis=1))) < 0.9
+    assert json.loads((out / "blocks.json").read_text()) == json.loads(json.dumps(stats))
+    config = json.loads((out / "config.json").read_text())
+    assert (config["experiment"], config["n"], config["d"]) == ("show_data", 4000, 6)
+    env = json.loads((out / "env.json").read_text())
+    assert env["jax"] == jax.__version__ and env["devices"] == [str(d) for d in jax.devices()]
 
 
 def test_block_statistics(run):

@@ -13,7 +13,10 @@ derivation numerically:
                      exact-in-law reduced ("projected") batch samplers, test metrics;
 * `theory.fits`      log-log least squares with standard errors and 95 % intervals (numpy only);
 * `theory.grids`     THEORY.md's grids G1-G7 plus lemma (L) and sampler (M) checks, presets;
-* `theory.claims`    claims with bands and PASS/FAIL; `theory.report` logs, figures, report.md;
+* `theory.claims`    claims with bands and PASS / INCONCLUSIVE / FAIL verdicts (a fitted slope
+                     passes only if its 95 % interval lies inside the band);
+* `theory.report`    logs, figures, report.md; ``python -m theory.report --rejudge DIR`` re-judges
+                     a saved run from its summary.json;
 * `theory.theorem1`  the command line: ``python -m theory.theorem1 --preset quick --out DIR``.
 
 Importing this package does not enable JAX's x64 mode; the population code runs inside

@@ -1,7 +1,14 @@
 """Claims of Theorem 1 and of THEORY.md's derivation, computed from grid points.
 
-Every claim is a dict ``{"name", "grid", "value", "band": [lo, hi], "pass", "kind", "note"}``
-(``lo``/``hi`` may be None for an open side). ``kind`` says where the claim comes from:
+Every claim is a dict ``{"name", "grid", "value", "band": [lo, hi], "verdict", "pass", "kind",
+"note"}`` (``lo``/``hi`` may be None for an open side), plus ``ci`` ``[lo, hi]`` (95 % interval) for
+fitted slopes and ``criterion`` where THEORY.md states the claim as a pass criterion or fail signal.
+
+``verdict`` (see `verdict`) is three-way: PASS when the claim is established inside the band (its
+CI lies inside the band, or, for a claim without a CI, its value does), FAIL when it is
+established outside (the CI lies entirely outside, or the value is outside and there is no CI),
+INCONCLUSIVE otherwise (the CI straddles an edge of the band, or the value could not be
+measured). ``pass`` is ``verdict == "PASS"``. ``kind`` says where the claim comes from:
 "theorem" (the paper's statement or proof), "derivation" (THEORY.md Sec. 4 / 6.4), "gap" (a
 statement of the proof that THEORY.md or this module found to be wrong: a FAIL there is the
 expected outcome and is explained in the note), "finding" (G5's phase diagram: reported, not a
@@ -20,22 +27,124 @@ from theory.fits import linear_fit, loglog_fit
 from theory.grids import Point
 from theory.setting import init_sigma
 
-__all__ = ["compute_claims", "g5_phase_table", "make_claim", "per_seed_final"]
+__all__ = ["VERDICTS", "compute_claims", "count_verdicts", "g5_phase_table", "judge", "make_claim",
+           "per_seed_final", "stated_criterion", "verdict"]
 
 MEDIAN_ABS_Z = 0.6744897501960817  # median of |Z|, Z ~ N(0, 1)
 C0 = 2.0  # the proof's c_0
 
 
+VERDICTS = ("PASS", "INCONCLUSIVE", "FAIL")
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def verdict(value: float | None, band, ci=None) -> str:
+    """PASS / INCONCLUSIVE / FAIL of an estimate against ``band = (lo, hi)`` (None: open side).
+
+    With a confidence interval ``ci = (ci_lo, ci_hi)``: PASS iff the whole CI lies inside the band,
+    FAIL iff it lies entirely outside (below ``lo`` or above ``hi``), INCONCLUSIVE when it
+    straddles an edge, so a point estimate inside the band whose CI is wider than the band is
+    not a PASS. Without a CI (``ci`` None): PASS iff the value is inside, FAIL iff outside. A CI
+    that could not be computed (a NaN end, e.g. a fit through two points) cannot establish a
+    PASS: a value inside is INCONCLUSIVE, one outside is a FAIL. A non-finite value is
+    INCONCLUSIVE (nothing was measured). Band edges are inclusive.
+    """
+    lo, hi = band
+    lo = None if lo is None else float(lo)
+    hi = None if hi is None else float(hi)
+
+    def inside(x: float) -> bool:
+        return (lo is None or x >= lo) and (hi is None or x <= hi)
+
+    if not _finite(value):
+        return "INCONCLUSIVE"
+    v = float(value)
+    if ci is None:
+        return "PASS" if inside(v) else "FAIL"
+    c_lo, c_hi = ci
+    if not (_finite(c_lo) and _finite(c_hi)):
+        return "INCONCLUSIVE" if inside(v) else "FAIL"
+    c_lo, c_hi = sorted((float(c_lo), float(c_hi)))
+    if inside(c_lo) and inside(c_hi):
+        return "PASS"
+    if (hi is not None and c_lo > hi) or (lo is not None and c_hi < lo):
+        return "FAIL"
+    return "INCONCLUSIVE"
+
+
+# THEORY.md's own pass criteria (Sec. 6.4), grid-table bands (Sec. 6.3, which Sec. 6.4 makes pass
+# criteria: "fitted slopes inside the bands of the grid table") and fail signals (Sec. 6.5), by
+# (grid, start of the claim name). Claims not listed have bands set by this module.
+_CRITERIA: tuple[tuple[str, str, str], ...] = (
+    ("G1", "slope of log median|w2| vs log d", "THEORY.md 6.3/6.4: G1 slope -0.5 +- 0.1"),
+    ("G1", "slope of log median|w1| vs log d", "THEORY.md 6.3/6.4: G1 |w1| slope within +-0.03"),
+    ("G1", "slope of log(|w1|/|w2|) vs log d", "THEORY.md 6.3/6.4: G1 ratio slope +0.5"),
+    ("G1", "test accuracy", "THEORY.md 6.4: test accuracy >= 0.999"),
+    ("G1", "S-randomised accuracy", "THEORY.md 6.4: S-randomised accuracy 0.50 +- 0.01"),
+    ("G1", "S^c-randomised accuracy", "THEORY.md 6.4: S^c-randomised accuracy >= 0.999"),
+    ("G1", "|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 1",
+     "THEORY.md 6.4: |w1| sqrt(k) / (t eta gamma/2) in [0.98, 1.02] at every step t"),
+    ("G1", "activation-pattern agreement", "THEORY.md 6.4: activation agreement >= 0.999, t >= 1"),
+    ("G1", "v < 0 units: max |w2(t+1) - w2(t)|", "THEORY.md 6.4: v < 0 units |dw2| = 0, t >= 1"),
+    ("G1", "median |w2| (all units", "THEORY.md 6.4: median |w2| within x2 of 0.2 eta 0.674/sqrt(dk)"),
+    ("G1", "median ||w_3:d||", "THEORY.md 6.4: ||w_3:d|| within 25 % of its prediction"),
+    ("G1", "mean test margin", "THEORY.md 6.4: mean margin within 2 % of t eta gamma^2/4"),
+    ("G1", "|w1| / |w2|", "THEORY.md 6.4: |w1|/|w2| >= 50 at d >= 128"),
+    ("G1", "empirical vs population simulator",
+     "THEORY.md 6.5 (fail signal): simulators disagree by more than 3 sqrt(d/n)"),
+    ("G2", "slope of log median|w1| vs log k", "THEORY.md 6.3/6.4: G2 |w1| slope -0.5"),
+    ("G2", "slope of log median|w2| vs log k", "THEORY.md 6.3/6.4: G2 |w2| slope -0.5"),
+    ("G2", "slope of log(test margin std) vs log k",
+     "THEORY.md 6.3/6.4: G2 margin std independent of k"),
+    ("G4", "S-randomised accuracy", "THEORY.md 6.3: G4 S-randomised accuracy 0.50 at every n"),
+    ("G5", "S^c-randomised accuracy at gamma = 1",
+     "THEORY.md 6.5 (fail signal): S^c-randomised accuracy < 0.99 at gamma = 1"),
+)
+
+
+def stated_criterion(grid: str, name: str) -> str | None:
+    """The THEORY.md pass criterion or fail signal a claim checks, or None (band set here)."""
+    for g, prefix, text in _CRITERIA:
+        if g == grid and name.startswith(prefix):
+            return text
+    return None
+
+
+def judge(claim: dict[str, Any]) -> dict[str, Any]:
+    """Sets ``verdict``, ``pass`` and ``criterion`` of a claim dict from its value, band and CI
+    (in place; also used to re-judge a saved ``summary.json``); returns the claim."""
+    claim["verdict"] = verdict(claim["value"], claim["band"], claim.get("ci"))
+    claim["pass"] = claim["verdict"] == "PASS"
+    crit = stated_criterion(claim["grid"], claim["name"])
+    if crit is not None:
+        claim["criterion"] = crit
+    else:
+        claim.pop("criterion", None)
+    return claim
+
+
+def count_verdicts(claims: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """``{"PASS": a, "INCONCLUSIVE": b, "FAIL": c}``."""
+    out = dict.fromkeys(VERDICTS, 0)
+    for c in claims:
+        out[c["verdict"]] += 1
+    return out
+
+
 def make_claim(name: str, grid: str, value: float, band: tuple[float | None, float | None], *,
                kind: str = "theorem", note: str = "", **extra: Any) -> dict[str, Any]:
-    """Builds one claim; ``pass`` is ``lo <= value <= hi`` (False for a NaN value)."""
+    """Builds one claim and judges it (`judge`; a ``ci`` in ``extra`` enters the verdict)."""
     lo, hi = band
     v = float(value) if value is not None else float("nan")
-    ok = math.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
-    out = {"name": name, "grid": grid, "value": v, "band": [lo, hi], "pass": bool(ok),
-           "kind": kind, "note": note}
+    out = {"name": name, "grid": grid, "value": v, "band": [lo, hi], "kind": kind, "note": note}
     out.update(extra)
-    return out
+    return judge(out)
 
 
 def _groups(k: int) -> dict[str, slice]:

@@ -17,8 +17,11 @@ d, k, n, steps) compiles once. Two ways to draw a batch, both with exactly the t
 Fresh test points are drawn the same exact-in-law way for both methods (``h = gamma y w_1 + x_2 w_2
 + z R``), so test metrics on 2e5 points cost O(n_test k^2) whatever d is.
 
-Randomness: seed i uses ``fold_in(key(seed), i)`` (so seed i of a sweep equals a single run with seed
-index i), and every step draws its batch from ``fold_in(batch_stream, t)``.
+Randomness: seed i uses ``fold_in(key(seed), i)``, and every step draws its batch from
+``fold_in(batch_stream, t)``. So seed i of a sweep draws exactly the numbers of a single run with
+seed index i; the results are bit-identical for the same program (same shapes, same machine) and
+agree to float32 rounding across batch shapes (a sweep and a single run are different programs),
+sharding, and CPUs.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ _INIT, _BATCH, _TEST, _FIXED = 1, 2, 3, 4
 _PERP_TAG = 1 << 20
 # Sharding the seed axis over the CPU devices sbjax exposes gave no speed-up on the shared 2-core
 # machine, and one configuration (16 seeds, d = 128, 20,000 test points) hung inside XLA's CPU
-# runtime, so it is opt-in (`simulate(..., shard=True)`); results are identical either way.
+# runtime, so it is opt-in (`simulate(..., shard=True)`); either way every seed sees the same
+# draws, and the results agree to float32 rounding (the two are different compiled programs).
 DEFAULT_SHARD = False
 F32 = jnp.float32
 
@@ -382,7 +386,8 @@ def _compiled_eval(d: int, k: int):
 
 
 def seed_keys(seed: int, n_seeds: int) -> jax.Array:
-    """Per-seed keys ``fold_in(key(seed), i)``: seed i of a sweep equals a single run of seed i."""
+    """Per-seed keys ``fold_in(key(seed), i)``: seed i of a sweep draws what a single run of seed i
+    draws."""
     base = jax.random.key(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n_seeds))
 
@@ -403,8 +408,8 @@ def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
       seeds: explicit seed indices.
       n_test_mid: test points for evaluations before the last step (the last uses cfg.n_test).
       shard: shard the seed axis over all JAX devices when their number divides the seed count
-        (results are identical to the unsharded run); None = `DEFAULT_SHARD` (off; see its
-        comment).
+        (same draws as the unsharded run, equal to float32 rounding: a different compiled
+        program); None = `DEFAULT_SHARD` (off; see its comment).
 
     Returns:
       SimResult.

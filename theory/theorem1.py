@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m theory.theorem1",
         description="Numerical verification of Theorem 1 (Shah et al. 2020, Sec. 4.1, App. F) on "
-                    "LSN: grids G1-G7 of THEORY.md, scaling-law fits, claims with PASS/FAIL.",
+                    "LSN: grids G1-G7 of THEORY.md, scaling-law fits, claims with PASS / "
+                    "INCONCLUSIVE / FAIL.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
                    help="grid sizes: quick (a few minutes on a 2-core CPU), full (THEORY.md's "
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the grids and writes the run folder; returns the summary dict."""
     from tqdm import tqdm
 
-    from theory.claims import compute_claims, g5_phase_table
+    from theory.claims import compute_claims, count_verdicts, g5_phase_table
     from theory.report import write_figures, write_logs, write_report
 
     specs = resolve_specs(args)
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bar.update(1)
     bar.close()
     claims = compute_claims(points)
+    counts = count_verdicts(claims)
     figures = write_figures(out, points)
     seconds = time.perf_counter() - t0
     meta = {"preset": args.preset, "grids": list(specs), "seed": args.seed, "seconds": seconds,
@@ -146,7 +148,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **meta,
         "seconds_per_grid": timings,
         "n_claims": len(claims),
-        "n_pass": sum(c["pass"] for c in claims),
+        "n_pass": counts["PASS"],
+        "n_inconclusive": counts["INCONCLUSIVE"],
+        "n_fail": counts["FAIL"],
         "claims": claims,
         "figures": figures,
     }
@@ -172,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(c["name"]) for c in summary["claims"]) if summary["claims"] else 10
     for c in summary["claims"]:
         log.info("%-4s %-*s %12.5g  %s", c["grid"], min(width, 90), c["name"][:90], c["value"],
-                 "PASS" if c["pass"] else "FAIL")
-    log.info("%d/%d claims pass; report: %s (%.0f s)", summary["n_pass"], summary["n_claims"],
+                 c["verdict"])
+    log.info("%d claims: %d PASS, %d INCONCLUSIVE, %d FAIL; report: %s (%.0f s)",
+             summary["n_claims"], summary["n_pass"], summary["n_inconclusive"], summary["n_fail"],
              Path(args.out) / "report.md", summary["seconds"])
     return 0
 

@@ -1,7 +1,17 @@
 """Run in a subprocess by tests/test_train_sharding.py: 8 simulated CPU devices.
 
-Prints one JSON line with the comparisons; XLA_FLAGS must be set before JAX starts, which is why
-this is not an in-process test.
+    python tests/scripts/sharding_check.py N_SEEDS        # sharded vs unsharded, compiled program
+    python tests/scripts/sharding_check.py const N_SEEDS  # constant-initialised parameters
+
+Prints one JSON line (``RESULT {...}``) with the comparisons; XLA_FLAGS must be set before JAX
+starts, which is why this is not an in-process test.
+
+The ``const`` mode targets the shard_map trap of DESIGN.md: ``shard_map(vmap(train))`` with
+``check_vma=True`` sums the gradients of *key-independent* parameters over the models of a device,
+so models that start with the same value of a parameter (a zero bias, a PReLU slope of 0.25, a
+BatchNorm scale of 1) would keep sharing it. With more seeds than devices (two models per device),
+it trains models whose parameters include such constants through the public `train_sweep` API and
+counts, leaf by leaf, the values two models share after training.
 """
 
 import json
@@ -19,7 +29,75 @@ from sbjax.train import TrainConfig, make_trainer, prepare_data, train_sweep  # 
 from sbjax.train.sweep import _mesh, model_keys, sharded_programs  # noqa: E402
 
 
+def _leaves(tree) -> list[tuple[str, np.ndarray]]:
+    return [("/".join(str(getattr(k, "key", k)) for k in path), np.asarray(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _shared_per_leaf(stacked) -> dict[str, int]:
+    """Leaf -> number of (model pair, element) with exactly equal values, over the model axis."""
+    out = {}
+    for name, leaf in _leaves(stacked):
+        flat = leaf.reshape(leaf.shape[0], -1)
+        out[name] = int(sum(np.sum(flat[i] == flat[j]) for i in range(len(flat))
+                            for j in range(i + 1, len(flat))))
+    return out
+
+
+def constant_init_main(n_seeds: int) -> None:
+    """Models with key-independent (constant) initial parameters, trained as one sharded sweep."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(384, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    xi = rng.normal(size=(128, 8, 8, 1)).astype(np.float32)  # tiny images for the BN model
+    yi = (xi[:, :4].mean(axis=(1, 2, 3)) > 0).astype(np.int32)
+    cfg = TrainConfig(lr=0.1, batch_size=32, max_steps=20, eval_every=10, stop_rule="acc",
+                      stop_eps=1e-6, momentum=0.9)
+    cases = {
+        # zero biases everywhere (init="kaiming"): every bias leaf starts at 0 in every model
+        "fcn_kaiming": ({"name": "fcn", "width": 16, "depth": 1, "init": "kaiming"}, (x, y)),
+        # PReLU slopes start at 0.25 in every model (the kernels and biases are key-dependent)
+        "fcn_prelu": ({"name": "fcn", "width": 16, "depth": 2, "activation": "prelu"}, (x, y)),
+        # BatchNorm scale 1 / bias 0 and running mean 0 / var 1 in every model
+        "small_cnn_bn": ({"name": "small_cnn", "filters": 4}, (xi, yi)),
+    }
+    out = {"n_devices": len(jax.devices()), "n_seeds": n_seeds, "models": {}}
+    for name, (mcfg, data) in cases.items():
+        model = make_model(mcfg)
+        a = model.init(jax.random.key(0), data[0][:2])
+        b = model.init(jax.random.key(1), data[0][:2])
+        constant = [p for (p, u), (_, v) in zip(_leaves(a), _leaves(b), strict=True)
+                    if np.array_equal(u, v)]
+        keys = jax.random.split(jax.random.key(2), n_seeds)
+        init = _shared_per_leaf(jax.vmap(model.init, in_axes=(0, None))(keys, data[0][:2]))
+        res = train_sweep(cfg, model, data, n_seeds=n_seeds, progress=False)
+        shared = _shared_per_leaf(res.params)
+        rec = {
+            "constant_leaves": constant,
+            # what the count would be if training had not moved them apart (the control)
+            "init_shared_in_constant_leaves": sum(init[p] for p in constant),
+            "init_constant_values": sum(np.asarray(v).size for p, v in _leaves(a)
+                                        if p in constant),
+            "shared_values": sum(shared.values()),
+            "shared_in_constant_leaves": sum(shared[p] for p in constant),
+            "n_models": res.n_models,
+            "final_train_acc_min": float(np.min(res.history["train_acc"][:, -1])),
+        }
+        if name == "fcn_kaiming":  # the same check with lax.map over a device's models
+            mapped = train_sweep(cfg, model, data, n_seeds=n_seeds, progress=False,
+                                 vectorize="map")
+            rec["map_shared_values"] = sum(_shared_per_leaf(mapped.params).values())
+            rec["map_max_abs_diff"] = max(
+                float(np.max(np.abs(u - v))) for (_, u), (_, v)
+                in zip(_leaves(res.params), _leaves(mapped.params), strict=True))
+        out["models"][name] = rec
+    print("RESULT " + json.dumps(out))
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "const":
+        constant_init_main(int(sys.argv[2]) if len(sys.argv) > 2 else 11)
+        return
     n_seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     rng = np.random.default_rng(0)
     x = rng.normal(size=(384, 8)).astype(np.float32)
