@@ -15,6 +15,7 @@ import pytest
 
 from experiments import adversarial_training as A
 from experiments.common import Run
+from tests.helpers import assert_figure
 
 HEADLINE = ("train_acc", "test_acc", "test_auc", "robust_acc", "s_rand_acc", "s_rand_auc",
             "sc_rand_acc", "sc_rand_auc")
@@ -59,7 +60,7 @@ def test_diverged_models_are_excluded_and_unconverged_ones_used(tmp_path):
     oc = {"width": 8, "grids": grids, "records": recs}
     A.plot(A.Preset(n_seeds=3, widths=(8,), eps_grid=eps_grid, epochs=1,
                     lr_boundaries_epochs=()), [oc], tmp_path / "fig.png")
-    assert (tmp_path / "fig.png").stat().st_size > 0
+    assert_figure(tmp_path / "fig.png")
 
 
 def test_smoke_end_to_end(tmp_path):
@@ -81,7 +82,10 @@ def test_smoke_end_to_end(tmp_path):
         assert r["n_seeds"] == preset.n_seeds, r["seed_status"]
         assert "sampling_se" in r["metrics"]["test_auc"]
         m = {k: v["mean"] for k, v in r["metrics"].items()}
-        assert all(0.0 <= v <= 1.0 for v in m.values())
+        for k, st in r["metrics"].items():  # the mean is over exactly the used seeds
+            used = [v for v, s_ in zip(st["per_seed"], r["seed_status"], strict=True)
+                    if s_ in ("ok", "unconverged_used")]
+            assert st["mean"] == pytest.approx(float(np.mean(used))), k
         if r["eps"] == 0.0:
             assert m["robust_acc"] == pytest.approx(m["test_acc"])
         else:  # PGD can only remove correct predictions (up to its random start)

@@ -16,6 +16,7 @@ import pytest
 
 from experiments import ensembles as E
 from experiments.common import Run
+from tests.helpers import assert_figure
 
 HEADLINE = ("test_acc", "train_acc", "ensemble_test_acc", "gain_vs_members_mean",
             "gain_vs_member0", "test_auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc",
@@ -131,7 +132,8 @@ def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_pa
           "member_used": np.array([[True, False], [False, True]])}
     E.plot([oc], tmp_path / "fig.png")
     E.plot_randomized(run, tmp_path / "auc.png")
-    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "auc.png").stat().st_size > 0
+    assert_figure(tmp_path / "fig.png")
+    assert_figure(tmp_path / "auc.png")
     run.finish()  # summary.json / metrics.csv with failed records
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["results"][-1]["status"] == "all models failed"
