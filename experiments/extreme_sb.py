@@ -25,7 +25,16 @@ accuracy >= 0.9999 at an evaluation (every ``eval_every`` updates; nb01 uses 500
 and minibatch order; the training and test sets are one draw per dataset shared by all seeds and
 models (the reference trains every notebook model on one draw). Randomized metrics follow the
 reference (one within-test-set row permutation of the block, ROC-AUC; ``--randomize-mode
-resample`` and ``--auc-kind pr`` give the paper's Definitions 1-2).
+resample`` and ``--auc-kind pr`` give the paper's Definitions 1-2). Each model draws its own
+permutations from a key derived from its (sweep, seed index) (`eval_keys`), all models of a sweep
+in one compiled call.
+
+Failed models: every record requires convergence (``REQUIRE_CONVERGED``): the reference trains
+every model here until its train-accuracy stop rule (nb01: >= 0.9999; nb03's MS-7 recipe: 0.995)
+and Table 4 / Fig. 3 describe those models, so a model that diverged or hit its update budget is
+excluded from every mean and std of its record and counted (``n_diverged``, ``n_unconverged``,
+``seed_status``); a record whose models all failed says "all models failed". Figures show the
+first used seed.
 
 Records in summary.json: ``part`` (table4 | sc_sweep | s_removed), ``dataset`` (lms5 | ms57),
 ``model`` (fcn_100x1, fcn_100x2, cnn1d_32x7x1, cnn1d_32x7x2, gru_100x10x1, gru_100x10x2,
@@ -48,11 +57,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, start_run
+from experiments.common import SEED_OK, SEED_UNCONVERGED_USED, make_parser, start_run
 from sbjax.validate import check_choice, check_range, fail
 
 NAME = "extreme_sb"
 PARTS = ("table4", "sc_sweep", "s_removed")
+# Every model of this experiment is trained to its train-accuracy stop rule in the reference
+# (nb01 / nb03, REFERENCE.md Sec. 3.3) and the paper's Table 4 / Fig. 3 report those converged
+# models: a model that hit its budget is a failure, not a data point.
+REQUIRE_CONVERGED = True
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 # Architectures of Table 4 (App. B): record name -> sbjax.models config.
@@ -215,16 +228,45 @@ def train_cfg(base: Mapping[str, Any], **over: Any):
 
 
 def eval_key(seed: int, *tags: Any):
+    """The evaluation key of a cell (e.g. a sweep name): fold_in(key(seed), stable_tag(...))."""
     import jax
 
     return jax.random.fold_in(jax.random.key(seed), stable_tag("eval", *tags))
 
 
-def first_model(tree: Any, i: int = 0) -> Any:
-    """Model i of a stacked pytree, kept with a leading axis of 1."""
-    import jax
+def eval_keys(seed: int, cell: str, seed_index: Any):
+    """One evaluation key per model [M]: fold_in(eval_key(seed, cell), seed_index[m]).
 
-    return jax.tree.map(lambda a: np.asarray(a)[i:i + 1], tree)
+    Model m's randomizations depend only on its own (cell, seed index), so cells never share a
+    draw and seed s of a cell gets the same key in any sweep size.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    base = eval_key(seed, cell)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seed_index, jnp.int32))
+
+
+def used_mask(rec: Mapping[str, Any]) -> np.ndarray:
+    """bool [n_total]: the seeds of a summary record that enter its means (not failed)."""
+    return np.asarray([s in (SEED_OK, SEED_UNCONVERGED_USED) for s in rec["seed_status"]], bool)
+
+
+def class_sizes(y: Any) -> tuple[int, int]:
+    """(n_pos, n_neg) of labels y [n] (for `Run.add_result(test_size=...)`)."""
+    n_pos = int(np.sum(np.asarray(y) == 1))
+    return n_pos, int(np.size(y)) - n_pos
+
+
+def metric_test_sizes(metrics: Mapping[str, Any], y_test: Any,
+                      coord_n_test: int | None) -> dict[str, tuple[int, int]]:
+    """{metric: (n_pos, n_neg)} of the set each metric of `evaluate_stack` is measured on: the
+    test set, except the coordinate-wise metrics (its first `coord_n_test` points)."""
+    n_c = None if coord_n_test is None else int(coord_n_test)
+    coord = class_sizes(np.asarray(y_test)[:n_c])
+    full = class_sizes(y_test)
+    return {k: coord if k in ("coord0_rand_acc", "min_sc_coord_rand_acc") else full
+            for k in metrics}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,7 +281,8 @@ def evaluate_stack(model, params, ds, train, test, key, *, mode: str, auc_kind: 
     Args:
       model: the `sbjax.models.Model`; params: its variables stacked [M, ...].
       ds: the dataset (rotation, S, S^c). train, test: (x, y) NumPy arrays.
-      key: PRNG key of the randomizations.
+      key: PRNG keys [M] of the randomizations, one per model (`eval_keys`), or one key shared
+        by every model. Model i's coordinate-wise randomizations use fold_in(key[i], 7).
       mode, auc_kind: see `sbjax.eval.randomize.randomization_report`.
       coord_n_test: evaluate the coordinate-wise randomized accuracy on the first this-many test
         points (None: all).
@@ -254,18 +297,13 @@ def evaluate_stack(model, params, ds, train, test, key, *, mode: str, auc_kind: 
     from sbjax.eval import randomize as R
 
     x_te, y_te = test
-    n_models = M.num_models(params)
-    # One randomization draw per model (fold_in(key, i)): the spread over seeds then includes the
-    # permutation's sampling noise, as independent runs of the reference would. Every call has
-    # the same shapes, so it compiles once.
-    reps = [R.randomization_report(model.logits, first_model(params, i), x_te, y_te,
-                                   jax.random.fold_in(key, i), ds, mode=mode, auc_kind=auc_kind,
-                                   return_scores=True, batch_size=batch_size)
-            for i in range(n_models)]
-    rep = jax.tree.map(lambda *a: np.concatenate([np.atleast_1d(np.asarray(v)) for v in a]),
-                       *[{k: v for k, v in r.items() if k not in ("n_pos", "n_neg")}
-                         for r in reps])
-    rep["n_pos"], rep["n_neg"] = reps[0]["n_pos"], reps[0]["n_neg"]
+    # One randomization draw per model (its own key): the spread over seeds then includes the
+    # permutation's sampling noise, as independent runs of the reference would. All models in
+    # one compiled call (the keys are vmapped with the parameters).
+    per_model = M.check_model_keys(key, M.num_models(params))
+    rep = R.randomization_report(model.logits, params, x_te, y_te, key, ds, mode=mode,
+                                 auc_kind=auc_kind, return_scores=True, batch_size=batch_size)
+    rep = jax.tree.map(np.asarray, rep)
     verdict = R.reliance_summary(rep)
     tr = M.evaluate(model.logits, params, train[0], train[1], batch_size=batch_size)
     auc = "pr_auc" if auc_kind == "pr" else "roc_auc"
@@ -293,11 +331,9 @@ def evaluate_stack(model, params, ds, train, test, key, *, mode: str, auc_kind: 
     }
     if per_coordinate:
         n_c = x_te.shape[0] if coord_n_test is None else min(coord_n_test, x_te.shape[0])
-        pc = {"accuracy": np.concatenate([np.asarray(R.per_coordinate_randomized(
-            model.logits, first_model(params, i), x_te[:n_c], y_te[:n_c],
-            jax.random.fold_in(jax.random.fold_in(key, 7), i), ds, mode=mode,
-            batch_size=batch_size)["accuracy"]) for i in range(n_models)])}
-        acc = np.asarray(pc["accuracy"])  # [M, d]
+        acc = np.asarray(R.per_coordinate_randomized(
+            model.logits, params, x_te[:n_c], y_te[:n_c], M.fold_in_keys(key, 7, per_model), ds,
+            mode=mode, batch_size=batch_size)["accuracy"])  # [M, d]
         s = list(ds.simple_coords)
         sc = list(ds.complex_coords)
         out["coord0_rand_acc"] = acc[:, s].mean(axis=1)
@@ -357,7 +393,8 @@ def part_table4(ctx: _Ctx) -> dict[str, Any]:
     from sbjax.models import make_model
 
     cfg, run, args = ctx.cfg, ctx.run, ctx.args
-    per_coord: dict[str, Any] = {}
+    per_coord: dict[str, Any] = {}  # every model (summary.json)
+    coord_used: dict[str, Any] = {}  # models that did not fail (the figure's mean +- std)
     hist: dict[str, Any] = {}
     for ds_name in cfg["datasets"]:
         ds, train, test = make_data(ds_name, cfg["d"], cfg["n_train"], ctx.n_test(ds_name),
@@ -370,22 +407,32 @@ def part_table4(ctx: _Ctx) -> dict[str, Any]:
             r = ctx.sweep(sweep, tcfg, model, train, test)
             run.save_params(sweep, r.params)
             metrics, arrays = evaluate_stack(
-                model, r.params, ds, train, test, eval_key(run.seed, sweep),
+                model, r.params, ds, train, test, eval_keys(run.seed, sweep, r.seed_index),
                 mode=args.randomize_mode, auc_kind=args.auc_kind,
                 coord_n_test=cfg["coord_n_test"],
             )
             metrics.update(stop_metrics(r))
-            run.add_result(dataset=ds_name, model=m_name, metrics=metrics, part="table4",
-                           n_complex=len(ds.complex_coords), d=ds.d)
+            rec = run.add_result(dataset=ds_name, model=m_name, metrics=metrics, part="table4",
+                                 status=r.stop_reason, require_converged=REQUIRE_CONVERGED,
+                                 test_size=metric_test_sizes(metrics, test[1],
+                                                             cfg["coord_n_test"]),
+                                 n_complex=len(ds.complex_coords), d=ds.d)
+            used = used_mask(rec)
             per_coord[f"{ds_name}/{m_name}"] = arrays["coord_rand_acc"].tolist()
-            if m_name == cfg["hist_model"]:
-                hist[ds_name] = arrays
+            if used.any():
+                coord_used[f"{ds_name}/{m_name}"] = arrays["coord_rand_acc"][used]
+            if m_name == cfg["hist_model"] and used.any():
+                # Figures show one model: the first seed that did not fail.
+                i = int(np.flatnonzero(used)[0])
+                hist[ds_name] = {**arrays, "model_index": i, "seed": int(r.seed_index[i])}
                 _boundary_figure(ctx, ds_name, ds, model, r.params, train, test,
-                                 arrays["coord_rand_acc"][0])
+                                 arrays["coord_rand_acc"], i, np.asarray(r.seed_index))
+            elif m_name == cfg["hist_model"]:
+                log.warning("%s: every model failed; no Fig. 3(a, c) panels", sweep)
     if hist:
         _logit_figure(ctx, hist)
-    if per_coord:
-        _coord_figure(ctx, per_coord)
+    if coord_used:
+        _coord_figure(ctx, coord_used)
     return {"coord_rand_acc": per_coord}
 
 
@@ -408,12 +455,13 @@ def part_sc_sweep(ctx: _Ctx) -> None:
             r = ctx.sweep(sweep, tcfg, model, train, test)
             run.save_params(sweep, r.params)
             metrics, _ = evaluate_stack(model, r.params, ds, train, test,
-                                        eval_key(run.seed, sweep), mode=args.randomize_mode,
-                                        auc_kind=args.auc_kind, coord_n_test=None,
-                                        per_coordinate=False)
+                                        eval_keys(run.seed, sweep, r.seed_index),
+                                        mode=args.randomize_mode, auc_kind=args.auc_kind,
+                                        coord_n_test=None, per_coordinate=False)
             metrics.update(stop_metrics(r))
             rec = run.add_result(dataset=ds_name, model=m_name, metrics=metrics, part="sc_sweep",
-                                 n_complex=n_c, d=d)
+                                 status=r.stop_reason, require_converged=REQUIRE_CONVERGED,
+                                 test_size=class_sizes(test[1]), n_complex=n_c, d=d)
             rows.append(rec)
     _sc_sweep_figure(ctx, rows)
 
@@ -450,12 +498,17 @@ def part_s_removed(ctx: _Ctx) -> None:
         r = ctx.sweep(sweep, tcfg, model, train_r, test_r)
         run.save_params(sweep, r.params)
         metrics, _ = evaluate_stack(model, r.params, ds, train_r, test_r,
-                                    eval_key(run.seed, sweep), mode=args.randomize_mode,
-                                    auc_kind=args.auc_kind, coord_n_test=cfg["coord_n_test"])
+                                    eval_keys(run.seed, sweep, r.seed_index),
+                                    mode=args.randomize_mode, auc_kind=args.auc_kind,
+                                    coord_n_test=cfg["coord_n_test"])
         metrics.update(stop_metrics(r))
         # The Table 1 verdict (exclusive reliance on S) is meaningless once S is noise.
         metrics.pop("exclusive_s_invariant_sc", None)
+        # The control's claim is about models trained to 100 % train accuracy ("rely on S^c to
+        # attain 100% accuracy"): an unconverged model (e.g. stuck on the slab plateau) fails.
         run.add_result(dataset=ds_name, model=m_name, metrics=metrics, part="s_removed",
+                       status=r.stop_reason, require_converged=REQUIRE_CONVERGED,
+                       test_size=metric_test_sizes(metrics, test_r[1], cfg["coord_n_test"]),
                        n_complex=len(ds.complex_coords), d=ds.d, n_train=len(train_r[1]),
                        recipe={k: base[k] for k in ("lr", "momentum", "weight_decay")})
 
@@ -470,11 +523,11 @@ def _logit_figure(ctx: _Ctx, hist: Mapping[str, Mapping[str, Any]]) -> None:
     panels = {}
     for ds_name, arrays in hist.items():
         for title, panel in plots.logit_panels(arrays["scores"], arrays["y_test"],
-                                               model_index=0).items():
-            panels[f"{ds_name}: {title}"] = panel
+                                               model_index=arrays["model_index"]).items():
+            panels[f"{ds_name} (seed {arrays['seed']}): {title}"] = panel
     plots.logit_histograms(panels, ctx.figure("fig3a_logits.png"),
                            title=f"Fig. 3(a): logits (logit1 - logit0), {ctx.cfg['hist_model']}, "
-                           "seed 0")
+                           "first seed that did not fail")
 
 
 def _coord_figure(ctx: _Ctx, per_coord: Mapping[str, Any]) -> None:
@@ -482,11 +535,14 @@ def _coord_figure(ctx: _Ctx, per_coord: Mapping[str, Any]) -> None:
 
     plots.coordinate_accuracy(
         {k: np.asarray(v) for k, v in per_coord.items()}, ctx.figure("coord_rand_acc.png"),
-        title="Coordinate-wise randomized accuracy (coordinate 0 = S)",
+        title="Coordinate-wise randomized accuracy (coordinate 0 = S; seeds that did not fail)",
     )
 
 
-def _boundary_figure(ctx: _Ctx, ds_name, ds, model, params, train, test, coord_acc) -> None:
+def _boundary_figure(ctx: _Ctx, ds_name, ds, model, params, train, test, coord_acc,
+                     model_index: int, seed_index: np.ndarray) -> None:
+    """Fig. 3(c) of model `model_index` of the stack (the boundaries of every model are computed
+    in one call, each with its own key; the figure shows one)."""
     from sbjax import plots
     from sbjax.eval import boundary as Bd
 
@@ -495,19 +551,34 @@ def _boundary_figure(ctx: _Ctx, ds_name, ds, model, params, train, test, coord_a
                                                                          test[1][:n]]))
     c2 = "most_influential" if ctx.args.boundary_c2 == "auto" else int(ctx.args.boundary_c2)
     grid = Bd.boundary_projection(
-        model.logits, first_model(params), ds, eval_key(ctx.run.seed, "boundary", ds_name),
+        model.logits, params, ds, eval_keys(ctx.run.seed, f"boundary/{ds_name}", seed_index),
         data=data, c2=c2, fill=ctx.args.boundary_fill, coord_acc=coord_acc,
         n_grid=int(ctx.cfg["boundary_grid"]),
     )
     plots.decision_boundary(grid, ctx.figure(f"fig3c_boundary_{ds_name}.png"),
-                            title=f"Fig. 3(c): {ds_name}, {ctx.cfg['hist_model']} (seed 0)")
+                            model_index=model_index,
+                            title=f"Fig. 3(c): {ds_name}, {ctx.cfg['hist_model']} "
+                            f"(seed {int(seed_index[model_index])})")
 
 
 def _sc_sweep_figure(ctx: _Ctx, rows: Sequence[Mapping[str, Any]]) -> None:
     from sbjax import plots
 
-    plots.randomized_auc_vs_sc(rows, ctx.figure("fig3b_sc_sweep.png"),
-                               title="Fig. 3(b): randomized AUC vs $|S^c|$")
+    plots.randomized_auc_vs_sc(plot_rows(rows), ctx.figure("fig3b_sc_sweep.png"),
+                               title="Fig. 3(b): randomized AUC vs $|S^c|$ (mean ± std over "
+                               "seeds that did not fail)")
+
+
+def plot_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records with each metric as {"mean", "std"} floats for plotting: a record whose models
+    all failed (mean None) plots as NaN (no point), one seed (std None) without an error bar."""
+    out = []
+    for r in rows:
+        met = {k: {"mean": np.nan if v["mean"] is None else float(v["mean"]),
+                   "std": 0.0 if v["std"] is None else float(v["std"])}
+               for k, v in r["metrics"].items()}
+        out.append({**r, "metrics": met})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,7 +21,19 @@ Parts (select with ``--parts``, comma-separated; default all):
 
 Every cell reports the standard, S-randomized and S^c-randomized ROC-AUC (plus accuracies) of the
 final models on a held-out test set, mean +- std over seeds. Under extreme SB: standard AUC 1,
-S-randomized AUC 0.5, S^c-randomized AUC 1.
+S-randomized AUC 0.5, S^c-randomized AUC 1. Each model's randomizations use its own key, derived
+from its (cell, seed index) (`eval_keys`: a cell is a sweep and, for traced grids, a grid point),
+so no two cells share a permutation; all models of a sweep are evaluated in one compiled call.
+
+Failed models: a model that diverged is excluded from every mean and std of its cell and counted
+(``n_diverged``, ``seed_status``); a cell whose models all diverged says "all models failed".
+Convergence is NOT required (``REQUIRE_CONVERGED = False``): App. C has no reference notebook,
+and the paper's stated procedure (App. B; REFERENCE.md Sec. 3.4) trains to a budget with an early
+stop, so a model that used its whole budget is still a trained model of the table; it is used and
+counted in ``n_unconverged`` (in the quick preset e.g. Table 9's x2 / x10 inits end at train
+accuracy 0.994-0.9999, one error short of the stop rule). M_slab of Fig. 5 ("trained on MS-7 to
+100 %") is the best converged seed, else the best unconverged one (logged); a diverged seed is
+never selected.
 
     python -m experiments.robustness_of_sb --preset quick --out runs/robustness_of_sb
     python -m experiments.robustness_of_sb --preset paper --parts init,dimension --out DIR
@@ -29,20 +41,29 @@ S-randomized AUC 0.5, S^c-randomized AUC 1.
 
 from __future__ import annotations
 
-import collections
 import copy
 import hashlib
 import logging
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, start_run
+from experiments.common import (
+    SEED_OK,
+    SEED_UNCONVERGED,
+    SEED_UNCONVERGED_USED,
+    make_parser,
+    start_run,
+)
 from sbjax.validate import fail
 
 NAME = "robustness_of_sb"
 PARTS = ("activations", "regularization", "dimension", "init", "complex_first")
+# App. C follows the paper's budgeted procedure (no reference notebook): a model that used its
+# whole budget is a trained model of the table, used and counted; diverged models always fail.
+REQUIRE_CONVERGED = False
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 # Standard SGD recipe of the synthetic experiments: the reference's nb01 values (lr 0.1, no
@@ -184,13 +205,70 @@ def tree_index(tree: Any, i: int) -> Any:
     return jax.tree_util.tree_map(lambda v: np.asarray(v)[i], tree)
 
 
+def stable_tag(*parts: Any) -> int:
+    """A stable 31-bit integer for PRNG streams (crc32 of the parts' text)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def grid_point_tag(point: Mapping[str, Any]) -> str:
+    """A grid point as stable text, e.g. "dropout_rate=0.1,weight_decay=0.0001"."""
+    return ",".join(f"{k}={float(v)!r}" for k, v in sorted(point.items()))
+
+
+def eval_keys(seed: int, cells: str | Sequence[str], seed_index: Any) -> Any:
+    """Evaluation keys [M], one per model, each from its own (cell, seed index).
+
+    Model m gets fold_in(fold_in(key(seed), stable_tag("eval", cell_m)), seed_index[m]): cells
+    never share a randomization, and seed s of a cell gets the same key whatever the sweep size.
+
+    Args:
+      seed: the run's root seed.
+      cells: one cell name for every model, or one per model [M].
+      seed_index: int [M] seed index of each model.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    seed_index = np.asarray(seed_index).reshape(-1)
+    if isinstance(cells, str):
+        cells = [cells] * seed_index.size
+    tags = jnp.asarray([stable_tag("eval", c) for c in cells], jnp.uint32)
+    root = jax.random.key(seed)
+    return jax.vmap(lambda t, s: jax.random.fold_in(jax.random.fold_in(root, t), s))(
+        tags, jnp.asarray(seed_index, jnp.uint32))
+
+
+def sweep_eval_keys(seed: int, cell: str, r) -> Any:
+    """`eval_keys` of a sweep's models [M]: the cell is the sweep, and with a traced grid each
+    grid point is its own cell (`cell/<grid point>`), so Table 7 / 9 cells do not share draws.
+
+    Args:
+      seed: the run's root seed. cell: the sweep's name.
+      r: the `SweepResult` (seed_index, grid_index, grid_points).
+    """
+    if len(r.grid_points) > 1:
+        cells = [f"{cell}/{grid_point_tag(r.grid_points[int(g)])}" for g in r.grid_index]
+    else:
+        cells = cell
+    return eval_keys(seed, cells, r.seed_index)
+
+
+def class_sizes(y: Any) -> tuple[int, int]:
+    """(n_pos, n_neg) of labels y [n] (for `Run.add_result(test_size=...)`)."""
+    n_pos = int(np.sum(np.asarray(y) == 1))
+    return n_pos, int(np.size(y)) - n_pos
+
+
 # ------------------------------------------------------------------------------------------------
 # Evaluation of a stack of models: standard / S-randomized / S^c-randomized metrics.
 
 
 def evaluate_stack(logits_fn, variables, *, test, train, rotation, s_coords, sc_coords=None,
                    key) -> dict[str, np.ndarray]:
-    """Per-model metrics of stacked `variables` [M, ...] (float64 numpy [M] each).
+    """Per-model metrics of stacked `variables` [M, ...] (float64 numpy [M] each), one call.
+
+    `key`: PRNG keys [M], one per model (each model its own permutations, e.g. `eval_keys`), or
+    one key shared by every model.
 
     Keys: test_acc, test_auc, s_rand_acc, s_rand_auc, sc_rand_acc, sc_rand_auc, train_acc (when
     `train` is given) and exclusive_s_invariant_sc (1.0 where `sbjax.eval.randomize.
@@ -200,8 +278,6 @@ def evaluate_stack(logits_fn, variables, *, test, train, rotation, s_coords, sc_
     set moves the chosen canonical block jointly. `sc_coords` None: every coordinate not in S
     (the reference's S^c = {1, ..., d - 1}, noise coordinates included).
     """
-    import jax
-
     from sbjax.eval import metrics as M
     from sbjax.eval import randomize as R
 
@@ -209,22 +285,18 @@ def evaluate_stack(logits_fn, variables, *, test, train, rotation, s_coords, sc_
     d = int(np.shape(x_te)[1])
     basis = R.as_basis(rotation=rotation, simple_coords=tuple(s_coords),
                        complex_coords=None if sc_coords is None else tuple(sc_coords), dim=d)
-    cols: dict[str, list] = collections.defaultdict(list)
-    for i in range(M.num_models(variables)):
-        # Each model gets its own permutation (fold_in(key, i)), so the spread over seeds includes
-        # the randomization's own sampling noise (one shared permutation would shift every model
-        # of the run by the same amount).
-        one = jax.tree_util.tree_map(lambda v, i=i: np.asarray(v)[i:i + 1], variables)
-        rep = R.randomization_report(logits_fn, one, x_te, y_te, jax.random.fold_in(key, i),
-                                     basis)
-        verdict = R.reliance_summary(rep)
-        for name, src in (("test", "standard"), ("s_rand", "s_randomized"),
-                          ("sc_rand", "sc_randomized")):
-            cols[f"{name}_acc"].append(float(rep[src]["accuracy"][0]))
-            cols[f"{name}_auc"].append(float(rep[src]["roc_auc"][0]))
-        cols["exclusive_s_invariant_sc"].append(float(verdict["exclusive_s_invariant_sc"][0]))
+    # With per-model keys each model gets its own permutation, so the spread over seeds includes
+    # the randomization's own sampling noise (one shared permutation would shift every model of
+    # the run by the same amount); the keys are vmapped with the parameters.
+    rep = R.randomization_report(logits_fn, variables, x_te, y_te, key, basis)
+    verdict = R.reliance_summary(rep)
     f = lambda v: np.asarray(v, np.float64)  # noqa: E731
-    out = {k: f(v) for k, v in cols.items()}
+    out = {}
+    for name, src in (("test", "standard"), ("s_rand", "s_randomized"),
+                      ("sc_rand", "sc_randomized")):
+        out[f"{name}_acc"] = f(rep[src]["accuracy"])
+        out[f"{name}_auc"] = f(rep[src]["roc_auc"])
+    out["exclusive_s_invariant_sc"] = f(verdict["exclusive_s_invariant_sc"])
     if train is not None:
         out["train_acc"] = f(M.evaluate(logits_fn, variables, train[0], train[1])["accuracy"])
     return out
@@ -288,22 +360,32 @@ class _Ctx:
         return r
 
     def record(self, part: str, dataset: str, model: str, metrics: Mapping[str, np.ndarray],
-               r=None, mask=None, **settings) -> dict:
-        extra = {}
-        if r is not None:
-            sel = np.ones(r.n_models, bool) if mask is None else mask
-            reasons = [s for s, m in zip(r.stop_reason, sel, strict=True) if m]
-            extra["stop_updates"] = np.asarray(r.stop_step, np.float64)[sel]
-            settings.setdefault("n_diverged", int(sum(s == "diverged" for s in reasons)))
+               r, test, mask=None, other_sets: Mapping[str, Any] | None = None,
+               **settings) -> dict:
+        """One summary record of the models `mask` [M] (default all) of sweep `r`.
+
+        `metrics` are already the selected rows; the models' stop reasons (selected the same way)
+        decide which seeds are used (diverged models are excluded and counted; unconverged ones
+        only counted, since `REQUIRE_CONVERGED` is False). `test` = (x, y) of the evaluation set (its class sizes give each
+        metric's sampling SE); `other_sets`: {metric: labels y} of metrics measured on another
+        set (e.g. Fig. 5's MS-7 accuracy at init).
+        """
+        sel = np.ones(r.n_models, bool) if mask is None else np.asarray(mask, bool)
+        reasons = [s for s, m in zip(r.stop_reason, sel, strict=True) if m]
+        extra = {"stop_updates": np.asarray(r.stop_step, np.float64)[sel]}
+        sizes = {k: class_sizes((other_sets or {}).get(k, test[1])) for k in metrics}
         return self.run.add_result(dataset=dataset, model=model, part=part,
-                                   metrics={**metrics, **extra}, **settings)
+                                   metrics={**metrics, **extra}, status=reasons,
+                                   require_converged=REQUIRE_CONVERGED,
+                                   test_size=sizes, **settings)
 
 
-def _cell_metrics(ctx: _Ctx, model, params, ds, train, test, tag: int, s=None, sc=None):
+def _cell_metrics(ctx: _Ctx, cell: str, r, model, params, ds, train, test, s=None, sc=None):
+    """Metrics [M] of a sweep's models, each with its own (cell, seed) evaluation key."""
     return evaluate_stack(
         model.logits, params, test=test, train=train, rotation=ds.rotation,
         s_coords=tuple(ds.simple_coords if s is None else s),
-        sc_coords=sc, key=ctx.key(2000 + tag))
+        sc_coords=sc, key=sweep_eval_keys(ctx.run.seed, cell, r))
 
 
 def _split_by_grid(r, metrics: Mapping[str, np.ndarray]):
@@ -331,10 +413,11 @@ def part_activations(ctx: _Ctx) -> list[dict]:
                 if opt != "sgd":
                     over["lr"] = cfg["adaptive_lr"]
                 tcfg = _train_cfg(cfg["train"], **over)
-                r = ctx.sweep(f"t6_{dname}_{act}_{opt}", tcfg, model, train, test)
-                met = _cell_metrics(ctx, model, r.params, ds, train, test, tag=60 + di)
-                recs.append(ctx.record("table6", dname, "fcn_100x2", met, r, activation=act,
-                                       optimizer=opt, lr=float(tcfg.lr)))
+                cell = f"t6_{dname}_{act}_{opt}"
+                r = ctx.sweep(cell, tcfg, model, train, test)
+                met = _cell_metrics(ctx, cell, r, model, r.params, ds, train, test)
+                recs.append(ctx.record("table6", dname, "fcn_100x2", met, r, test,
+                                       activation=act, optimizer=opt, lr=float(tcfg.lr)))
     return recs
 
 
@@ -350,10 +433,11 @@ def part_regularization(ctx: _Ctx) -> list[dict]:
     for depth in cfg["t7_depths"]:
         model = make_model({"name": "fcn", "width": 100, "depth": int(depth), "dropout": True})
         tcfg = _train_cfg(cfg["train"])
-        r = ctx.sweep(f"t7_lms7_{model_name(100, depth)}", tcfg, model, train, test, grid=grid)
-        met = _cell_metrics(ctx, model, r.params, ds, train, test, tag=70)
+        cell = f"t7_lms7_{model_name(100, depth)}"
+        r = ctx.sweep(cell, tcfg, model, train, test, grid=grid)
+        met = _cell_metrics(ctx, cell, r, model, r.params, ds, train, test)
         for (m, mask), pt in zip(_split_by_grid(r, met), r.grid_points, strict=True):
-            recs.append(ctx.record("table7", "lms7", model_name(100, depth), m, r, mask,
+            recs.append(ctx.record("table7", "lms7", model_name(100, depth), m, r, test, mask,
                                    dropout=pt["dropout_rate"], weight_decay=pt["weight_decay"]))
     return recs
 
@@ -367,10 +451,11 @@ def part_dimension(ctx: _Ctx) -> list[dict]:
     for i, (d, nc) in enumerate(cfg["t8_dims"]):
         ds = ctx.dataset("lms7", d=d, n_complex=nc)
         train, test = ctx.data(ds, tag=80 + i)
-        r = ctx.sweep(f"t8_lms7_d{d}_c{nc}", _train_cfg(cfg["train"]), model, train, test)
-        met = _cell_metrics(ctx, model, r.params, ds, train, test, tag=80 + i)
-        recs.append(ctx.record("table8", "lms7", "fcn_100x1", met, r, d=int(d), n_complex=int(nc),
-                               noise_fill=ctx.noise_fill))
+        cell = f"t8_lms7_d{d}_c{nc}"
+        r = ctx.sweep(cell, _train_cfg(cfg["train"]), model, train, test)
+        met = _cell_metrics(ctx, cell, r, model, r.params, ds, train, test)
+        recs.append(ctx.record("table8", "lms7", "fcn_100x1", met, r, test, d=int(d),
+                               n_complex=int(nc), noise_fill=ctx.noise_fill))
     return recs
 
 
@@ -384,10 +469,11 @@ def part_init(ctx: _Ctx) -> list[dict]:
     for init in cfg["t9_inits"]:
         model = make_model({"name": "fcn", "width": 100, "depth": 1, "init": init})
         grid = {"init_scale": [float(v) for v in cfg["t9_scales"]]}
-        r = ctx.sweep(f"t9_lms7_{init}", _train_cfg(cfg["train"]), model, train, test, grid=grid)
-        met = _cell_metrics(ctx, model, r.params, ds, train, test, tag=90)
+        cell = f"t9_lms7_{init}"
+        r = ctx.sweep(cell, _train_cfg(cfg["train"]), model, train, test, grid=grid)
+        met = _cell_metrics(ctx, cell, r, model, r.params, ds, train, test)
         for (m, mask), pt in zip(_split_by_grid(r, met), r.grid_points, strict=True):
-            recs.append(ctx.record("table9", "lms7", "fcn_100x1", m, r, mask, init=init,
+            recs.append(ctx.record("table9", "lms7", "fcn_100x1", m, r, test, mask, init=init,
                                    init_scale=pt["init_scale"]))
     return recs
 
@@ -429,13 +515,17 @@ def part_complex_first(ctx: _Ctx) -> dict[str, Any]:
     ms_train, ms_test = ctx.data(ds_ms, tag=50, n_train=n_tr)
 
     # 1. M_slab: trained on MS-7 (all coordinates 7-slabs).
-    r_slab = ctx.sweep(f"f5_ms7_{mname}", _train_cfg(cfg["f5_slab_train"]), model, ms_train,
-                       ms_test)
-    ms_met = _cell_metrics(ctx, model, r_slab.params, ds_ms, ms_train, ms_test, tag=50,
-                           s=(0,), sc=tuple(range(1, d)))
-    best = int(np.argmax(ms_met["test_acc"]))
+    slab_cell = f"f5_ms7_{mname}"
+    r_slab = ctx.sweep(slab_cell, _train_cfg(cfg["f5_slab_train"]), model, ms_train, ms_test)
+    ms_met = _cell_metrics(ctx, slab_cell, r_slab, model, r_slab.params, ds_ms, ms_train,
+                           ms_test, s=(0,), sc=tuple(range(1, d)))
+    rec_slab = ctx.record("fig5", "ms7", mname, ms_met, r_slab, ms_test, role="m_slab")
+    best, slab_status = select_m_slab(ms_met["test_acc"], rec_slab["seed_status"])
+    if best is None:
+        log.error("Fig. 5: every M_slab model diverged; no complex-first runs")
+        return {"records": [rec_slab], "status": "all M_slab models failed",
+                "curves": {"alpha": []}}
     slab_vars = tree_index(r_slab.params, best)
-    rec_slab = ctx.record("fig5", "ms7", mname, ms_met, r_slab, role="m_slab")
     slab_acc = float(ms_met["test_acc"][best])
     if slab_acc < 0.99:
         log.warning("M_slab reached only %.4f test accuracy on MS-7 (paper: 100%%)", slab_acc)
@@ -469,35 +559,66 @@ def part_complex_first(ctx: _Ctx) -> dict[str, Any]:
                                                        ms_train[0][:1]))(keys)
         init_ms = M.evaluate(model.logits, init_vars, ms_test[0], ms_test[1])
         init_lms = M.evaluate(model.logits, init_vars, lms_test[0], lms_test[1])
-        r = ctx.sweep(f"f5_lms7_alpha{float(alpha):.2f}", _train_cfg(cfg["train"]), mixed,
-                      lms_train, lms_test)
+        cell = f"f5_lms7_alpha{float(alpha):.2f}"
+        r = ctx.sweep(cell, _train_cfg(cfg["train"]), mixed, lms_train, lms_test)
         met = evaluate_stack(model.logits, r.params, test=lms_test, train=lms_train,
                              rotation=ds_ms.rotation, s_coords=s_c, sc_coords=sc_c,
-                             key=ctx.key(53))
+                             key=sweep_eval_keys(ctx.run.seed, cell, r))
         met["init_ms7_acc"] = np.asarray(init_ms["accuracy"], np.float64)
         met["init_lms7_acc"] = np.asarray(init_lms["accuracy"], np.float64)
-        recs.append(ctx.record("fig5", "lms7", mname, met, r, alpha=float(alpha),
-                               linear_coord=coord, role="m_alpha"))
+        rec = ctx.record("fig5", "lms7", mname, met, r, lms_test, alpha=float(alpha),
+                         linear_coord=coord, role="m_alpha",
+                         other_sets={"init_ms7_acc": ms_test[1]})
+        recs.append(rec)
         curves["alpha"].append(float(alpha))
+        # Mean and std over the seeds that did not fail (None when all failed / one seed).
         for k in ("init_ms7_acc", "s_rand_auc", "sc_rand_auc", "test_auc"):
-            curves[k].append([float(np.nanmean(met[k])), float(np.nanstd(met[k]))])
+            curves[k].append([rec["metrics"][k]["mean"], rec["metrics"][k]["std"]])
     return {"records": recs, "linear_coord": coord, "coord_auc": coord_auc.tolist(),
-            "m_slab_seed": best, "m_slab_test_acc": slab_acc, "curves": curves}
+            "m_slab_seed": int(r_slab.seed_index[best]), "m_slab_status": slab_status,
+            "m_slab_test_acc": slab_acc, "curves": curves}
+
+
+def select_m_slab(test_acc: Any, status: Sequence[str]) -> tuple[int | None, str | None]:
+    """Index of M_slab: the highest test accuracy among the converged seeds (status "ok").
+
+    Fig. 5's M_slab is "trained on MS-7 to 100 %". A diverged model is never selected. If no seed
+    converged but some only ran out of budget, the best of those is taken (status
+    "unconverged", logged), so Fig. 5 still runs. All diverged: (None, None).
+
+    Returns:
+      (index into the sweep's models or None, "ok" | "unconverged" | None).
+    """
+    acc = np.asarray(test_acc, np.float64)
+    finite = np.isfinite(acc)
+    pool, how = np.asarray([s == SEED_OK for s in status], bool) & finite, "ok"
+    if not pool.any():
+        pool = np.asarray([s in (SEED_UNCONVERGED, SEED_UNCONVERGED_USED) for s in status],
+                          bool) & finite
+        how = "unconverged"
+        if pool.any():
+            log.warning("Fig. 5: no M_slab seed converged; using the best unconverged one")
+    if not pool.any():
+        return None, None
+    return int(np.flatnonzero(pool)[np.argmax(acc[pool])]), how
 
 
 # ------------------------------------------------------------------------------------------------
 # Figures.
 
 
-def _heatmap(ax, values, stds, rows, cols, title, vmin=0.4, vmax=1.0):
+def _heatmap(ax, values, stds, rows, cols, title, vmin=0.4, vmax=1.0, failed=None):
     im = ax.imshow(values, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.3f}\n±{stds[i, j]:.3f}", ha="center", va="center",
+                sd = f"±{stds[i, j]:.3f}" if np.isfinite(stds[i, j]) else "(1 seed)"
+                ax.text(j, i, f"{values[i, j]:.3f}\n{sd}", ha="center", va="center",
                         fontsize=7, color="w" if values[i, j] < 0.75 else "k")
+            elif failed is not None and failed[i, j]:
+                ax.text(j, i, "all\nfailed", ha="center", va="center", fontsize=7, color="r")
     ax.set_title(title, fontsize=9)
     return im
 
@@ -507,11 +628,15 @@ def _grid_of(records, row_key, col_key, metric="s_rand_auc"):
     cols = list(dict.fromkeys(r[col_key] for r in records))
     mean = np.full((len(rows), len(cols)), np.nan)
     std = np.full_like(mean, np.nan)
+    failed = np.zeros(mean.shape, bool)
     for r in records:
         i, j = rows.index(r[row_key]), cols.index(r[col_key])
-        mean[i, j] = r["metrics"][metric]["mean"]
-        std[i, j] = r["metrics"][metric]["std"]
-    return mean, std, [str(v) for v in rows], [str(v) for v in cols]
+        st = r["metrics"][metric]
+        # mean None: every model of the cell failed; std None: one seed left.
+        mean[i, j] = np.nan if st["mean"] is None else st["mean"]
+        std[i, j] = np.nan if st["std"] is None else st["std"]
+        failed[i, j] = r.get("status") == "all models failed"
+    return mean, std, [str(v) for v in rows], [str(v) for v in cols], failed
 
 
 def make_figures(run, results: Sequence[dict], f5: dict | None) -> list[str]:
@@ -540,8 +665,10 @@ def make_figures(run, results: Sequence[dict], f5: dict | None) -> list[str]:
         fig, axes = plt.subplots(len(panels), 2, figsize=(9, 2.6 * len(panels)), squeeze=False)
         for (title, recs, rk, ck), ax_row in zip(panels, axes, strict=True):
             for metric, ax in zip(("s_rand_auc", "sc_rand_auc"), ax_row, strict=True):
-                mean, std, rows, cols = _grid_of(recs, rk, ck, metric)
-                _heatmap(ax, mean, std, rows, cols, f"{title}\n{metric} (mean±std over seeds)")
+                mean, std, rows, cols, failed = _grid_of(recs, rk, ck, metric)
+                _heatmap(ax, mean, std, rows, cols,
+                         f"{title}\n{metric} (mean±std over seeds that did not fail)",
+                         failed=failed)
                 ax.set_ylabel(rk)
                 ax.set_xlabel(ck)
         fig.tight_layout()
@@ -549,17 +676,23 @@ def make_figures(run, results: Sequence[dict], f5: dict | None) -> list[str]:
         fig.savefig(p, dpi=110)
         plt.close(fig)
         files.append(p.name)
-    if f5 is not None:
+    if f5 is not None and f5["curves"]["alpha"]:
         c = f5["curves"]
         a = np.asarray(c["alpha"])
+
+        def mean_std(rows):
+            # [mean, std] per alpha; mean None (all failed) -> NaN, std None (one seed) -> 0.
+            return np.asarray([[np.nan if mu is None else mu, 0.0 if sd is None else sd]
+                               for mu, sd in rows], np.float64)
+
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        m = np.asarray(c["init_ms7_acc"])
+        m = mean_std(c["init_ms7_acc"])
         axes[0].errorbar(a, m[:, 0], m[:, 1], marker="o")
         axes[0].set(xlabel="alpha", ylabel="MS-7 test accuracy of M_alpha (at init)",
                     title="Fig. 5(a): alpha-mixed init", ylim=(0.4, 1.02))
         for k, lab in (("s_rand_auc", f"S-randomized (linear coord {f5['linear_coord']})"),
                        ("sc_rand_auc", "S^c-randomized (7-slabs)"), ("test_auc", "standard")):
-            m = np.asarray(c[k])
+            m = mean_std(c[k])
             axes[1].errorbar(a, m[:, 0], m[:, 1], marker="o", label=lab, capsize=3)
         axes[1].axhline(0.5, color="gray", lw=0.8, ls=":")
         axes[1].set(xlabel="alpha", ylabel="AUC after training on LMS-7",

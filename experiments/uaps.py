@@ -25,6 +25,16 @@ LMS-5 stops at train loss < 0.01 (evaluated every 1000 updates, patience 1), MS-
 accuracy >= 0.99 (every 5000 updates, patience 1000). nb06 trains only (200,1)-FCNs; the CNN and
 GRU use the same recipe (the paper gives no other).
 
+Failed models (``REQUIRE_CONVERGED``): nb06 trains every model to its stop rule (LMS-5: train
+loss < 0.01; MS-(5,7): train accuracy >= 0.99) and Fig. 4 attacks those trained models, so a
+model that diverged or hit its update budget is excluded from every mean and std of its record,
+from the transfer matrix's means and from the figures, and counted (``n_diverged``,
+``n_unconverged``, ``seed_status``); a record whose models all failed says "all models failed".
+
+Keys: PGD's random starts and the UAPs use one key per (sweep), shared by the models of the
+sweep (`sbjax.eval.attacks` / `sbjax.eval.uap` take one key; their random start is a 1e-3-scale
+perturbation, so the shared draw hardly matters).
+
     python -m experiments.uaps --preset quick --out runs/uaps
     python -m experiments.uaps --preset paper --out runs/uaps_paper   # GPU/TPU
 """
@@ -38,11 +48,12 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, start_run
+from experiments.common import SEED_OK, SEED_UNCONVERGED_USED, make_parser, start_run
 from experiments.extreme_sb import (
     MODELS as _SB_MODELS,
 )
 from experiments.extreme_sb import (
+    class_sizes,
     eval_key,
     make_data,
     per_dataset,
@@ -51,6 +62,8 @@ from experiments.extreme_sb import (
 )
 
 NAME = "uaps"
+# nb06 trains to its stop rule and Fig. 4 attacks those models (module docstring).
+REQUIRE_CONVERGED = True
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 MODELS: dict[str, dict[str, Any]] = {
@@ -79,7 +92,9 @@ ATTACKS: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "n_seeds": 2, "n_train": 2000, "n_test": 500, "d": 50,
-        "eval_every": {"lms5": 200, "ms57": 200}, "max_steps": {"lms5": 400, "ms57": 400},
+        # LMS-5 reaches nb06's loss rule (< 0.01) after ~1000-1200 updates at this size: the
+        # smoke models converge, as the experiment requires.
+        "eval_every": {"lms5": 200, "ms57": 200}, "max_steps": {"lms5": 2000, "ms57": 400},
         "datasets": ["lms5"], "models": ["fcn_200x1"],
         "as_iters_scale": 0.1,
     },
@@ -169,18 +184,22 @@ def attack_stack(model, params, ds, fit, evaluation, bounds, a: Mapping[str, Any
 
 
 def transfer_matrix(stacks: Mapping[str, tuple[Any, Any]], uaps: Mapping[str, np.ndarray],
-                    evaluation, bounds) -> dict[str, Any]:
+                    evaluation, bounds, used: Mapping[str, np.ndarray] | None = None,
+                    ) -> dict[str, Any]:
     """SVD-UAP transfer across architectures: accuracy of model j under the UAP of model i.
 
     Args:
       stacks: architecture -> (model, stacked params [S, ...]) (S seeds each).
       uaps: architecture -> applied SVD-UAPs [S, d] (scale and sign included).
       evaluation: (x, y).
+      used: architecture -> bool [S], the models that did not fail (default: all). Means skip
+        pairs with a failed source or target model.
 
     Returns:
       dict with `archs` (order), `per_model` [K, K] (K = total models; rows = UAP source,
-      columns = attacked model), `mean` [A, A] (mean over all source / target seed pairs),
-      `same_seed` [A, A] (mean over pairs with equal seed index).
+      columns = attacked model; failed models included), `mean` [A, A] (mean over all source /
+      target seed pairs of used models; None where no pair is left), `same_seed` [A, A] (mean
+      over used pairs with equal seed index; None where none), `used` per architecture.
     """
     from sbjax.eval import uap as U
 
@@ -191,16 +210,22 @@ def transfer_matrix(stacks: Mapping[str, tuple[Any, Any]], uaps: Mapping[str, np
         all_u, both_signs=True, bounds=bounds))
     sizes = [uaps[a].shape[0] for a in archs]
     edges = np.concatenate([[0], np.cumsum(sizes)])
-    mean = np.zeros((len(archs), len(archs)))
-    same = np.zeros_like(mean)
-    for i in range(len(archs)):
-        for j in range(len(archs)):
+    ok = {a: (np.ones(n, bool) if used is None else np.asarray(used[a], bool))
+          for a, n in zip(archs, sizes, strict=True)}
+    mean = [[None] * len(archs) for _ in archs]
+    same = [[None] * len(archs) for _ in archs]
+    for i, ai in enumerate(archs):
+        for j, aj in enumerate(archs):
             blk = mat[edges[i]:edges[i + 1], edges[j]:edges[j + 1]]
-            mean[i, j] = blk.mean()
+            pair = ok[ai][:, None] & ok[aj][None, :]
+            if pair.any():
+                mean[i][j] = float(blk[pair].mean())
             k = min(blk.shape)
-            same[i, j] = np.mean([blk[s, s] for s in range(k)])
-    return {"archs": archs, "per_model": mat.tolist(), "mean": mean.tolist(),
-            "same_seed": same.tolist()}
+            diag = [blk[s, s] for s in range(k) if pair[s, s]]
+            if diag:
+                same[i][j] = float(np.mean(diag))
+    return {"archs": archs, "per_model": mat.tolist(), "mean": mean, "same_seed": same,
+            "used": {a: ok[a].tolist() for a in archs}}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -220,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     extra: dict[str, Any] = {"transfer": {}, "bounds": {}, "sweep_wall_s": {}, "figures": [],
                              "uap_fit_split": args.uap_fit_split}
-    heat: dict[str, dict[str, np.ndarray]] = {}
+    heat: dict[str, dict[str, np.ndarray]] = {}  # "<ds>/<kind>" -> model -> [d] (one seed)
+    heat_seed: dict[str, dict[str, int]] = {}  # dataset -> model -> the seed shown
     for ds_name in cfg["datasets"]:
         n_test = int(per_dataset(cfg["n_test"], ds_name))
         ds, train, test = make_data(ds_name, cfg["d"], cfg["n_train"], n_test, run.seed)
@@ -231,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tcfg = train_cfg({**_SGD, **_RULES[ds_name]},
                          eval_every=int(per_dataset(cfg["eval_every"], ds_name)),
                          max_steps=int(per_dataset(cfg["max_steps"], ds_name)))
-        stacks, svd_uaps = {}, {}
+        stacks, svd_uaps, used = {}, {}, {}
         if not per_dataset(cfg["models"], ds_name):
             continue
         for m_name in per_dataset(cfg["models"], ds_name):
@@ -254,18 +280,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
             metrics["stop_step"] = np.asarray(r.stop_step, np.float64)
             metrics["converged"] = np.asarray([s == "converged" for s in r.stop_reason],
                                               np.float64)
-            run.add_result(dataset=ds_name, model=m_name, metrics=metrics,
-                           uap_fit_split=args.uap_fit_split)
+            rec = run.add_result(dataset=ds_name, model=m_name, metrics=metrics,
+                                 status=r.stop_reason, require_converged=REQUIRE_CONVERGED,
+                                 test_size=class_sizes(test[1]), uap_fit_split=args.uap_fit_split)
+            ok = np.asarray([s in (SEED_OK, SEED_UNCONVERGED_USED) for s in rec["seed_status"]])
             stacks[m_name] = (model, r.params)
             svd_uaps[m_name] = arrays["svd_uap"]
+            used[m_name] = ok
+            if not ok.any():
+                log.warning("%s: every model failed; no Fig. 4 heatmap", sweep)
+                continue
+            # Figures show the first seed that did not fail.
+            first = int(np.flatnonzero(ok)[0])
             for kind in ("svd_uap", "as_uap"):
                 u_can = np.asarray(ds.to_canonical(arrays[kind]))
-                heat.setdefault(f"{ds_name}/{kind}", {})[m_name] = u_can
-            heat.setdefault(f"{ds_name}/pgd", {})[m_name] = arrays["pgd_delta_can_abs_mean"]
-        extra["transfer"][ds_name] = transfer_matrix(stacks, svd_uaps, test, bounds)
+                heat.setdefault(f"{ds_name}/{kind}", {})[m_name] = u_can[first]
+            heat.setdefault(f"{ds_name}/pgd", {})[m_name] = arrays["pgd_delta_can_abs_mean"][first]
+            heat_seed.setdefault(ds_name, {})[m_name] = int(r.seed_index[first])
+        extra["transfer"][ds_name] = transfer_matrix(stacks, svd_uaps, test, bounds, used)
     _figures(run, extra, heat)
-    extra["uap_heatmap_seed0"] = {k: {m: np.abs(v[0]).tolist() for m, v in d.items()}
-                                  for k, d in heat.items()}
+    # The heatmaps' vectors: the first seed of each model that did not fail (`uap_heatmap_seed`).
+    extra["uap_heatmap"] = {k: {m: np.abs(v).tolist() for m, v in d.items()}
+                            for k, d in heat.items()}
+    extra["uap_heatmap_seed"] = heat_seed
     return run.finish(extra=extra)
 
 
@@ -277,13 +314,15 @@ def _figures(run, extra: dict[str, Any], heat: Mapping[str, Mapping[str, np.ndar
             continue
         ds_name, kind = key.split("/")
         fn = f"fig4_{kind}_{ds_name}.png"
-        plots.uap_heatmaps({m: np.abs(u[0]) for m, u in per_model.items()}, run.path(fn),
+        plots.uap_heatmaps({m: np.abs(u) for m, u in per_model.items()}, run.path(fn),
                            title=f"Fig. 4: |{kind.replace('_', '-').upper()}| in the canonical "
-                           f"basis, {ds_name} (seed 0)")
+                           f"basis, {ds_name} (first seed that did not fail)")
         extra["figures"].append(fn)
     for ds_name, tr in extra["transfer"].items():
         fn = f"uap_transfer_{ds_name}.png"
-        plots.transfer_matrix(np.asarray(tr["mean"]), tr["archs"], run.path(fn),
+        # None (no used pair: every model of an architecture failed) -> NaN, an empty cell.
+        mean = np.asarray([[np.nan if v is None else v for v in row] for row in tr["mean"]])
+        plots.transfer_matrix(mean, tr["archs"], run.path(fn),
                               title=f"SVD-UAP transfer accuracy, {ds_name}")
         extra["figures"].append(fn)
 

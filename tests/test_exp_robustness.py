@@ -87,10 +87,13 @@ def test_smoke_regularization_end_to_end(tmp_path):
         (float(d), float(w)) for d in p["t7_dropouts"] for w in p["t7_l2"]}
     for r in recs:
         assert r["part"] == "table7" and r["dataset"] == "lms7" and r["model"] == "fcn_100x1"
-        assert r["n_seeds"] == p["n_seeds"]
+        # LMS-7 converges within the smoke budget: every seed is used.
+        assert r["n_total"] == r["n_seeds"] == p["n_seeds"] and r["n_failed"] == 0
+        assert r["seed_status"] == ["ok"] * p["n_seeds"]
         for k in HEADLINE:
-            assert set(r["metrics"][k]) == {"mean", "std", "per_seed"}
+            assert {"mean", "std", "n", "per_seed"} <= set(r["metrics"][k])
             assert len(r["metrics"][k]["per_seed"]) == p["n_seeds"]
+        assert r["metrics"]["s_rand_auc"]["sampling_se"] > 0
         m = {k: np.asarray(v["per_seed"]) for k, v in r["metrics"].items()}
         # Extreme SB at tiny size: the linear coordinate alone (1000 test points: SE ~0.018).
         assert np.all(m["test_auc"] > 0.98)
@@ -127,3 +130,81 @@ def test_quick_preset(tmp_path):
         assert r["metrics"]["sc_rand_auc"]["mean"] > 0.98
     slab = [r for r in summary["results"] if r.get("role") == "m_slab"]
     assert max(slab[0]["metrics"]["test_acc"]["per_seed"]) > 0.99
+    assert summary["complex_first"]["m_slab_status"] == "ok"
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-model evaluation keys and failed models.
+
+
+def test_eval_keys_differ_between_cells_grid_points_and_seeds():
+    from types import SimpleNamespace
+
+    data = lambda k: [tuple(v) for v in np.asarray(jax.random.key_data(k))]  # noqa: E731
+    one = SimpleNamespace(seed_index=np.array([0, 1, 2]), grid_index=np.zeros(3, int),
+                          grid_points=[{}])
+    # Table 6: every cell (sweep) its own keys, every seed its own key.
+    cells = [data(R.sweep_eval_keys(0, f"t6_lms7_{a}_{o}", one))
+             for a in ("relu", "tanh") for o in ("sgd", "adam")]
+    flat = [k for c in cells for k in c]
+    assert len(set(flat)) == len(flat) == 12
+    # A traced grid: each grid point is a cell of its own; seed s of a cell keeps its key.
+    grid = SimpleNamespace(seed_index=np.array([0, 0, 1, 1]), grid_index=np.array([0, 1, 0, 1]),
+                           grid_points=[{"init_scale": 0.5}, {"init_scale": 2.0}])
+    g = data(R.sweep_eval_keys(0, "t9_lms7_xavier", grid))
+    assert len(set(g)) == 4
+    assert g[2] == data(R.eval_keys(0, "t9_lms7_xavier/init_scale=0.5", [1]))[0]
+
+
+def test_m_slab_is_never_a_diverged_model():
+    acc = [0.6, 1.0, 0.9, 0.95]
+    assert R.select_m_slab(acc, ["ok", "diverged", "ok", "unconverged_used"]) == (2, "ok")
+    # No seed converged: the best of those that only ran out of budget, never the diverged one.
+    assert R.select_m_slab(acc, ["unconverged_used", "diverged", "unconverged", "diverged"]) == (
+        2, "unconverged")
+    assert R.select_m_slab(acc, ["diverged"] * 4) == (None, None)
+
+
+def test_a_learning_rate_that_diverges_is_excluded_and_counted(tmp_path):
+    """A real sweep whose grid holds a learning rate that diverges on purpose (lr = 1e4)."""
+    from experiments.common import make_parser, start_run
+
+    cfg = R.PRESETS["smoke"]
+    args = make_parser(R.NAME, None, R.PRESETS).parse_args(
+        ["--preset", "smoke", "--out", str(tmp_path / "run"), "--no-progress"])
+    run = start_run(R.NAME, args, cfg)
+    ctx = R._Ctx(run, cfg, "uniform_0B")
+    ds = ctx.dataset("lms7")
+    train, test = ctx.data(ds, tag=70)
+    model = make_model({"name": "fcn", "width": 100, "depth": 1})
+    r = ctx.sweep("lr_grid", R._train_cfg(cfg["train"]), model, train, test,
+                  grid={"lr": [0.1, 1e4]})
+    lr = np.asarray(r.hparams["lr"])
+    assert [s for s, v in zip(r.stop_reason, lr, strict=True) if v > 1] == ["diverged"] * 2
+    assert [s for s, v in zip(r.stop_reason, lr, strict=True) if v < 1] == ["converged"] * 2
+    met = R._cell_metrics(ctx, "lr_grid", r, model, r.params, ds, train, test)
+    # The trap: a diverged model's accuracy is finite (argmax of NaN logits is class 0).
+    assert np.all(np.isfinite(met["test_acc"]))
+    recs = [ctx.record("lr", "lms7", "fcn_100x1", m, r, test, mask, lr=pt["lr"])
+            for (m, mask), pt in zip(R._split_by_grid(r, met), r.grid_points, strict=True)]
+    good, bad = recs
+    assert good["n_seeds"] == 2 and good["n_diverged"] == 0 and "status" not in good
+    assert bad["status"] == "all models failed" and bad["n_seeds"] == 0
+    assert bad["n_diverged"] == 2 and bad["seed_status"] == ["diverged", "diverged"]
+    assert all(v["mean"] is None and v["std"] is None for v in bad["metrics"].values())
+    # A record mixing seed 0 at lr 0.1 and seed 1 at lr 1e4: the diverged seed is marked and
+    # every mean is the non-diverged seed's value, accuracies and AUCs alike.
+    mask = ((r.grid_index == 0) & (r.seed_index == 0)) | ((r.grid_index == 1) & (r.seed_index == 1))
+    mixed = ctx.record("lr", "lms7", "fcn_100x1", {k: v[mask] for k, v in met.items()}, r, test,
+                       mask)
+    assert mixed["seed_status"] == ["ok", "diverged"]
+    assert mixed["n_seeds"] == 1 and mixed["n_diverged"] == 1 and mixed["n_failed"] == 1
+    for name, st in mixed["metrics"].items():
+        assert st["n"] == 1 and st["std"] is None, name
+        assert st["mean"] == pytest.approx(st["per_seed"][0]), name
+    assert mixed["metrics"]["test_acc"]["mean"] == pytest.approx(good["metrics"]["test_acc"][
+        "per_seed"][0])
+    # The figure copes with an all-failed cell and a one-seed cell.
+    files = R.make_figures(run, [dict(rec, part="table9", init="xavier", init_scale=rec["lr"])
+                                 for rec in (good, bad)], None)
+    assert files == ["tables6to9_randomized_auc.png"]

@@ -33,14 +33,25 @@ def test_smoke_files_and_schema(smoke):
     assert (out / "params" / "ref_noisy_lms7_fcn_100x1.npz").is_file()
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["experiment"] == "suboptimal_generalization" and on_disk["preset"] == "smoke"
+    g = S.PRESETS["smoke"]["grid"]
+    n_points = len(g["lr"]) * len(g["batch_size"]) * len(g["weight_decay"]) * len(g["momentum"])
     modes = [r["mode"] for r in summary["results"]]
-    assert modes == ["reference", "grid"]
+    assert modes == ["reference"] + ["grid_point"] * n_points + ["grid"]
     for r in summary["results"]:
         assert r["dataset"] == "noisy_lms7" and r["model"] == "fcn_100x1"
-        for k in HEADLINE:
+        assert r["n_total"] == 2 and len(r["seed_status"]) == 2
+        for k in HEADLINE if r["mode"] != "grid_point" else ("val_acc",):
             assert len(r["metrics"][k]["per_seed"]) == 2
+            assert {"mean", "std", "n", "per_seed"} <= set(r["metrics"][k])
+            # The test (or validation) set's own sampling error; none for train metrics.
+            if r["metrics"][k]["mean"] is not None and not k.startswith("train_"):
+                assert r["metrics"][k]["sampling_se"] > 0
         for k in ("lr", "batch_size", "weight_decay", "momentum"):
             assert k in r
+    for r in (summary["results"][0], summary["results"][-1]):
+        # Convergence is not required (best checkpoints): no seed of these records failed.
+        assert not S.REQUIRE_CONVERGED
+        assert r["n_seeds"] == 2 and r["n_diverged"] == 0 and "status" not in r
     ref = summary["results"][0]
     assert (ref["lr"], ref["momentum"], ref["weight_decay"], ref["batch_size"]) == (
         0.1, 0.9, 5e-4, 256)
@@ -56,7 +67,8 @@ def test_smoke_grid_selects_on_validation(smoke):
     (grid,) = [r for r in summary["results"] if r["mode"] == "grid"]
     assert grid["select"] == "val" and grid["grid_size"] == n_points
     for c in grid["selected_per_seed"]:
-        vals = [float(r["val_acc"]) for r in rows if int(r["seed"]) == c["seed"]]
+        vals = [float(r["val_acc"]) for r in rows if int(r["seed"]) == c["seed"]
+                and r["stop_reason"] != "diverged"]
         assert c["val_acc"] == pytest.approx(max(vals), abs=1e-6)
         assert c["lr"] in g["lr"] and c["momentum"] in g["momentum"]
     np.testing.assert_allclose(grid["metrics"]["val_acc"]["per_seed"],
@@ -67,6 +79,8 @@ def test_smoke_grid_selects_on_validation(smoke):
 def test_smoke_effect(smoke):
     _, summary = smoke
     for r in summary["results"]:
+        if r["mode"] == "grid_point":
+            continue
         m = {k: np.asarray(v["per_seed"]) for k, v in r["metrics"].items()}
         # Even at 2k points the FCN uses only the noisy linear coordinate: test accuracy near its
         # Bayes accuracy 0.95 (1000 test points), chance after S-randomization, unchanged after
@@ -86,3 +100,62 @@ def test_quick_preset(tmp_path):
         assert abs(r["metrics"]["s_rand_acc"]["mean"] - 0.5) < 0.03
     (ctrl,) = [r for r in summary["results"] if r["mode"] == "control"]
     assert ctrl["dataset"] == "ms7" and max(ctrl["metrics"]["test_acc"]["per_seed"]) > 0.99
+
+
+def test_smoke_grid_reports_diverged_points_and_never_selects_them(smoke):
+    """The smoke grid holds lr = 1e4, which diverges on purpose."""
+    out, summary = smoke
+    points = [r for r in summary["results"] if r["mode"] == "grid_point"]
+    bad = [r for r in points if r["lr"] == 1e4]
+    good = [r for r in points if r["lr"] == 0.1]
+    assert len(bad) == len(good) == 2
+    for r in bad:
+        assert r["status"] == "all models failed" and r["seed_status"] == ["diverged"] * 2
+        assert r["n_diverged"] == 2 and r["n_seeds"] == 0 and r["n_failed"] == 2
+        assert r["metrics"]["val_acc"]["mean"] is None and r["metrics"]["val_acc"]["std"] is None
+    for r in good:
+        assert "status" not in r and r["n_diverged"] == 0 and r["n_seeds"] == 2
+        v = r["metrics"]["val_acc"]
+        assert v["mean"] == pytest.approx(np.mean(v["per_seed"]))
+        assert v["std"] == pytest.approx(np.std(v["per_seed"], ddof=1))
+    with open(out / "grid.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["stop_reason"] for r in rows if float(r["lr"]) == 1e4} == {"diverged"}
+    (grid,) = [r for r in summary["results"] if r["mode"] == "grid"]
+    assert all(c["lr"] == 0.1 for c in grid["selected_per_seed"])
+    # metrics.csv marks every per-seed row with its status.
+    with open(out / "metrics.csv") as f:
+        st = {r["status"] for r in csv.DictReader(f) if r["mode"] == "grid_point"
+              and float(r["lr"]) == 1e4}
+    assert st == {"diverged"}
+
+
+def test_select_per_seed_never_picks_a_diverged_model():
+    from types import SimpleNamespace
+
+    r = SimpleNamespace(seed_index=np.array([0, 0, 1, 1]),
+                        stop_reason=["diverged", "max_steps", "diverged", "diverged"])
+    # Seed 0: the diverged model has the higher accuracy (e.g. finite, from its initial weights)
+    # but is not selected; seed 1: every model diverged -> None.
+    va = np.array([0.99, 0.9, 0.97, 0.98])
+    picks = S.select_per_seed([(256, r, va)], 2)
+    assert picks[0][0] == pytest.approx(0.9) and picks[0][3] == 1
+    assert picks[1] is None
+
+
+def test_table2_figure_copes_with_failed_and_single_seed_records(tmp_path):
+    from types import SimpleNamespace
+
+    def rec(mode, mean, std, status=None):
+        st = {"mean": mean, "std": std}
+        r = {"mode": mode, "model": "fcn_100x1", "dataset": "noisy_lms7",
+             "metrics": {k: dict(st) for k in HEADLINE}}
+        if status:
+            r["status"] = status
+        return r
+
+    results = [rec("reference", 0.95, 0.01), rec("grid", None, None, "all models failed"),
+               rec("control", 0.99, None)]
+    run = SimpleNamespace(path=lambda name: tmp_path / name)
+    assert S.make_figure(run, results) == "table2_accuracies.png"
+    assert (tmp_path / "table2_accuracies.png").stat().st_size > 0

@@ -2,7 +2,10 @@
 
 Every function takes `logits_fn(variables, x) -> logits [n, 2]` for ONE model and variables stacked
 along a leading model axis [M, ...], and returns per-model results [M, ...] from one compiled
-`jit(vmap(...))` call. Score = logit1 - logit0. S / S^c operations happen in the canonical basis
+`jit(vmap(...))` call. Functions with randomness (randomized metrics, decision boundaries) take
+`key` as ONE key shared by the models (paired draws) or as keys [M], one per model, vmapped with
+the variables (independent draws; model i's result equals a call on model i alone with `key[i]`;
+see `check_model_keys`). Score = logit1 - logit0. S / S^c operations happen in the canonical basis
 (`z = x @ W.T`, `x = z @ W`).
 """
 
@@ -36,7 +39,9 @@ from sbjax.eval.metrics import (
     accuracy,
     accuracy_from_logits,
     auc,
+    check_model_keys,
     evaluate,
+    fold_in_keys,
     ks_statistic,
     map_models,
     metrics_from_logits,
@@ -113,7 +118,9 @@ __all__ = [
     "accuracy",
     "accuracy_from_logits",
     "auc",
+    "check_model_keys",
     "evaluate",
+    "fold_in_keys",
     "ks_statistic",
     "map_models",
     "metrics_from_logits",

@@ -36,6 +36,8 @@ from sbjax.eval.metrics import (
     _check_logits_fn,
     _check_model_chunk,
     _check_xy,
+    check_model_keys,
+    fold_in_keys,
     map_models,
     num_models,
 )
@@ -108,15 +110,22 @@ class BoundaryGrid(NamedTuple):
     fill: str
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "c1", "batch_size", "model_chunk"))
-def _grid_predict(logits_fn, variables, fill_rows, w, u, v, c2, c1, batch_size, model_chunk):
+@functools.partial(
+    jax.jit, static_argnames=("logits_fn", "c1", "batch_size", "model_chunk", "per_model")
+)
+def _grid_predict(
+    logits_fn, variables, fill_rows, w, u, v, c2, c1, batch_size, model_chunk, per_model
+):
     g = u.shape[0]
-    r = fill_rows.shape[0]
+    r = fill_rows.shape[-2]
 
     def one(args):
-        var, c2_m, v_m = args
+        if per_model:  # fill_rows [M, R, D]: each model its own filler rows
+            var, c2_m, v_m, fill_rows_m = args
+        else:
+            (var, c2_m, v_m), fill_rows_m = args, fill_rows
         # Probes [G_v, G_u, R, D] in the canonical basis, flattened and rotated in batches.
-        z = jnp.broadcast_to(fill_rows, (g, g, r, fill_rows.shape[1]))
+        z = jnp.broadcast_to(fill_rows_m, (g, g, r, fill_rows_m.shape[-1]))
         z = z.at[:, :, :, c1].set(u[None, :, None])
         z = z.at[:, :, :, c2_m].set(v_m[:, None, None])
         z = z.reshape(g * g * r, -1)
@@ -128,7 +137,8 @@ def _grid_predict(logits_fn, variables, fill_rows, w, u, v, c2, c1, batch_size, 
         p = _batched(pred, z, batch_size)
         return p.reshape(g, g, r).mean(axis=-1)
 
-    return map_models(one, (variables, c2, v), model_chunk=model_chunk)
+    mapped = (variables, c2, v, fill_rows) if per_model else (variables, c2, v)
+    return map_models(one, mapped, model_chunk=model_chunk)
 
 
 def boundary_projection(
@@ -154,7 +164,9 @@ def boundary_projection(
         logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
         variables: stacked variables [M, ...].
         basis: a dataset / `Basis` (rotation, S, S^c).
-        key: PRNG key (filler rows; coordinate-wise randomization for c2).
+        key: PRNG key (filler rows; coordinate-wise randomization for c2), shared by the
+            models, or keys [M]: model i draws its filler rows and randomizations from `key[i]`
+            (its result equals a call on model i alone with `key[i]`).
         data: (x [n, d] model basis, y [n]): ranges, fillers (fill="data"), overlay, and the
             coordinate-wise randomized accuracy that picks c2 (reference: train + test).
         c1: horizontal coordinate (default: the first S coordinate).
@@ -172,6 +184,7 @@ def boundary_projection(
     """
     _check_logits_fn(logits_fn)
     m = num_models(variables)
+    per_model = check_model_keys(key, m)
     b = as_basis(basis)
     x, y = data
     _check_xy(x, y)
@@ -194,7 +207,7 @@ def boundary_projection(
                 variables,
                 x,
                 y,
-                jax.random.fold_in(key, 1),
+                fold_in_keys(key, 1, per_model),
                 b.rotation,
                 cand,
                 batch_size=batch_size,
@@ -221,11 +234,14 @@ def boundary_projection(
     v = np.stack(
         [np.linspace(zn[:, c].min(), zn[:, c].max(), n_grid, dtype=np.float32) for c in c2s]
     )
-    kf = jax.random.fold_in(key, 0)
-    if fill == "data":
-        fill_rows = z[jax.random.choice(kf, z.shape[0], (n_fill,), replace=n_fill > z.shape[0])]
-    else:
-        fill_rows = jax.random.uniform(kf, (n_fill, b.dim), maxval=width)
+
+    def draw_fill(kf):
+        if fill == "data":
+            return z[jax.random.choice(kf, z.shape[0], (n_fill,), replace=n_fill > z.shape[0])]
+        return jax.random.uniform(kf, (n_fill, b.dim), maxval=width)
+
+    kf = fold_in_keys(key, 0, per_model)
+    fill_rows = jax.vmap(draw_fill)(kf) if per_model else draw_fill(kf)
     prob = _grid_predict(
         logits_fn,
         variables,
@@ -237,6 +253,7 @@ def boundary_projection(
         c1,
         batch_size,
         model_chunk,
+        per_model,
     )
     return BoundaryGrid(
         c1=c1,

@@ -45,7 +45,9 @@ __all__ = [
     "accuracy",
     "accuracy_from_logits",
     "auc",
+    "check_model_keys",
     "evaluate",
+    "fold_in_keys",
     "ks_statistic",
     "map_models",
     "metrics_from_logits",
@@ -110,6 +112,61 @@ def _check_batch_size(batch_size: int | None) -> None:
 def _check_model_chunk(model_chunk: int | None) -> None:
     if model_chunk is not None:
         check_int("model_chunk", model_chunk, min_value=1)
+
+
+def _key_batch_shape(key: Any) -> tuple[int, ...]:
+    """Batch shape of a PRNG key array: typed keys (`jax.random.key`) or raw uint32 key data
+    (`jax.random.PRNGKey`, trailing axis = the key data)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return tuple(key.shape)
+    shape = np.shape(key)
+    if dtype is None or np.dtype(dtype) != np.uint32 or len(shape) < 1:
+        fail(
+            "key",
+            f"an array of shape {shape} and dtype {dtype}",
+            "a PRNG key (jax.random.key) or a stack of keys, one per model",
+        )
+    return tuple(shape[:-1])
+
+
+def check_model_keys(key: Any, n_models: int) -> bool:
+    """Validates the `key` argument of a stacked evaluation; True when it is one key per model.
+
+    Every key-taking function of `sbjax.eval.randomize` (and `boundary_projection`) accepts
+    either ONE key, shared by all M models (every model sees the same random draw: paired
+    comparisons), or a stacked key array [M] (model i uses `key[i]`, vmapped together with the
+    stacked variables: independent draws, e.g. each model's key derived from its own
+    (cell, seed)). Typed keys (`jax.random.key`) and raw uint32 keys (`jax.random.PRNGKey`) both
+    work.
+
+    Args:
+        key: a PRNG key (shape ()) or keys [M].
+        n_models: M, the leading axis of the stacked variables.
+
+    Returns:
+        False for one shared key, True for per-model keys.
+
+    Raises:
+        ValueError: naming `key` if it is neither one key nor exactly M keys.
+    """
+    batch = _key_batch_shape(key)
+    if batch == ():
+        return False
+    if len(batch) == 1 and batch[0] == n_models:
+        return True
+    fail(
+        "key",
+        f"a key array of batch shape {batch}",
+        f"one PRNG key (shape ()) or one key per model, shape [{n_models}]",
+    )
+
+
+def fold_in_keys(key: jax.Array, data: int, per_model: bool) -> jax.Array:
+    """`jax.random.fold_in` of one key, or of each key of a stack [M] when `per_model`."""
+    if per_model:
+        return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+    return jax.random.fold_in(key, data)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,13 @@ Two modes (REFERENCE 4.3, disagreement row 18):
   without `source` the block is drawn with replacement from the evaluation rows (the empirical
   marginal, a bootstrap).
 
+Keys: every function here takes `key` as ONE PRNG key, shared by all M models (one random draw,
+so models are compared on paired data), or as a stacked key array [M] (model i uses `key[i]`; the
+draws are made inside the same compiled `vmap` as the models, and model i's result equals a call
+on model i alone with `key[i]`). Per-model keys give independent draws, e.g. each model's key
+derived from its own (cell, seed), so the spread over seeds includes the randomization's own
+sampling noise and no two cells of a table share a permutation.
+
 Inputs need not be vectors: `x` of shape [n, ...] is flattened to [n, D] and coordinates index the
 flattened features. Images have no rotation (`rotation=None` means the identity), e.g. for
 MNIST-CIFAR (64, 32, 3) inputs S = the MNIST half, the first 32 * 32 * 3 flat indices (see
@@ -49,7 +56,9 @@ from sbjax.eval.metrics import (
     _check_logits_fn,
     _check_model_chunk,
     _check_xy,
+    _key_batch_shape,
     _model_logits,
+    check_model_keys,
     ks_statistic,
     map_models,
     metrics_from_logits,
@@ -254,7 +263,7 @@ def randomize_block(
     """Randomizes the canonical block `coords` of every point; labels are not touched.
 
     Args:
-        key: PRNG key (the permutation / draw).
+        key: PRNG key (the permutation / draw), or keys [K]: K independent draws.
         x: inputs [n, ...] in the model basis.
         coords: canonical (flattened) indices of the block, e.g. S or S^c.
         rotation: [D, D] W with x = z @ W, or None for the identity.
@@ -262,8 +271,8 @@ def randomize_block(
         source: with mode="resample", an independent sample [m >= n, ...] to draw blocks from.
 
     Returns:
-        float32 [n, ...]: x with the block of row i replaced (in the canonical basis) by the block
-        of another row, other canonical coordinates unchanged.
+        float32 [n, ...] (or [K, n, ...] for K keys): x with the block of row i replaced (in the
+        canonical basis) by the block of another row, other canonical coordinates unchanged.
     """
     x = jnp.asarray(x, jnp.float32)
     if x.ndim < 2:
@@ -273,10 +282,15 @@ def randomize_block(
     w = _check_rotation(rotation, dim)
     _check_mode_source(mode, source, x)
     src = None if source is None else _flat(jnp.asarray(source, jnp.float32))
-    out = _randomize_flat(
-        key, _flat(x), jnp.asarray(idx), None if w is None else jnp.asarray(w), mode, src
-    )
-    return out.reshape(x.shape)
+    batch = _key_batch_shape(key)
+    if len(batch) > 1:
+        fail("key", f"a key array of batch shape {batch}", "one PRNG key or a stack [K]")
+    wj = None if w is None else jnp.asarray(w)
+
+    def one(k):
+        return _randomize_flat(k, _flat(x), jnp.asarray(idx), wj, mode, src).reshape(x.shape)
+
+    return jax.vmap(one)(key) if batch else one(key)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,9 +298,10 @@ def randomize_block(
 # ----------------------------------------------------------------------------------------------
 
 
-def _prep(logits_fn, variables, x, y, rotation, mode, source, batch_size, model_chunk):
+def _prep(logits_fn, variables, x, y, key, rotation, mode, source, batch_size, model_chunk):
+    """Validates the common arguments; returns (x, D, W or None, flat source, per_model keys)."""
     _check_logits_fn(logits_fn)
-    num_models(variables)
+    per_model = check_model_keys(key, num_models(variables))
     if y is not None:
         _check_xy(x, y)
     x = jnp.asarray(x, jnp.float32)
@@ -296,16 +311,39 @@ def _prep(logits_fn, variables, x, y, rotation, mode, source, batch_size, model_
     _check_batch_size(batch_size)
     _check_model_chunk(model_chunk)
     src = None if source is None else _flat(jnp.asarray(source, jnp.float32))
-    return x, dim, (None if w is None else jnp.asarray(w)), src
+    return x, dim, (None if w is None else jnp.asarray(w)), src, per_model
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "mode", "batch_size", "model_chunk"))
+def _map_models_keys(fn, variables, key, per_model, model_chunk):
+    """`map_models` of `fn(one_model_variables, its_key)`; one shared key is closed over."""
+    if per_model:
+        return map_models(lambda vk: fn(*vk), (variables, key), model_chunk=model_chunk)
+    return map_models(lambda v: fn(v, key), variables, model_chunk=model_chunk)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("logits_fn", "mode", "batch_size", "model_chunk", "per_model")
+)
 def _randomized_logits(
-    logits_fn, variables, x, key, idx, w, source_f, mode, batch_size, model_chunk
+    logits_fn, variables, x, key, idx, w, source_f, mode, batch_size, model_chunk, per_model
 ):
-    xr = _randomize_flat(key, _flat(x), idx, w, mode, source_f).reshape(x.shape)
-    return map_models(
-        lambda v: _model_logits(logits_fn, v, xr, batch_size), variables, model_chunk=model_chunk
+    def randomized(k):
+        return _randomize_flat(k, _flat(x), idx, w, mode, source_f).reshape(x.shape)
+
+    if not per_model:
+        # One draw shared by every model: randomize once, outside the model map.
+        xr = randomized(key)
+        return map_models(
+            lambda v: _model_logits(logits_fn, v, xr, batch_size),
+            variables,
+            model_chunk=model_chunk,
+        )
+    return _map_models_keys(
+        lambda v, k: _model_logits(logits_fn, v, randomized(k), batch_size),
+        variables,
+        key,
+        True,
+        model_chunk,
     )
 
 
@@ -324,22 +362,24 @@ def randomized_logits(
 ) -> jax.Array:
     """Logits [M, n, 2] of every model on the coords-randomized inputs.
 
-    All M models see the SAME randomized set (one draw from `key`), so models are compared on
-    paired data; call again with another key for an independent draw.
+    With one key all M models see the SAME randomized set (one draw from `key`), so models are
+    compared on paired data. With keys [M] model i sees its own draw from `key[i]` (the result
+    for model i equals a call on model i alone with `key[i]`), all in one compiled call.
 
     Args:
         logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
         variables: stacked variables [M, ...].
-        x: inputs [n, ...] (model basis). key: PRNG key.
+        x: inputs [n, ...] (model basis).
+        key: one PRNG key shared by the models, or keys [M], one per model.
         coords, rotation, mode, source: see `randomize_block`.
         batch_size, model_chunk: memory controls (see `sbjax.eval.stacked_logits`).
     """
-    x, dim, w, src = _prep(
-        logits_fn, variables, x, None, rotation, mode, source, batch_size, model_chunk
+    x, dim, w, src, per_model = _prep(
+        logits_fn, variables, x, None, key, rotation, mode, source, batch_size, model_chunk
     )
     idx = jnp.asarray(_as_coords("coords", coords, dim))
     return _randomized_logits(
-        logits_fn, variables, x, key, idx, w, src, mode, batch_size, model_chunk
+        logits_fn, variables, x, key, idx, w, src, mode, batch_size, model_chunk, per_model
     )
 
 
@@ -362,6 +402,8 @@ def randomized_metrics(
 
     Args:
         y: int labels [n] in {0, 1} (kept with their points).
+        key: one PRNG key shared by the models, or keys [M], one per model (see
+            `randomized_logits`).
         auc_kind: "roc" (reference default), "pr" (paper's Definition 2) or "both".
         Other arguments: see `randomized_logits`.
 
@@ -418,7 +460,15 @@ def _report_one(logits, logits_s, logits_sc, y, auc_kind):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("logits_fn", "mode", "auc_kind", "return_scores", "batch_size", "model_chunk"),
+    static_argnames=(
+        "logits_fn",
+        "mode",
+        "auc_kind",
+        "return_scores",
+        "batch_size",
+        "model_chunk",
+        "per_model",
+    ),
 )
 def _randomization_report(
     logits_fn,
@@ -435,13 +485,20 @@ def _randomization_report(
     return_scores,
     batch_size,
     model_chunk,
+    per_model,
 ):
     xf = _flat(x)
-    xs = _randomize_flat(jax.random.fold_in(key, 0), xf, idx_s, w, mode, source_f).reshape(x.shape)
-    xsc = _randomize_flat(jax.random.fold_in(key, 1), xf, idx_sc, w, mode, source_f)
-    xsc = xsc.reshape(x.shape)
 
-    def one(v):
+    def randomized(k):
+        # S and S^c use independent draws: fold_in(k, 0) and fold_in(k, 1).
+        xs = _randomize_flat(jax.random.fold_in(k, 0), xf, idx_s, w, mode, source_f)
+        xsc = _randomize_flat(jax.random.fold_in(k, 1), xf, idx_sc, w, mode, source_f)
+        return xs.reshape(x.shape), xsc.reshape(x.shape)
+
+    shared = None if per_model else randomized(key)  # one draw for all models: made once
+
+    def one(v, k):
+        xs, xsc = randomized(k) if per_model else shared
         lg = [_model_logits(logits_fn, v, t, batch_size) for t in (x, xs, xsc)]
         out, scores = _report_one(*lg, y, auc_kind)
         if return_scores:
@@ -450,7 +507,7 @@ def _randomization_report(
             )
         return out
 
-    return map_models(one, variables, model_chunk=model_chunk)
+    return _map_models_keys(one, variables, key, per_model, model_chunk)
 
 
 def randomization_report(
@@ -470,14 +527,16 @@ def randomization_report(
 ) -> dict[str, Any]:
     """Standard, S-randomized and S^c-randomized metrics of every model, in one compiled call.
 
-    The S- and S^c-randomized sets use independent draws (`fold_in(key, 0)` and `(key, 1)`) and
-    are shared by all models. Feed the result to `reliance_summary` for the Table 1 verdict.
+    The S- and S^c-randomized sets use independent draws (`fold_in(key, 0)` and `(key, 1)`),
+    shared by all models for one key; with keys [M] model i draws both from `key[i]` (its result
+    equals a call on model i alone with `key[i]`). Feed the result to `reliance_summary` for the
+    Table 1 verdict.
 
     Args:
         logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
         variables: stacked variables [M, ...].
         x: evaluation inputs [n, ...] (model basis). y: int labels [n] in {0, 1}.
-        key: PRNG key.
+        key: one PRNG key shared by the models, or keys [M], one per model.
         basis: a dataset (`.rotation`, `.simple_coords`, `.d`) or a `Basis` (`as_basis`,
             `image_basis`).
         mode: "permute" (reference, default) or "resample" (paper); `source` as in
@@ -496,8 +555,8 @@ def randomization_report(
         `sc_max_abs_score_change`; `n_pos`, `n_neg` (ints); optionally `scores` [M, n] each.
     """
     b = as_basis(basis)
-    x, dim, _, src = _prep(
-        logits_fn, variables, x, y, b.rotation, mode, source, batch_size, model_chunk
+    x, dim, _, src, per_model = _prep(
+        logits_fn, variables, x, y, key, b.rotation, mode, source, batch_size, model_chunk
     )
     if dim != b.dim:
         fail("x.shape", x.shape, f"inputs with {b.dim} features to match the basis")
@@ -519,6 +578,7 @@ def randomization_report(
         bool(return_scores),
         batch_size,
         model_chunk,
+        per_model,
     )
     n_pos = int(np.sum(np.asarray(y) == 1))
     out["n_pos"] = n_pos
@@ -636,25 +696,42 @@ def reliance_summary(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("logits_fn", "mode", "auc_kind", "batch_size", "model_chunk")
+    jax.jit,
+    static_argnames=("logits_fn", "mode", "auc_kind", "batch_size", "model_chunk", "per_model"),
 )
 def _per_coordinate(
-    logits_fn, variables, x, y, key, coords, w, source_f, mode, auc_kind, batch_size, model_chunk
+    logits_fn,
+    variables,
+    x,
+    y,
+    key,
+    coords,
+    w,
+    source_f,
+    mode,
+    auc_kind,
+    batch_size,
+    model_chunk,
+    per_model,
 ):
     xf = _flat(x)
 
     def per_coord(c):
-        # A fresh permutation per coordinate, as in the reference.
-        xr = _randomize_flat(jax.random.fold_in(key, c), xf, c[None], w, mode, source_f)
-        xr = xr.reshape(x.shape)
+        def randomized(k):
+            # A fresh permutation per coordinate, as in the reference.
+            xr = _randomize_flat(jax.random.fold_in(k, c), xf, c[None], w, mode, source_f)
+            return xr.reshape(x.shape)
 
-        def one(v):
+        shared = None if per_model else randomized(key)
+
+        def one(v, k):
+            xr = randomized(k) if per_model else shared
             m = metrics_from_logits(
                 _model_logits(logits_fn, v, xr, batch_size), y, auc_kind or "roc"
             )
             return m if auc_kind else {"accuracy": m["accuracy"]}
 
-        return map_models(one, variables, model_chunk=model_chunk)
+        return _map_models_keys(one, variables, key, per_model, model_chunk)
 
     out = jax.lax.map(per_coord, coords)  # [C, M]
     return jax.tree.map(lambda a: a.T, out)
@@ -678,11 +755,13 @@ def per_coordinate_randomized(
     """Coordinate-wise randomized accuracy (and optionally AUC) of every model (REFERENCE 4.5).
 
     For each canonical coordinate c separately, randomize that single coordinate with its own
-    draw (`fold_in(key, c)`), rotate forward and evaluate. A coordinate the model relies on gets a
+    draw (`fold_in(key, c)`; with keys [M], model i uses `fold_in(key[i], c)`), rotate forward
+    and evaluate. A coordinate the model relies on gets a
     low value; one it ignores keeps the standard accuracy. Coordinates are processed sequentially
     (`lax.map`), models in parallel.
 
     Args:
+        key: one PRNG key shared by the models, or keys [M], one per model.
         rotation: [D, D] W or None (identity); or a dataset / `Basis` (its rotation is used).
         coords: canonical coordinates to test (default: all D).
         auc_kind: None (accuracy only, the reference), "roc", "pr" or "both".
@@ -696,8 +775,8 @@ def per_coordinate_randomized(
         rotation = as_basis(rotation).rotation
     if auc_kind is not None:
         check_choice("auc_kind", auc_kind, AUC_KINDS)
-    x, dim, w, src = _prep(
-        logits_fn, variables, x, y, rotation, mode, source, batch_size, model_chunk
+    x, dim, w, src, per_model = _prep(
+        logits_fn, variables, x, y, key, rotation, mode, source, batch_size, model_chunk
     )
     if coords is None:
         coords = np.arange(dim)
@@ -717,4 +796,5 @@ def per_coordinate_randomized(
         auc_kind,
         batch_size,
         model_chunk,
+        per_model,
     )
