@@ -607,9 +607,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         "(the reference hard-codes 1)")
     args = parser.parse_args(argv)
     parts = parse_parts(args.parts)
+
     if args.weight_decay is not None:
         check_range("weight_decay", args.weight_decay, 0.0, None)
     cfg = select_models(PRESETS[args.preset], args.models)
+    # Checked before any training: Fig. 3(c)'s second axis is an S^c coordinate (S is 0).
+    d = int(cfg["d"])
+    if args.boundary_c2 != "auto" and not (args.boundary_c2.isdigit()
+                                           and 1 <= int(args.boundary_c2) < d):
+        fail("boundary_c2", args.boundary_c2,
+             f"'auto' or a canonical S^c coordinate index in [1, {d - 1}]")
     run = start_run(NAME, args, cfg, extra_config={
         "parts": parts, "weight_decay": args.weight_decay, "randomize_mode": args.randomize_mode,
         "auc_kind": args.auc_kind, "boundary_c2": args.boundary_c2,

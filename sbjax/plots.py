@@ -173,15 +173,22 @@ def logit_histograms(
 
 
 def _mean_std(value: Any) -> tuple[float, float]:
+    """(mean, std) of a summary metric {"mean", "std", ...} or of per-seed values.
+
+    A record whose models all failed (mean None) gives NaN, which plots as a gap; a single seed
+    (std None) gives no error bar.
+    """
     if isinstance(value, Mapping):
         if "mean" in value:
-            return float(value["mean"]), float(value.get("std", 0.0) or 0.0)
+            mean, std = value["mean"], value.get("std")
+            return (float("nan") if mean is None else float(mean),
+                    0.0 if std is None else float(std))
         value = value["per_seed"]
     a = np.asarray(value, np.float64).reshape(-1)
     a = a[np.isfinite(a)]
     if a.size == 0:
         return float("nan"), 0.0
-    return float(a.mean()), float(a.std())
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
 def _row_metric(row: Mapping[str, Any], name: str) -> Any:

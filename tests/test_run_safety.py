@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import common
@@ -221,3 +222,24 @@ def test_status_lists_are_not_mistaken_for_stop_reasons():
     rec = run.add_result(dataset="d", model="m", metrics={"train_acc": [0.5, 0.9]},
                          test_size=(10, 10))
     assert "sampling_se" not in rec["metrics"]["train_acc"]
+
+
+@pytest.mark.parametrize("c2", ["foo", "0", "50", "-1"])
+def test_extreme_sb_bad_boundary_axis_fails_before_training(tmp_path, c2):
+    import time
+
+    from experiments import extreme_sb
+
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="boundary_c2"):
+        extreme_sb.main(["--preset", "smoke", "--out", str(out), "--boundary-c2", c2])
+    assert time.perf_counter() - t0 < 5 and not out.exists()
+
+
+def test_plots_read_failed_and_single_seed_records():
+    from sbjax import plots
+
+    assert np.isnan(plots._mean_std({"mean": None, "std": None})[0])
+    assert plots._mean_std({"mean": 0.5, "std": None}) == (0.5, 0.0)
+    assert plots._mean_std([0.4, 0.6]) == pytest.approx((0.5, 0.1414213562))
