@@ -31,9 +31,8 @@ model that diverged or hit its update budget is excluded from every mean and std
 from the transfer matrix's means and from the figures, and counted (``n_diverged``,
 ``n_unconverged``, ``seed_status``); a record whose models all failed says "all models failed".
 
-Keys: PGD's random starts and the UAPs use one key per (sweep), shared by the models of the
-sweep (`sbjax.eval.attacks` / `sbjax.eval.uap` take one key; their random start is a 1e-3-scale
-perturbation, so the shared draw hardly matters).
+Keys: each model's PGD and SVD-UAP random starts come from its own (sweep, seed index) key
+(`eval_keys`, one [M] key array vmapped with the models), so no two models share a draw.
 
     python -m experiments.uaps --preset quick --out runs/uaps
     python -m experiments.uaps --preset paper --out runs/uaps_paper   # GPU/TPU
@@ -54,7 +53,7 @@ from experiments.extreme_sb import (
 )
 from experiments.extreme_sb import (
     class_sizes,
-    eval_key,
+    eval_keys,
     make_data,
     per_dataset,
     select_models,
@@ -129,6 +128,15 @@ def data_bounds(*xs: np.ndarray) -> tuple[float, float]:
 
 
 
+def _fold(key, data: int):
+    """fold_in of one key, or of each key of a per-model stack [M]."""
+    import jax
+
+    from sbjax.eval.metrics import fold_in_keys
+
+    return fold_in_keys(key, data, per_model=jax.numpy.ndim(key) == 1)
+
+
 def attack_stack(model, params, ds, fit, evaluation, bounds, a: Mapping[str, Any], key,
                  as_iters_scale: float = 1.0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """PGD, SVD-UAP and AS-UAP of every model of a stack (nb06, REFERENCE.md Sec. 5.4-5.7).
@@ -139,29 +147,28 @@ def attack_stack(model, params, ds, fit, evaluation, bounds, a: Mapping[str, Any
       fit: (x, y) the UAPs are fit on; evaluation: (x, y) PGD and the UAPs are evaluated on (the
         reference: both the test set).
       bounds: (lo, hi) box of the attacked inputs. a: one entry of `ATTACKS`.
-      key: PRNG key (PGD random starts).
+      key: PRNG key of the PGD / SVD-UAP random starts, or typed keys [M], one per model.
       as_iters_scale: multiplies the AS-UAP iterations per batch.
 
     Returns:
       (per-model metrics name -> float [M], arrays: `svd_uap`, `as_uap` [M, d] (model basis,
       applied scale and sign), `pgd_delta_can_abs_mean` [M, d]).
     """
-    import jax
 
     from sbjax.eval import attacks as A
     from sbjax.eval import uap as U
 
     drange = bounds[1] - bounds[0]
     x_ev, y_ev = evaluation
-    pgd = A.pgd_attack(model.logits, params, x_ev, y_ev, jax.random.fold_in(key, 0), norm="l2",
+    pgd = A.pgd_attack(model.logits, params, x_ev, y_ev, _fold(key, 0), norm="l2",
                        eps=a["pgd_eps"] * drange, step_size=a["pgd_lr"] * drange,
                        n_iter=a["pgd_steps"], bounds=bounds)
-    svd = U.uap_report(model.logits, params, fit, evaluation, ds, jax.random.fold_in(key, 1),
+    svd = U.uap_report(model.logits, params, fit, evaluation, ds, _fold(key, 1),
                        kind="svd", eps=a["uap_eps"], pgd_eps=a["svd_pgd_eps"] * drange,
                        step_size=a["pgd_lr"] * drange, n_iter=a["svd_pgd_steps"],
                        bounds=bounds)
     n_as = max(1, int(round(a["as_iters"] * as_iters_scale)))
-    asu = U.uap_report(model.logits, params, fit, evaluation, ds, jax.random.fold_in(key, 2),
+    asu = U.uap_report(model.logits, params, fit, evaluation, ds, _fold(key, 2),
                        kind="as", eps=a["uap_eps"], step_size=a["as_lr"], n_iter=n_as,
                        batch_size=a["as_batch"], bounds=bounds)
     metrics = {
@@ -272,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             extra["sweep_wall_s"][sweep] = time.perf_counter() - t0
             run.save_params(sweep, r.params)
             metrics, arrays = attack_stack(model, r.params, ds, fit, test, bounds,
-                                           ATTACKS[ds_name], eval_key(run.seed, sweep),
+                                           ATTACKS[ds_name],
+                                           eval_keys(run.seed, sweep, r.seed_index),
                                            cfg["as_iters_scale"])
             metrics["train_acc"] = np.asarray(
                 M.accuracy(model.logits, r.params, train[0], train[1], batch_size=8192),

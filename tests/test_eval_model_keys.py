@@ -291,3 +291,32 @@ def test_s_only_model_invariance_under_haar_rotation_per_model_keys():
     np.testing.assert_array_equal(rep["sc_randomized"]["roc_auc"], rep["standard"]["roc_auc"])
     np.testing.assert_array_equal(rep["sc_randomized"]["accuracy"], rep["standard"]["accuracy"])
     assert r.reliance_summary(rep)["invariant_to_sc"].all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Attacks: PGD and SVD-UAP random starts, one key per model.
+
+
+def test_pgd_attack_and_svd_uap_per_model_keys_equal_loop(setup):
+    from sbjax.eval import attacks as A
+    from sbjax.eval import uap as U
+
+    x, y, w, variables, keys = setup
+    x, y = x[:200], y[:200]
+    # A visible random start (rand_init = eps) so that the key matters.
+    kw = dict(norm="l2", eps=0.5, step_size=0.05, n_iter=5, rand_init=0.5)
+    got = A.pgd_attack(linear_logits, variables, x, y, keys, **kw)
+    for i in range(M):
+        want = A.pgd_attack(linear_logits, one(variables, i), x, y, keys[i], **kw)
+        close(got.delta[i], want.delta[0], err_msg=f"model {i}")
+        close(got.accuracy[i], want.accuracy[0])
+    shared = A.pgd_attack(linear_logits, variables, x, y, keys[0], **kw)
+    assert not np.allclose(np.asarray(got.delta[1]), np.asarray(shared.delta[1]))
+    u = U.svd_uap(linear_logits, variables, x, y, keys, eps=0.5, step_size=0.05, n_iter=5,
+                  rand_init=0.5)
+    for i in range(M):
+        want = U.svd_uap(linear_logits, one(variables, i), x, y, keys[i], eps=0.5, step_size=0.05,
+                         n_iter=5, rand_init=0.5)
+        close(u[i], want[0])
+    with pytest.raises(ValueError, match="key"):
+        A.pgd_attack(linear_logits, variables, x, y, keys[:2], **kw)

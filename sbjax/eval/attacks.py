@@ -40,6 +40,7 @@ from sbjax.eval.metrics import (
     _check_model_chunk,
     _check_xy,
     accuracy_from_logits,
+    check_model_keys,
     map_models,
     num_models,
 )
@@ -211,6 +212,7 @@ def pgd_perturb(
         "step_schedule",
         "batch_size",
         "model_chunk",
+        "per_model",
     ),
 )
 def _pgd_attack(
@@ -229,10 +231,11 @@ def _pgd_attack(
     step_schedule,
     batch_size,
     model_chunk,
+    per_model,
 ):
     n = x.shape[0]
 
-    def one(v):
+    def one(v, key):
         def attack_batch(batch):
             xb, yb, ib = batch
             delta, loss = pgd_perturb(
@@ -259,7 +262,9 @@ def _pgd_attack(
             delta, accuracy_from_logits(adv_logits, y), loss, accuracy_from_logits(clean_logits, y)
         )
 
-    return map_models(one, variables, model_chunk=model_chunk)
+    if per_model:
+        return map_models(lambda vk: one(*vk), (variables, key), model_chunk=model_chunk)
+    return map_models(lambda v: one(v, key), variables, model_chunk=model_chunk)
 
 
 def _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, schedule):
@@ -305,7 +310,8 @@ def pgd_attack(
         logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
         variables: stacked variables [M, ...].
         x: clean inputs [n, ...] (model basis). y: int labels [n] in {0, 1}.
-        key: PRNG key of the random starts (shared by the models).
+        key: PRNG key of the random starts: one key shared by the models, or keys [M] (model i
+            uses key[i]; its result equals a call on model i alone with key[i]).
         norm: "l2" (default) or "linf". eps: radius > 0. step_size: absolute step > 0.
         n_iter: iterations per restart. bounds: (B0, B1) or None (no box).
         rand_init: random-start scale (reference 1e-3; 0 = zero start; eps = start anywhere on
@@ -319,7 +325,7 @@ def pgd_attack(
         `PGDResult` with per-model arrays [M, ...].
     """
     _check_logits_fn(logits_fn)
-    num_models(variables)
+    per_model = check_model_keys(key, num_models(variables))
     _check_xy(x, y)
     _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, step_schedule)
     _check_batch_size(batch_size)
@@ -341,6 +347,7 @@ def pgd_attack(
         step_schedule,
         batch_size,
         model_chunk,
+        per_model,
     )
 
 

@@ -49,6 +49,7 @@ from sbjax.eval.metrics import (
     _model_logits,
     accuracy,
     accuracy_from_logits,
+    check_model_keys,
     map_models,
     num_models,
 )
@@ -82,7 +83,9 @@ def _bcast(s: jax.Array, ndim: int) -> jax.Array:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("logits_fn", "n_iter", "label_signed", "batch_size", "model_chunk")
+    jax.jit,
+    static_argnames=("logits_fn", "n_iter", "label_signed", "batch_size", "model_chunk",
+                     "per_model"),
 )
 def _svd_uap(
     logits_fn,
@@ -98,10 +101,11 @@ def _svd_uap(
     label_signed,
     batch_size,
     model_chunk,
+    per_model,
 ):
     n = x.shape[0]
 
-    def one(v):
+    def one(v, key):
         def attack(batch):
             xb, yb, ib = batch
             return pgd_perturb(
@@ -127,7 +131,9 @@ def _svd_uap(
         u = jnp.where(proj < 0, -u, u)
         return u.reshape(x.shape[1:])
 
-    return map_models(one, variables, model_chunk=model_chunk)
+    if per_model:
+        return map_models(lambda vk: one(*vk), (variables, key), model_chunk=model_chunk)
+    return map_models(lambda v: one(v, key), variables, model_chunk=model_chunk)
 
 
 def svd_uap(
@@ -156,7 +162,7 @@ def svd_uap(
         logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
         variables: stacked variables [M, ...].
         x_fit: inputs [n, ...] the PGD runs on (model basis). y_fit: labels [n].
-        key: PRNG key of PGD's random starts.
+        key: PRNG key of PGD's random starts, or keys [M] (one per model, see `pgd_attack`).
         eps, step_size, n_iter, bounds, rand_init: the L2 PGD (see `pgd_attack`).
         label_signed: orient u as the label-signed direction (+u pushes class 1 to class 0);
             False orients it along the plain mean perturbation.
@@ -166,7 +172,7 @@ def svd_uap(
         float32 [M, ...] unit-L2-norm directions u (model basis); scale with `uap_accuracy(eps=)`.
     """
     _check_logits_fn(logits_fn)
-    num_models(variables)
+    per_model = check_model_keys(key, num_models(variables))
     _check_xy(x_fit, y_fit)
     _check_attack_params("l2", eps, step_size, n_iter, bounds, rand_init, 1, "constant")
     _check_batch_size(batch_size)
@@ -185,6 +191,7 @@ def svd_uap(
         bool(label_signed),
         batch_size,
         model_chunk,
+        per_model,
     )
 
 
@@ -607,7 +614,7 @@ def uap_report(
         fit: (x, y) to fit on; evaluation: (x, y) to evaluate on (the reference: both = the test
             set).
         basis: a dataset / `Basis` for the fraction on S.
-        key: PRNG key (SVD-UAP's PGD starts).
+        key: PRNG key of SVD-UAP's PGD starts, or keys [M] (one per model).
         kind: "svd" (reference SVD-UAP: label-signed, lower accuracy of +-u), "as" (reference
             AS-UAP, label-signed) or "plain" (AS-UAP algorithm, label-agnostic).
         eps: absolute L2 norm of the UAP (SVD: evaluation scale; AS/plain: the ball radius).
