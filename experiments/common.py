@@ -29,12 +29,13 @@ Usage inside an experiment::
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,51 @@ log = logging.getLogger("sbjax.experiments")
 
 PRESET_CHOICES = ("quick", "paper")
 
+# What each preset name means; experiments add their own (e.g. suboptimal_generalization's nb03).
+PRESET_HELP = {
+    "smoke": "seconds; tiny sizes for the test suite (checks plumbing, not results)",
+    "quick": "CPU minutes; smaller data and fewer seeds, still shows the paper's effect",
+    "paper": "the paper's sizes, architectures and >= 5 seeds (for a GPU / TPU)",
+}
 
-def make_parser(name: str, description: str | None, presets: Mapping[str, Any]) -> argparse.ArgumentParser:
-    """The common CLI: --preset, --out, --seeds, --seed, --resume, --overwrite, --devices."""
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's paragraphs, bullets and example commands as written, and adds
+    "(default: X)" to an option's help only where X says something (not None / False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default:" in text or default is None or default is False
+                or default == [] or default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def make_parser(name: str, description: str | None, presets: Mapping[str, Any],
+                preset_help: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The common CLI: --preset, --set, --out, --seeds, --seed, --resume, --overwrite, --devices.
+
+    Args:
+      name: the experiment's module name (`python -m experiments.<name>`).
+      description: the module docstring (shown verbatim by --help).
+      presets: preset name -> preset.
+      preset_help: one line per preset name that `PRESET_HELP` does not explain.
+    """
     p = argparse.ArgumentParser(
         prog=f"python -m experiments.{name}",
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    helps = {**PRESET_HELP, **dict(preset_help or {})}
+    missing = [k for k in presets if k not in helps]
+    if missing:
+        raise ValueError(f"preset_help is missing a line for preset(s) {missing}")
     p.add_argument("--preset", choices=sorted(presets), default="quick",
-                   help="quick: CPU minutes, still shows the effect; paper: the paper's sizes")
+                   help="; ".join(f"{k}: {helps[k]}" for k in sorted(presets)))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one preset value, e.g. --set train.lr=0.05 --set n_train=50000 "
+                   "(dotted path into the preset; repeatable; recorded in config.json)")
     p.add_argument("--out", default=f"runs/{name}", help="run folder (must not exist unless "
                    "--resume or --overwrite)")
     p.add_argument("--seeds", type=int, default=None,
@@ -77,6 +113,90 @@ def make_parser(name: str, description: str | None, presets: Mapping[str, Any]) 
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def apply_overrides(preset: Any, overrides: Sequence[str]) -> Any:
+    """A copy of `preset` with dotted-path overrides "a.b=value" applied (configs as data).
+
+    The preset is a tree of frozen dataclasses and dicts. Each value is parsed as a Python
+    literal (numbers, booleans, None, strings, lists, tuples, dicts; a bare word is a string) and
+    must fit the type of the value it replaces (an int field takes an int, a float field a
+    number, a bool field True/False); unknown keys are an error that lists the allowed ones.
+
+    Raises:
+      ValueError: naming the override, the value and what is allowed.
+    """
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        if not sep or not path.strip():
+            raise ValueError(f"--set {item!r} is invalid: expected KEY=VALUE, e.g. train.lr=0.05")
+        preset = _override(preset, path.strip().split("."), text.strip(), item)
+    return preset
+
+
+def resolve_preset(presets: Mapping[str, Any], args: argparse.Namespace) -> Any:
+    """The preset named by --preset with the --set overrides applied (checked before any work)."""
+    return apply_overrides(presets[args.preset], getattr(args, "overrides", []) or [])
+
+
+def _parse_literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string (e.g. --set optimizer=adam)
+
+
+def _coerce(old: Any, new: Any, item: str) -> Any:
+    """`new` converted to the type of `old` where that is safe; a ValueError otherwise."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool):
+        if isinstance(new, bool):
+            return new
+        if isinstance(new, str) and new.lower() in ("true", "false"):
+            return new.lower() == "true"
+    elif isinstance(old, int):
+        if isinstance(new, int) and not isinstance(new, bool):
+            return new
+        if isinstance(new, float) and new.is_integer():
+            return int(new)
+    elif isinstance(old, float):
+        if isinstance(new, (int, float)) and not isinstance(new, bool):
+            return float(new)
+    elif isinstance(old, str):
+        if isinstance(new, str):
+            return new
+    elif isinstance(old, (list, tuple)):
+        if isinstance(new, (list, tuple)):
+            return type(old)(new)
+    elif isinstance(old, Mapping):
+        if isinstance(new, Mapping):
+            return dict(new)
+    else:
+        return new
+    raise ValueError(f"--set {item!r} is invalid: expected a value of type "
+                     f"{type(old).__name__} like the preset's {old!r}")
+
+
+def _override(node: Any, path: list[str], text: str, item: str) -> Any:
+    key, rest = path[0], path[1:]
+    if dataclasses.is_dataclass(node):
+        names = [f.name for f in dataclasses.fields(node)]
+        if key not in names:
+            raise ValueError(f"--set {item!r} is invalid: {key!r} is not a preset key; expected "
+                             "one of " + ", ".join(names))
+        old = getattr(node, key)
+        new = _override(old, rest, text, item) if rest else _coerce(old, _parse_literal(text), item)
+        return dataclasses.replace(node, **{key: new})
+    if isinstance(node, Mapping):
+        if key not in node:
+            raise ValueError(f"--set {item!r} is invalid: {key!r} is not a preset key; expected "
+                             "one of " + ", ".join(map(str, node)))
+        old = node[key]
+        new = _override(old, rest, text, item) if rest else _coerce(old, _parse_literal(text), item)
+        return {**node, key: new}
+    raise ValueError(f"--set {item!r} is invalid: {key!r} goes below a {type(node).__name__} "
+                     f"value ({node!r})")
 
 
 # Per-seed status labels in summary records. "unconverged_used": the model hit its budget where
@@ -169,6 +289,7 @@ class Run:
     config: dict = dataclasses.field(default_factory=dict)
     results: list[dict] = dataclasses.field(default_factory=list)
     rows: list[dict] = dataclasses.field(default_factory=list)
+    figures: list[str] = dataclasses.field(default_factory=list)
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     _ready: bool = False
 
@@ -204,6 +325,7 @@ class Run:
 
     def add_result(self, *, dataset: str, model: str, metrics: Mapping[str, Any],
                    status: Any = None, require_converged: bool = False,
+                   paper: Mapping[str, Any] | None = None,
                    test_size: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None, **settings: Any) -> dict:
         """Appends one summary record; failed models are excluded from every mean and counted.
 
@@ -219,7 +341,10 @@ class Run:
             metrics use sets of different sizes: adds each test AUC / accuracy metric's
             `sampling_se` (the test set's own sampling error) next to the seed std (not to
             train_* metrics).
-          settings: extra fields of the record (part, n_complex, ...).
+          paper: metric name -> the paper's (or reference's) value for this setting, printed
+            beside sbjax's in the log line and the closing results table, stored as "paper".
+          settings: extra fields of the record (part, n_complex, ...); "part" and "expect" (a
+            short phrase saying what the record should show) name the record in logs.
 
         A seed whose metrics are not all finite (e.g. the NaN AUC of a degenerate model) is marked
         "nonfinite_metric" and excluded from every metric of the record, so no mean mixes
@@ -265,6 +390,8 @@ class Run:
         if n_total and not used.any():
             rec["status"] = "all models failed"
         rec.update(io.to_jsonable(settings))
+        if paper:
+            rec["paper"] = io.to_jsonable(dict(paper))
         rec["metrics"] = per
         self.results.append(rec)
         for name, s in per.items():
@@ -272,12 +399,30 @@ class Run:
                 row = {"dataset": dataset, "model": model, **io.to_jsonable(settings),
                        "metric": name, "seed": i, "status": st[i], "value": v}
                 self.rows.append(row)
+        label = record_label(rec)
         if rec.get("status"):
-            log.warning("%s / %s: all %d models failed (%s)", dataset, model, n_total, st)
+            log.warning("%s: all %d models failed (%s)", label, n_total, st)
         else:
-            log.info("%s / %s (%d of %d seeds used): %s", dataset, model, rec["n_seeds"], n_total,
-                     ", ".join(f"{k}={_fmt(v)}" for k, v in per.items()))
+            shown = {k: v for k, v in per.items() if not paper or k in paper} or per
+            log.info("%s (%d of %d seeds used): %s", label, rec["n_seeds"], n_total,
+                     ", ".join(f"{k}={_fmt(v)}" + (f" (paper {paper[k]})" if paper and k in paper
+                                                   else "") for k, v in shown.items()))
         return rec
+
+    def figure(self, filename: str, kind: str, **args: Any) -> Path:
+        """Saves a figure's data in the run folder and draws it (`sbjax.plots.save_and_draw`),
+        so `python -m sbjax.plots RUN_DIR` can redraw it without rerunning.
+
+        Args:
+          filename: PNG file name inside the run folder.
+          kind: a figure kind registered in `sbjax.plots.FIGURES`.
+          args: the drawing function's arguments (arrays, dicts, lists, numbers, strings).
+        """
+        from sbjax import plots
+
+        path = plots.save_and_draw(self.ensure_folder(), filename, kind, **args)
+        self.figures.append(filename)
+        return path
 
     def save_params(self, name: str, tree: Any) -> None:
         """Saves stacked model variables to params/<name>.npz."""
@@ -296,10 +441,13 @@ class Run:
             "env": io.environment_info(),
             "results": self.results,
         }
+        if self.figures:
+            summary["figures"] = list(self.figures)
         if extra:
             summary.update(io.to_jsonable(dict(extra)))
         io.write_json(self.out / "summary.json", summary)
         io.write_csv(self.out / "metrics.csv", self.rows)
+        print(results_table(self.results), flush=True)
         log.info("wrote %s (%.1f s)", self.out / "summary.json", summary["runtime_s"])
         return summary
 
@@ -316,6 +464,7 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
     """
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party_loggers(args.verbose)
     from sbjax.runtime import configure_cpu_devices, init_distributed
 
     n_seeds = args.seeds if args.seeds is not None else _get(preset_config, "n_seeds", 1)
@@ -325,6 +474,7 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
     config = {
         "experiment": name,
         "preset": args.preset,
+        "overrides": list(getattr(args, "overrides", []) or []),
         "n_seeds": n_seeds,
         "seed": args.seed,
         "preset_config": io.to_jsonable(preset_config),
@@ -351,6 +501,14 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
                n_seeds=n_seeds, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
                config=config,
                progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None)
+
+
+def quiet_third_party_loggers(verbose: bool = False) -> None:
+    """JAX's "Unable to initialize backend 'tpu'" and matplotlib's font-cache lines are INFO
+    messages about the environment, not the run: show them only with --verbose."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    for name in ("jax", "jax._src.xla_bridge", "matplotlib", "absl"):
+        logging.getLogger(name).setLevel(level)
 
 
 CACHE_ENV = "SBJAX_COMPILATION_CACHE"
@@ -386,3 +544,31 @@ def _fmt(st: Mapping[str, Any]) -> str:
     if mean is None:
         return "n/a"
     return f"{mean:.4f}±{std:.4f}" if std is not None else f"{mean:.4f}±-"
+
+
+def record_label(rec: Mapping[str, Any]) -> str:
+    """How logs and tables name a record: "[part] dataset / model (what is expected)"."""
+    text = f"{rec['dataset']} / {rec['model']}"
+    if rec.get("part"):
+        text = f"[{rec['part']}] {text}"
+    if rec.get("expect"):
+        text += f" ({rec['expect']})"
+    return text
+
+
+def results_table(results: Sequence[Mapping[str, Any]], max_metrics: int = 4) -> str:
+    """A short plain-text table of every record: its headline metrics as mean ± sample std over
+    the used seeds, with the paper's value beside each where the record has one."""
+    lines = ["", "Results (mean ± sample std over used seeds; paper value in brackets):"]
+    for rec in results:
+        per = rec.get("metrics", {})
+        paper = rec.get("paper") or {}
+        names = [k for k in paper if k in per] or list(per)[:max_metrics]
+        if rec.get("status"):
+            cells = [rec["status"]]
+        else:
+            cells = [f"{k} {_fmt(per[k])}" + (f" [{paper[k]}]" if k in paper else "")
+                     for k in names]
+        used = f"{rec.get('n_seeds', '?')}/{rec.get('n_total', '?')} seeds"
+        lines.append(f"  {record_label(rec)}: " + "; ".join(cells) + f"  ({used})")
+    return "\n".join(lines)

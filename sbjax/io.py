@@ -174,6 +174,59 @@ def load_npz(path: str | os.PathLike, like: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def save_tree(stem: str | os.PathLike, tree: Any) -> None:
+    """Saves a nested structure of dicts / lists / scalars / strings / arrays without pickle.
+
+    Arrays (numpy or jax, any size) go to `<stem>.npz`; everything else, with references to the
+    arrays, to `<stem>.json` (written last: its presence means the pair is complete). Used for the
+    data behind figures, so a figure can be redrawn from a run folder.
+    """
+    stem = Path(stem)
+    arrays: dict[str, np.ndarray] = {}
+
+    def encode(obj: Any) -> Any:
+        if hasattr(obj, "__dataclass_fields__"):
+            import dataclasses
+
+            obj = dataclasses.asdict(obj)
+        if isinstance(obj, Mapping):
+            return {str(k): encode(v) for k, v in obj.items()}
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # NamedTuple
+            return {k: encode(v) for k, v in obj._asdict().items()}
+        if isinstance(obj, (list, tuple)):
+            return [encode(v) for v in obj]
+        if hasattr(obj, "shape") and hasattr(obj, "dtype") and np.ndim(obj) > 0:
+            key = f"a{len(arrays)}"
+            arrays[key] = np.asarray(obj)
+            return {"__array__": key}
+        return to_jsonable(obj)
+
+    doc = {"format": 1, "tree": encode(tree)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(stem.with_suffix(".npz"), buf.getvalue())
+    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(doc) + "\n").encode())
+
+
+def load_tree(stem: str | os.PathLike) -> Any:
+    """Loads a structure written by `save_tree` (arrays as numpy arrays)."""
+    stem = Path(stem)
+    doc = read_json(stem.with_suffix(".json"))
+    npz = stem.with_suffix(".npz")
+    data = np.load(npz, allow_pickle=False) if npz.exists() else {}
+
+    def decode(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            if set(obj) == {"__array__"}:
+                return np.asarray(data[obj["__array__"]])
+            return {k: decode(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [decode(v) for v in obj]
+        return obj
+
+    return decode(doc["tree"])
+
+
 def _protected_dirs() -> list[Path]:
     """Folders `--overwrite` never deletes: the working directory, its parents, $HOME, /."""
     cwd = Path.cwd().resolve()

@@ -240,6 +240,6 @@ def test_extreme_sb_bad_boundary_axis_fails_before_training(tmp_path, c2):
 def test_plots_read_failed_and_single_seed_records():
     from sbjax import plots
 
-    assert np.isnan(plots._mean_std({"mean": None, "std": None})[0])
-    assert plots._mean_std({"mean": 0.5, "std": None}) == (0.5, 0.0)
-    assert plots._mean_std([0.4, 0.6]) == pytest.approx((0.5, 0.1414213562))
+    assert np.isnan(plots.paper._mean_std({"mean": None, "std": None})[0])
+    assert plots.paper._mean_std({"mean": 0.5, "std": None}) == (0.5, 0.0)
+    assert plots.paper._mean_std([0.4, 0.6]) == pytest.approx((0.5, 0.1414213562))
