@@ -326,3 +326,19 @@ def test_invalid_sample_size(n):
         ds_("lms").sample(jax.random.key(0), n)
     with pytest.raises(ValueError, match=r"^n_train="):
         ds_("lms").sample_split(jax.random.key(0), n, 10)
+
+
+def test_registry_adds_a_dataset_and_never_falls_through():
+    from sbjax.data import synthetic as S
+
+    with pytest.raises(ValueError, match="name='adv_ms2'"):
+        make_dataset("adv_ms2")  # an unlisted name is an error, never another dataset
+    name = "lms_test_registry"
+    if name not in S.dataset_names():
+        S.register_dataset(name, {**S._PAPER_DEFAULTS["lms"], "k": 3},
+                           lambda p: S._build_lms(p))
+    ds = make_dataset(name, d=6)
+    assert ds.name == name and ds.simple_coords == (0,) and ds.complex_coords == (1, 2, 3, 4, 5)
+    assert dict(ds.blocks[1].args)["k"] == 3
+    with pytest.raises(ValueError, match="not registered yet"):
+        S.register_dataset(name, {}, lambda p: None)

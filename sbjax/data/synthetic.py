@@ -215,7 +215,8 @@ _COMMON = {
 }
 _SLAB_PROBS = {"slab5_pval": 0.75, "slab7_pval": 0.875}
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
+# Parameters (and defaults) of the paper's datasets; `register_dataset` fills `_DEFAULTS`.
+_PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "lms": {"d": 50, "k": 5, "margin": 0.1, "slab_margin": None, "n_complex": None,
             **_SLAB_PROBS, **_COMMON},
     "noisy_lms": {"d": 50, "k": 5, "margin": 0.1, "slab_margin": None, "n_complex": None,
@@ -287,62 +288,87 @@ def _check_count(name: str, value: Any, n_before: int, d: int, n_after_min: int 
     return int(value)
 
 
-def _build(name: str, p: dict[str, Any]) -> tuple[list[Block], tuple, tuple]:
-    """Returns (feature blocks, simple_coords, complex_coords) and validates ``p`` in place."""
-    if name == "lsn":
-        _check_common(p, 2)
-        validate.check_range("linear_scale", p["linear_scale"], 0.0, None, lo_open=True)
-        return (
-            [Block("lsn_linear", 0, 1, (("scale", float(p["linear_scale"])),)),
-             Block("lsn_slab", 1, 1, (("width", 1.0),))],
-            (0,),
-            (1,),
-        )
+# A builder validates its parameters (in place: it fills defaults that depend on others) and
+# returns (feature blocks, simple_coords, complex_coords); `make_dataset` adds noise coordinates
+# and the rotation. One builder per dataset name, registered below.
+Builder = Callable[[dict[str, Any]], tuple[list[Block], tuple, tuple]]
+_BUILDERS: dict[str, Builder] = {}
 
-    if name in ("lms", "noisy_lms"):
-        _check_common(p, 2)
-        d = int(p["d"])
-        # Reference `same_margin=True`: one margin for the linear block and the slabs.
-        slab_margin_name = "margin" if p["slab_margin"] is None else "slab_margin"
-        if p["slab_margin"] is None:
-            p["slab_margin"] = p["margin"]
-        validate.check_range("margin", p["margin"], 0.0, 1.0, hi_open=True)
-        B.check_slab_params(p["k"], p["slab_margin"], p["width"], margin_name=slab_margin_name)
-        p["n_complex"] = d - 1 if p["n_complex"] is None else p["n_complex"]
-        n_complex = _check_count("n_complex", p["n_complex"], 1, d)
-        lin_args = {"margin": float(p["margin"]), "width": float(p["width"])}
-        if name == "lms":
-            first = Block("linear", 0, 1, tuple(sorted(lin_args.items())))
-        else:
-            validate.check_range("p", p["p"], 0.0, 1.0)
-            validate.check_choice("noise_model", p["noise_model"], B.LIN_NOISE_MODELS)
-            validate.check_choice("noise_sampling", p["noise_sampling"], B.NOISE_SAMPLINGS)
-            lin_args.update(p=float(p["p"]), noise_model=p["noise_model"],
-                            noise_sampling=p["noise_sampling"])
-            first = Block("noisy_linear", 0, 1, tuple(sorted(lin_args.items())))
-        rest = Block("slab", 1, n_complex, _slab_args(p["k"], p["slab_margin"], p))
-        return [first, rest], (0,), tuple(range(1, 1 + n_complex))
 
-    if name in ("ms", "noisy_ms"):
-        _resolve_ms_k(p, 5, 7)
-        _check_common(p, 2)
-        d = int(p["d"])
-        B.check_slab_params(p["k_simple"], p["margin"], p["width"], k_name="k_simple")
-        B.check_slab_params(p["k_complex"], p["margin"], p["width"], k_name="k_complex")
-        p["n_complex"] = d - 1 if p["n_complex"] is None else p["n_complex"]
-        n_complex = _check_count("n_complex", p["n_complex"], 1, d)
-        noise = {}
-        if name == "noisy_ms":
-            validate.check_range("p", p["p"], 0.0, 1.0)
-            validate.check_choice("noise_model", p["noise_model"], B.SLAB_NOISE_MODELS)
-            validate.check_choice("noise_sampling", p["noise_sampling"], B.NOISE_SAMPLINGS)
-            noise = {"p": float(p["p"]), "noise_model": p["noise_model"],
-                     "noise_sampling": p["noise_sampling"]}
-        first = Block("slab", 0, 1, _slab_args(p["k_simple"], p["margin"], p, **noise))
-        rest = Block("slab", 1, n_complex, _slab_args(p["k_complex"], p["margin"], p))
-        return [first, rest], (0,), tuple(range(1, 1 + n_complex))
+def register_dataset(name: str, defaults: Mapping[str, Any], builder: Builder) -> None:
+    """Adds a dataset to `make_dataset` (and to `DATASET_NAMES`).
 
-    # adv_ms
+    Args:
+      name: the dataset's name in `make_dataset(name, ...)`.
+      defaults: every parameter it accepts, with its default (include the common ones, e.g.
+        ``**_COMMON``: ``d``, ``width``, ``noise_fill``, ``rotate``, ``rotation_seed``,
+        ``rotation``). Unknown parameters are rejected by name.
+      builder: ``builder(params) -> (blocks, simple_coords, complex_coords)``; it validates
+        ``params`` (raising `ValueError` through `sbjax.validate`) before anything is allocated.
+    """
+    if name in _BUILDERS:
+        validate.fail("name", name, "a dataset name not registered yet")
+    _DEFAULTS[name] = dict(defaults)
+    _BUILDERS[name] = builder
+
+
+def _build_lsn(p: dict[str, Any]):
+    _check_common(p, 2)
+    validate.check_range("linear_scale", p["linear_scale"], 0.0, None, lo_open=True)
+    return (
+        [Block("lsn_linear", 0, 1, (("scale", float(p["linear_scale"])),)),
+         Block("lsn_slab", 1, 1, (("width", 1.0),))],
+        (0,),
+        (1,),
+    )
+
+
+def _build_lms(p: dict[str, Any], *, noisy: bool = False):
+    _check_common(p, 2)
+    d = int(p["d"])
+    # Reference `same_margin=True`: one margin for the linear block and the slabs.
+    slab_margin_name = "margin" if p["slab_margin"] is None else "slab_margin"
+    if p["slab_margin"] is None:
+        p["slab_margin"] = p["margin"]
+    validate.check_range("margin", p["margin"], 0.0, 1.0, hi_open=True)
+    B.check_slab_params(p["k"], p["slab_margin"], p["width"], margin_name=slab_margin_name)
+    p["n_complex"] = d - 1 if p["n_complex"] is None else p["n_complex"]
+    n_complex = _check_count("n_complex", p["n_complex"], 1, d)
+    lin_args = {"margin": float(p["margin"]), "width": float(p["width"])}
+    if not noisy:
+        first = Block("linear", 0, 1, tuple(sorted(lin_args.items())))
+    else:
+        validate.check_range("p", p["p"], 0.0, 1.0)
+        validate.check_choice("noise_model", p["noise_model"], B.LIN_NOISE_MODELS)
+        validate.check_choice("noise_sampling", p["noise_sampling"], B.NOISE_SAMPLINGS)
+        lin_args.update(p=float(p["p"]), noise_model=p["noise_model"],
+                        noise_sampling=p["noise_sampling"])
+        first = Block("noisy_linear", 0, 1, tuple(sorted(lin_args.items())))
+    rest = Block("slab", 1, n_complex, _slab_args(p["k"], p["slab_margin"], p))
+    return [first, rest], (0,), tuple(range(1, 1 + n_complex))
+
+
+def _build_ms(p: dict[str, Any], *, noisy: bool = False):
+    _resolve_ms_k(p, 5, 7)
+    _check_common(p, 2)
+    d = int(p["d"])
+    B.check_slab_params(p["k_simple"], p["margin"], p["width"], k_name="k_simple")
+    B.check_slab_params(p["k_complex"], p["margin"], p["width"], k_name="k_complex")
+    p["n_complex"] = d - 1 if p["n_complex"] is None else p["n_complex"]
+    n_complex = _check_count("n_complex", p["n_complex"], 1, d)
+    noise = {}
+    if noisy:
+        validate.check_range("p", p["p"], 0.0, 1.0)
+        validate.check_choice("noise_model", p["noise_model"], B.SLAB_NOISE_MODELS)
+        validate.check_choice("noise_sampling", p["noise_sampling"], B.NOISE_SAMPLINGS)
+        noise = {"p": float(p["p"]), "noise_model": p["noise_model"],
+                 "noise_sampling": p["noise_sampling"]}
+    first = Block("slab", 0, 1, _slab_args(p["k_simple"], p["margin"], p, **noise))
+    rest = Block("slab", 1, n_complex, _slab_args(p["k_complex"], p["margin"], p))
+    return [first, rest], (0,), tuple(range(1, 1 + n_complex))
+
+
+def _build_adv_ms(p: dict[str, Any]):
     _check_common(p, 2)
     d = int(p["d"])
     B.check_slab_params(p["k_simple"], p["margin_simple"], p["width"], k_name="k_simple",
@@ -359,6 +385,23 @@ def _build(name: str, p: dict[str, Any]) -> tuple[list[Block], tuple, tuple]:
         tuple(range(n_simple)),
         tuple(range(n_simple, n_simple + n_complex)),
     )
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {}
+for _name, _builder in (
+    ("lms", _build_lms),
+    ("noisy_lms", functools.partial(_build_lms, noisy=True)),
+    ("ms", _build_ms),
+    ("noisy_ms", functools.partial(_build_ms, noisy=True)),
+    ("lsn", _build_lsn),
+    ("adv_ms", _build_adv_ms),
+):
+    register_dataset(_name, _PAPER_DEFAULTS[_name], _builder)
+
+
+def dataset_names() -> tuple[str, ...]:
+    """The registered dataset names (the paper's six first)."""
+    return tuple(_BUILDERS)
 
 
 def make_dataset(name: str, **params: Any) -> Dataset:
@@ -397,7 +440,7 @@ def make_dataset(name: str, **params: Any) -> Dataset:
     `sbjax.data.blocks.default_level_probs`.
 
     Args:
-      name: one of `DATASET_NAMES`.
+      name: one of `DATASET_NAMES` (or a name added with `register_dataset`).
       **params: the parameters above.
 
     Returns:
@@ -414,13 +457,13 @@ def make_dataset(name: str, **params: Any) -> Dataset:
       each drawn set (reference: exact count over train + test together); AdvMS and LSN have no
       reference generator, so the paper's definitions are used.
     """
-    validate.check_choice("name", name, DATASET_NAMES)
+    validate.check_choice("name", name, dataset_names())
     defaults = _DEFAULTS[name]
     for key, value in params.items():
         if key not in defaults:
             validate.fail(key, value, f"a parameter of {name!r}: one of {', '.join(defaults)}")
     p = {**defaults, **params}
-    feats, simple, complex_ = _build(name, p)
+    feats, simple, complex_ = _BUILDERS[name](p)
     d = int(p["d"])
     n_feat = feats[-1].start + feats[-1].count
     blocks_ = list(feats)
