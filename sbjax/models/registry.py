@@ -150,43 +150,62 @@ def _as_config(config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
     return ModelConfig(**config)
 
 
+def _fcn_module(cfg: ModelConfig) -> nn.Module:
+    return fcn.FCN(
+        width=cfg.width,
+        depth=0 if cfg.name == "linear" else cfg.depth,
+        activation=cfg.activation,
+        init_scheme=cfg.init,
+        dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout,
+        num_classes=cfg.num_classes,
+        leaky_slope=cfg.leaky_slope,
+    )
+
+
+def _cnn1d_module(cfg: ModelConfig) -> nn.Module:
+    return cnn1d.CNN1D(
+        filters=32 if cfg.filters is None else cfg.filters,
+        kernel=cfg.kernel,
+        depth=cfg.depth,
+        pool=cfg.pool,
+        activation=cfg.activation,
+        init_scheme=cfg.init,
+        dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout,
+        num_classes=cfg.num_classes,
+        leaky_slope=cfg.leaky_slope,
+    )
+
+
+def _rnn_module(cfg: ModelConfig) -> nn.Module:
+    return rnn.StackedRNN(
+        cell=cfg.name,
+        hidden=cfg.hidden,
+        chunk=cfg.chunk,
+        depth=cfg.depth,
+        init_scheme=cfg.init,
+        dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout,
+        num_classes=cfg.num_classes,
+    )
+
+
+# One Flax-module builder per model family: name -> builder(config) -> nn.Module.
+MODULE_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "linear": _fcn_module,
+    "fcn": _fcn_module,
+    "cnn1d": _cnn1d_module,
+    "gru": _rnn_module,
+    "lstm": _rnn_module,
+    **{name: image.build_image_model for name in IMAGE_MODELS},
+}
+if tuple(MODULE_BUILDERS) != MODEL_NAMES:  # every listed name has exactly one builder
+    raise ImportError(f"model builders {tuple(MODULE_BUILDERS)} != MODEL_NAMES {MODEL_NAMES}")
+
+
 def _build_module(cfg: ModelConfig) -> nn.Module:
-    if cfg.name in ("linear", "fcn"):
-        return fcn.FCN(
-            width=cfg.width,
-            depth=0 if cfg.name == "linear" else cfg.depth,
-            activation=cfg.activation,
-            init_scheme=cfg.init,
-            dropout=cfg.dropout,
-            input_dropout=cfg.input_dropout,
-            num_classes=cfg.num_classes,
-            leaky_slope=cfg.leaky_slope,
-        )
-    if cfg.name == "cnn1d":
-        return cnn1d.CNN1D(
-            filters=32 if cfg.filters is None else cfg.filters,
-            kernel=cfg.kernel,
-            depth=cfg.depth,
-            pool=cfg.pool,
-            activation=cfg.activation,
-            init_scheme=cfg.init,
-            dropout=cfg.dropout,
-            input_dropout=cfg.input_dropout,
-            num_classes=cfg.num_classes,
-            leaky_slope=cfg.leaky_slope,
-        )
-    if cfg.name in ("gru", "lstm"):
-        return rnn.StackedRNN(
-            cell=cfg.name,
-            hidden=cfg.hidden,
-            chunk=cfg.chunk,
-            depth=cfg.depth,
-            init_scheme=cfg.init,
-            dropout=cfg.dropout,
-            input_dropout=cfg.input_dropout,
-            num_classes=cfg.num_classes,
-        )
-    return image.build_image_model(cfg)
+    return MODULE_BUILDERS[cfg.name](cfg)
 
 
 def _check_x(cfg: ModelConfig, x: Any, arg: str) -> None:
