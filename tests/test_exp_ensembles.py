@@ -9,7 +9,11 @@ LMS-7 effects.
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,16 +31,50 @@ def test_aggregations_match_the_library():
 
     assert E.AGGREGATIONS == AGGREGATIONS
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def test_presets_are_consistent():
     for name, p in E.PRESETS.items():
+        E.check_preset(p)
         assert p.n_seeds >= (5 if name == "paper" else 1)
-        for st in p.studies:
+        for key, st in p.studies.items():
+            assert st.key == key
             assert max(st.ensemble_sizes) <= st.n_members
             assert st.ensemble_sizes[0] == 1, "single models are the baseline"
-    keys = [st.key for st in E.PRESETS["quick"].studies]
-    assert keys == ["lms5", "ms5", "noisy_lms7"]
-    noisy = dict(E.PRESETS["paper"].studies[2].dataset_params)
+    assert list(E.PRESETS["quick"].studies) == ["lms5", "ms5", "noisy_lms7"]
+    noisy = E.PRESETS["paper"].studies["noisy_lms7"].dataset_params
     assert noisy["p"] == 0.5 and noisy["k"] == 7
+
+
+def test_experiment_imports_no_matplotlib_and_no_other_experiment():
+    tree = ast.parse((ROOT / "experiments" / "ensembles.py").read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in names if m.split(".")[0] == "matplotlib"], names
+    assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
+
+
+@pytest.mark.parametrize("item,match", [
+    ("studies.lms5.ensemble_sizes=(1, 5)", "studies.lms5.ensemble_sizes"),
+    ("studies.lms5.batch_size=100000", "studies.lms5.batch_size"),
+    ("studies.lms5.lr=-0.1", "studies.lms5.lr"),
+    ("studies.ms5.lr=0.1", "'ms5' is not a preset key"),
+    ("n_seeds=0", "n_seeds"),
+])
+def test_bad_overrides_fail_before_any_work(tmp_path, item, match):
+    out = tmp_path / "ens"
+    with pytest.raises(ValueError, match=match):
+        E.main(["--preset", "smoke", "--out", str(out), "--set", item])
+    assert not out.exists()
+
+
+def test_expectations_name_the_paper_values():
+    assert E.expectation("lms5", 3, "logits")[1] == {"test_auc": 1.0, "s_rand_auc": 0.507,
+                                                       "sc_rand_auc": 1.0}
+    assert E.expectation("ms5", 10, "probs")[1] == {"gain_vs_members_mean": 0.20}
+    assert E.expectation("noisy_lms7", 5, "logits")[1] == {"ensemble_test_acc": 0.75}
+    assert E.expectation("other", 1, "logits") == (None, {})
 
 def test_ensemble_stop_reasons():
     from sbjax.eval.ensemble import ensemble_stop_reasons
@@ -80,7 +118,7 @@ def test_an_ensemble_with_a_failed_member_is_excluded_and_counted(tmp_path):
     logits = {"standard": lg, "s_rand": lg[..., ::-1], "sc_rand": lg}
     member_test = _acc(lg, y)
     assert np.all(np.isfinite(member_test))  # the trap: a diverged member's accuracy is finite
-    study = E.Study("fake", "ms", (), 100, y.size, 0, n_k, (1, 2, 3))
+    study = E.Study("fake", "ms", {}, 100, y.size, 0, n_k, (1, 2, 3))
     run = _run(tmp_path, n_s)
     curves = E.add_records(run, study, "fcn", reasons, member_test, member_test, logits, y)
     assert len(run.results) == 3 * len(E.AGGREGATIONS)
@@ -120,7 +158,7 @@ def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_pa
     lg[1, 0] = np.nan
     logits = {"standard": lg, "s_rand": lg, "sc_rand": lg}
     member_test = _acc(lg, y)
-    study = E.Study("fake", "ms", (), 100, y.size, 0, n_k, (1, 2))
+    study = E.Study("fake", "ms", {}, 100, y.size, 0, n_k, (1, 2))
     run = _run(tmp_path, n_s)
     curves = E.add_records(run, study, "fcn", reasons, member_test, member_test, logits, y)
     k1, k2 = curves["logits"][1], curves["logits"][2]
@@ -130,10 +168,9 @@ def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_pa
     assert all(st["mean"] is None and st["std"] is None for st in k2["metrics"].values())
     oc = {"dataset": "fake", "member_test_acc": member_test, "curves": curves,
           "member_used": np.array([[True, False], [False, True]])}
-    E.plot([oc], tmp_path / "fig.png")
-    E.plot_randomized(run, tmp_path / "auc.png")
-    assert_figure(tmp_path / "fig.png")
-    assert_figure(tmp_path / "auc.png")
+    E.draw_figures(run, [oc])
+    assert_figure(tmp_path / "run" / "fig6_ensembles.png")
+    assert_figure(tmp_path / "run" / "ensembles_randomized_auc.png")
     run.finish()  # summary.json / metrics.csv with failed records
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["results"][-1]["status"] == "all models failed"
@@ -141,9 +178,9 @@ def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_pa
 @pytest.mark.slow
 def test_a_real_diverging_sweep_is_marked_failed(tmp_path):
     """Through the experiment's own training: a huge learning rate makes every member diverge."""
-    study = E.Study("lms5", "lms", (("k", 5), ("d", 10)), 256, 256, 0, 2, (1, 2), lr=1e9,
+    study = E.Study("lms5", "lms", {"k": 5, "d": 10}, 256, 256, 0, 2, (1, 2), lr=1e9,
                     batch_size=128, max_steps=20, eval_every=10, patience=1)
-    preset = E.Preset(n_seeds=2, width=16, depth=1, studies=(study,))
+    preset = E.Preset(n_seeds=2, width=16, depth=1, studies={"lms5": study})
     run = _run(tmp_path, 2)
     oc = E.run_study(run, preset, study, 0)
     assert np.all(np.asarray(oc["stop_reason"]) == "diverged")
@@ -158,12 +195,28 @@ def _records(summary, dataset, agg="logits"):
 
 def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "ens"
-    summary = E.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+    # --set reaches a study's value (here a smaller test set) and lands in config.json.
+    summary = E.main(["--preset", "smoke", "--out", str(out), "--no-progress",
+                      "--set", "studies.lms5.n_test=1500"])
     for f in ("config.json", "env.json", "summary.json", "metrics.csv", "fig6_ensembles.png",
               "ensembles_randomized_auc.png", "params/lms5_fcn_100x2.npz"):
         assert (out / f).exists(), f
+    config = json.loads((out / "config.json").read_text())
+    assert config["overrides"] == ["studies.lms5.n_test=1500"]
+    assert config["preset_config"]["studies"]["lms5"]["n_test"] == 1500
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["experiment"] == "ensembles" and on_disk["preset"] == "smoke"
+    assert sorted(on_disk["figures"]) == ["ensembles_randomized_auc.png", "fig6_ensembles.png"]
+    # Every figure is redrawn from the run folder alone, to the same picture.
+    redrawn = tmp_path / "redrawn"
+    r = subprocess.run([sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in redrawn.glob("*.png")) == sorted(
+        p.name for p in out.glob("*.png"))
+    for png in out.glob("*.png"):
+        assert_figure(redrawn / png.name)
+        assert (redrawn / png.name).read_bytes() == png.read_bytes(), png.name
     recs = _records(on_disk, "lms5")
     assert sorted(recs) == [1, 3]
     assert len(on_disk["results"]) == 2 * len(E.AGGREGATIONS)
@@ -174,6 +227,12 @@ def test_smoke_end_to_end(tmp_path):
         assert set(HEADLINE) <= set(r["metrics"])
         assert len(r["metrics"]["ensemble_test_acc"]["per_seed"]) == 2
         assert r["metrics"]["test_auc"]["sampling_se"] > 0
+        assert r["part"] == f"ensemble of {r['ensemble_size']}, {r['aggregation']}-averaged"
+        assert "S-rand AUC ~0.5" in r["expect"]
+        n = r["metrics"]["test_acc"]["mean"]
+        assert r["metrics"]["test_acc"]["sampling_se"] == pytest.approx(
+            np.sqrt(n * (1 - n) / 1500))  # the overridden test size
+    assert recs[3]["paper"] == {"test_auc": 1.0, "s_rand_auc": 0.507, "sc_rand_auc": 1.0}
     assert len(on_disk["stop_reason"]["lms5"]) == 2
     # A one-member "ensemble" is the member itself.
     one = recs[1]["metrics"]

@@ -34,6 +34,9 @@ for _fn in (
     figure_kind(_fn)
 
 # Experiment-specific figure kinds (sbjax/plots/<experiment>.py) register themselves on import.
+import sbjax.plots.adversarial  # noqa: E402,F401
+import sbjax.plots.data  # noqa: E402,F401
+import sbjax.plots.ensembles  # noqa: E402,F401
 
 __all__ = [
     "FIGURES",
