@@ -31,7 +31,18 @@ train at a large eps is the finding (Fig. 7: ~50 % for eps >= gamma_S), not a fa
 model therefore ends on its budget and is recorded as "unconverged_used" (used, and counted in
 ``n_unconverged``, which equals ``n_total`` by design).
 
+Records name their part (the model and its training eps) and what the paper expects there
+(App. E.2.1: 100 % standard and robust accuracy with S-randomized accuracy 0.5 up to eps 0.1 for
+width 200 and eps 0.25 for widths 1000 / 2000; training fails, ~50 %, from eps 0.2 / 0.3 on), with
+those values in `paper`.
+
+Any preset value can be changed with --set, e.g.::
+
     python -m experiments.adversarial_training --preset quick --out runs/adversarial_training
+    python -m experiments.adversarial_training --preset quick --set epochs=50 \
+        --set "eps_grid=(0.0, 0.1, 0.3)" --out runs/adv_short
+
+Fig. 7 is saved with its data (`figures/`); `python -m sbjax.plots RUN_DIR` redraws it.
 """
 
 from __future__ import annotations
@@ -44,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, start_run
+from experiments.common import make_parser, resolve_preset, start_run
+from sbjax.validate import check_int, check_range, fail
 
 log = logging.getLogger("sbjax.experiments.adversarial_training")
 
@@ -111,6 +123,80 @@ PRESETS: dict[str, Preset] = {
                     eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
                     epochs=4000, lr_boundaries_epochs=(1000, 2000, 3000), evals=40),
 }
+
+PRESET_HELP = {
+    "smoke": "seconds; width 32, eps {0, 0.3}, 6 epochs on 1000 points (plumbing only)",
+    "quick": "CPU minutes; width 200, 7 budgets eps 0..0.4, 100 epochs with momentum, 2 seeds",
+    "paper": "App. E.2.1: widths 200 / 1000 / 2000, 11 budgets, 4000 epochs, 5 seeds (GPU / TPU)",
+}
+
+
+def check_preset(p: Preset) -> None:
+    """Checks a preset (after --set overrides) before any work.
+
+    Raises:
+      ValueError: naming the preset key (as --set spells it), the value and what is allowed.
+    """
+    check_int("n_seeds", p.n_seeds, min_value=1)
+    if not p.widths:
+        fail("widths", p.widths, "at least one FCN width")
+    for w in p.widths:
+        check_int("widths", w, min_value=1)
+    check_int("depth", p.depth, min_value=1)
+    if not p.eps_grid:
+        fail("eps_grid", p.eps_grid, "at least one L2 budget")
+    for e in p.eps_grid:
+        check_range("eps_grid", e, 0.0, None)
+    check_int("epochs", p.epochs, min_value=1)
+    bounds = list(p.lr_boundaries_epochs)
+    if (any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
+            or bounds != sorted(set(bounds)) or (bounds and not 1 <= bounds[0] <= bounds[-1]
+                                                   < p.epochs)):
+        fail("lr_boundaries_epochs", p.lr_boundaries_epochs,
+             f"increasing epochs in 1..epochs - 1 = {p.epochs - 1}")
+    for name in ("n_train", "n_val", "n_test"):
+        check_int(name, getattr(p, name), min_value=2)
+    check_int("batch_size", p.batch_size, min_value=1)
+    if p.batch_size > p.n_train:
+        fail("batch_size", p.batch_size, f"at most n_train = {p.n_train}")
+    check_range("lr", p.lr, 0.0, None, lo_open=True)
+    check_range("lr_decay", p.lr_decay, 0.0, None, lo_open=True)
+    check_range("momentum", p.momentum, 0.0, 1.0, hi_open=True)
+    check_range("weight_decay", p.weight_decay, 0.0, None)
+    for name in ("adv_steps", "eval_steps", "evals"):
+        check_int(name, getattr(p, name), min_value=1)
+    for name in ("adv_step_frac", "eval_step_frac"):
+        check_range(name, getattr(p, name), 0.0, None, lo_open=True)
+    steps = p.epochs * -(-p.n_train // p.batch_size)
+    if p.evals > steps:
+        fail("evals", p.evals, f"at most the number of updates, {steps}")
+
+
+# App. E.2.1 (REFERENCE.md Sec. 9.4): the largest eps with 100 % standard and robust accuracy and
+# the smallest eps where training fails (~50 %), per width; widths the paper did not train have none.
+PAPER_REGIMES = {200: (0.1, 0.2), 1000: (0.25, 0.3), 2000: (0.25, 0.3)}
+
+
+def expectation(width: int, eps: float) -> tuple[str | None, dict[str, float]]:
+    """What the (width, eps) record should show per App. E.2.1, and the paper's values.
+
+    Returns:
+      (expect phrase or None, {metric: paper value}); between the two regimes (e.g. eps 0.15 at
+      width 200) the paper states nothing.
+    """
+    if width not in PAPER_REGIMES:
+        return None, {}
+    ok, fails = PAPER_REGIMES[width]
+    if eps <= ok + 1e-9:
+        return (f"eps <= {ok:g}: ~100 % standard and robust accuracy, relies on the 5-slabs only "
+                "(S-rand acc 0.5, S^c-rand acc unchanged)",
+                {"test_acc": 1.0, "robust_acc": 1.0, "s_rand_acc": 0.5, "sc_rand_acc": 1.0})
+    if eps >= fails - 1e-9:
+        return (f"eps >= {fails:g}: training fails, ~50 % standard and robust accuracy",
+                {"test_acc": 0.5, "robust_acc": 0.5})
+    return f"between the paper's working (eps <= {ok:g}) and failing (eps >= {fails:g}) " \
+        "regimes", {}
+
 
 
 def _data(run, preset: Preset):
@@ -211,60 +297,38 @@ def add_records(run, model_name: str, width: int, eps_grid: Sequence[float],
     """
     y = np.asarray(y_test)
     test_size = (int(np.sum(y == 1)), int(np.sum(y != 1)))
-    return [
-        run.add_result(dataset="adv_ms57", model=model_name,
-                       metrics={k: v[g] for k, v in grids.items()},
-                       status=[str(x) for x in reasons[g]], require_converged=REQUIRE_CONVERGED,
-                       test_size=test_size, width=width, eps=float(eps))
-        for g, eps in enumerate(eps_grid)
-    ]
+    records = []
+    for g, eps in enumerate(eps_grid):
+        expect, paper = expectation(width, float(eps))
+        extra = {"expect": expect} if expect else {}
+        records.append(run.add_result(
+            dataset="adv_ms57", model=model_name, metrics={k: v[g] for k, v in grids.items()},
+            status=[str(x) for x in reasons[g]], require_converged=REQUIRE_CONVERGED,
+            test_size=test_size, paper=paper, part=f"width {width}, eps {float(eps):g}", **extra,
+            width=width, eps=float(eps)))
+    return records
 
 
-def plot(preset: Preset, outcomes: Sequence[dict[str, Any]], path) -> None:
-    """Fig. 7-style figure: accuracies vs training eps, one panel per width."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    eps = np.asarray(preset.eps_grid)
-    fig, axes = plt.subplots(1, len(outcomes), figsize=(max(6.5, 4.6 * len(outcomes)), 4.0), squeeze=False)
-    for ax, oc in zip(axes[0], outcomes, strict=True):
-        for key, lab, style in (("test_acc", "standard", "o-"),
-                                ("robust_acc", "eps-robust (L2 PGD)", "s-"),
-                                ("s_rand_acc", "S-randomized (5-slabs)", "v--"),
-                                ("sc_rand_acc", "S^c-randomized (7-slabs)", "^--")):
-            # The records' mean / std over used (not diverged) seeds; None -> NaN (no point) / 0.
-            st = [rec["metrics"][key] for rec in oc["records"]]
-            m = np.array([np.nan if s["mean"] is None else s["mean"] for s in st])
-            sd = np.array([0.0 if s["std"] is None else s["std"] for s in st])
-            ax.errorbar(eps, m, yerr=sd, fmt=style, capsize=3, label=lab)
-        ax.axvline(GAMMA_S, color="gray", ls=":", lw=1)
-        ax.text(GAMMA_S, 0.42, r" $\gamma_S$", color="gray", fontsize=8)
-        ax.set_ylim(0.4, 1.03)
-        ax.set_xlabel("L2 training budget eps")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"({oc['width']},{preset.depth})-FCN")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="center right")
-    fig.suptitle("L2 adversarial training on AdvMS-(5,7) (paper App. E.2.1, Fig. 7)\n"
-                 "mean ± std over non-diverged seeds; S-randomized ~0.5 = reliance on the 5-slabs "
-                 "only",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def draw_figure(run, preset: Preset, records: Sequence[dict[str, Any]]) -> None:
+    """Fig. 7 (accuracies vs training eps, one panel per width) from the records, with its data."""
+    labels = {r["model"]: f"({r['width']},{preset.depth})-FCN" for r in records}
+    run.figure("fig7_adversarial_training.png", "adversarial_accuracy_vs_eps", records=records,
+               gamma_s=GAMMA_S, labels=labels,
+               title="L2 adversarial training on AdvMS-(5,7) (paper App. E.2.1, Fig. 7)\n"
+               "mean ± std over non-diverged seeds; S-randomized ~0.5 = reliance on the 5-slabs "
+               "only")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS)
+    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = resolve_preset(PRESETS, args)
+    check_preset(preset)
     run = start_run(NAME, args, preset)
     ds, train, val, test, bounds, key = _data(run, preset)
     outcomes = [run_width(run, preset, w, ds, train, val, test, bounds, key)
                 for w in preset.widths]
-    plot(preset, outcomes, run.path("fig7_adversarial_training.png"))
+    draw_figure(run, preset, [r for oc in outcomes for r in oc["records"]])
     extra = {
         "attack_bounds": list(bounds),
         "gamma_s": GAMMA_S,
@@ -272,7 +336,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "width_runtime_s": {str(oc["width"]): oc["runtime_s"] for oc in outcomes},
         "best_step": {str(oc["width"]): oc["best_step"] for oc in outcomes},
         "stop_reason": {str(oc["width"]): oc["stop_reason"] for oc in outcomes},
-        "figures": ["fig7_adversarial_training.png"],
     }
     return run.finish(extra=extra)
 

@@ -8,7 +8,12 @@ effect (small-eps models reach ~100 % standard and robust accuracy and rely on t
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +22,7 @@ from experiments import adversarial_training as A
 from experiments.common import Run
 from tests.helpers import assert_figure
 
+ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = ("train_acc", "test_acc", "test_auc", "robust_acc", "s_rand_acc", "s_rand_auc",
             "sc_rand_acc", "sc_rand_auc")
 
@@ -28,8 +34,42 @@ def test_presets():
     assert paper.n_train == 6000 and paper.lr == 0.1 and paper.lr_decay == 0.1
     assert paper.adv_steps == 40
     for p in A.PRESETS.values():
+        A.check_preset(p)
         assert 0.0 in p.eps_grid, "eps = 0 is the standard-training baseline"
         assert list(p.eps_grid) == sorted(p.eps_grid)
+
+
+def test_experiment_imports_no_matplotlib_and_no_other_experiment():
+    tree = ast.parse((ROOT / "experiments" / "adversarial_training.py").read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in names if m.split(".")[0] == "matplotlib"], names
+    assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
+
+
+@pytest.mark.parametrize("item,match", [
+    ("epochs=0", "^epochs=0"),
+    ("lr_boundaries_epochs=(3, 9)", "^lr_boundaries_epochs="),
+    ("eps_grid=(0.0, -0.1)", "^eps_grid=-0.1"),
+    ("batch_size=5000", "^batch_size=5000"),
+    ("momentum=1.0", "^momentum="),
+    ("evals=1000", "^evals="),
+    ("epoch=3", "'epoch' is not a preset key"),
+])
+def test_bad_overrides_fail_before_any_work(tmp_path, item, match):
+    out = tmp_path / "adv"
+    with pytest.raises(ValueError, match=match):
+        A.main(["--preset", "smoke", "--out", str(out), "--set", item])
+    assert not out.exists()
+
+
+def test_expectations_follow_app_e21():
+    assert A.expectation(200, 0.1)[1]["robust_acc"] == 1.0
+    assert A.expectation(200, 0.2)[1] == {"test_acc": 0.5, "robust_acc": 0.5}
+    assert A.expectation(200, 0.15)[1] == {}
+    assert A.expectation(1000, 0.25)[1]["s_rand_acc"] == 0.5
+    assert A.expectation(2000, 0.3)[1]["test_acc"] == 0.5
+    assert A.expectation(32, 0.0) == (None, {})
 
 
 def test_diverged_models_are_excluded_and_unconverged_ones_used(tmp_path):
@@ -57,26 +97,41 @@ def test_diverged_models_are_excluded_and_unconverged_ones_used(tmp_path):
     assert r1["metrics"]["test_acc"]["mean"] == pytest.approx(0.96)
     assert r1["metrics"]["test_acc"]["sampling_se"] == pytest.approx(np.sqrt(0.96 * 0.04 / 100))
     assert r2["status"] == "all models failed" and r2["metrics"]["test_acc"]["mean"] is None
-    oc = {"width": 8, "grids": grids, "records": recs}
-    A.plot(A.Preset(n_seeds=3, widths=(8,), eps_grid=eps_grid, epochs=1,
-                    lr_boundaries_epochs=()), [oc], tmp_path / "fig.png")
-    assert_figure(tmp_path / "fig.png")
+    A.draw_figure(run, A.Preset(n_seeds=3, widths=(8,), eps_grid=eps_grid, epochs=1,
+                                lr_boundaries_epochs=()), recs)
+    assert_figure(tmp_path / "run" / "fig7_adversarial_training.png")
 
 
 def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "adv"
-    A.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+    # --set reaches the preset (one epoch fewer, a wider model) and lands in config.json.
+    A.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--set", "epochs=5",
+            "--set", "widths=(40,)"])
     for f in ("config.json", "env.json", "summary.json", "metrics.csv",
-              "fig7_adversarial_training.png", "params/adv_ms57_fcn_32x2.npz"):
+              "fig7_adversarial_training.png", "params/adv_ms57_fcn_40x2.npz"):
         assert (out / f).exists(), f
+    config = json.loads((out / "config.json").read_text())
+    assert config["overrides"] == ["epochs=5", "widths=(40,)"]
+    assert config["preset_config"]["epochs"] == 5 and config["preset_config"]["widths"] == [40]
     s = json.loads((out / "summary.json").read_text())
-    preset = A.PRESETS["smoke"]
+    assert s["figures"] == ["fig7_adversarial_training.png"]
+    preset = dataclasses.replace(A.PRESETS["smoke"], epochs=5, widths=(40,))
+    # Fig. 7 is redrawn from the run folder alone, to the same picture.
+    redrawn = tmp_path / "redrawn"
+    r = subprocess.run([sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in redrawn.glob("*.png")) == ["fig7_adversarial_training.png"]
+    assert_figure(redrawn / "fig7_adversarial_training.png")
+    assert (redrawn / "fig7_adversarial_training.png").read_bytes() == (
+        out / "fig7_adversarial_training.png").read_bytes()
     assert len(s["results"]) == len(preset.widths) * len(preset.eps_grid)
-    assert len(s["stop_reason"]["32"]) == len(preset.eps_grid)
+    assert len(s["stop_reason"]["40"]) == len(preset.eps_grid)
     lo, hi = s["attack_bounds"]
     assert lo < 0 < hi
     for r in s["results"]:
-        assert r["dataset"] == "adv_ms57" and r["model"] == "fcn_32x2" and r["width"] == 32
+        assert r["dataset"] == "adv_ms57" and r["model"] == "fcn_40x2" and r["width"] == 40
+        assert r["part"] == f"width 40, eps {r['eps']:g}"
         assert set(HEADLINE) <= set(r["metrics"])
         assert r["n_total"] == preset.n_seeds and r["n_diverged"] == 0
         assert r["n_seeds"] == preset.n_seeds, r["seed_status"]
