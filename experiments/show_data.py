@@ -11,9 +11,13 @@ Writes into ``--out``:
   per class, and the accuracy of the block's Bayes rule measured on the samples next to its
   theoretical value; per dataset, class balance, the S and S^c rules' accuracies and the data
   range of the rotated inputs (max - min, used by the reference's attack budgets).
-* ``config.json`` and ``env.json``.
+* ``config.json`` and ``env.json``; ``figures/data_preview.{json,npz}``: the samples the figure is
+  drawn from, so ``python -m sbjax.plots RUN_DIR`` redraws it without sampling again.
 
-Usage: ``python -m experiments.show_data --out runs/show_data`` (a few seconds on a CPU).
+Usage (a few seconds on a CPU)::
+
+    python -m experiments.show_data --out runs/show_data
+    python -m experiments.show_data --margin 0.05 --d 20 --out runs/show_data_m005
 """
 
 from __future__ import annotations
@@ -23,17 +27,16 @@ import logging
 import time
 from typing import Any
 
-log = logging.getLogger("sbjax.experiments.show_data")
+from experiments.common import HelpFormatter
 
-CLASS_COLORS = ("tab:blue", "tab:orange")  # label 0 (paper's -1), label 1 (paper's +1)
+log = logging.getLogger("sbjax.experiments.show_data")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.show_data",
-        description="Preview the paper's synthetic blocks and datasets (Fig. 2 style) and write "
-        "per-block statistics.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="runs/show_data", help="output folder (must be empty or "
                    "absent unless --overwrite)")
@@ -154,54 +157,25 @@ def _sample_all(args: argparse.Namespace):
     return blocks, datasets, y, xb, xd
 
 
-def _figure(path, blocks, xd_order, y, xb, xd, args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figure(out, blocks, xd_order, y, xb, xd, args) -> None:
+    """data_preview.png, saved with its samples (`sbjax.plots.save_and_draw`, kind data_preview)."""
     import numpy as np
+
+    from sbjax import plots
 
     y = np.asarray(y)
     titles = {"linear": "linear", "noisy_linear": f"noisy linear (p={args.p:g})",
               "slab3": "3-slab", "slab5": "5-slab", "slab7": "7-slab"}
-    fig = plt.figure(figsize=(15, 6.6), constrained_layout=True)
-    gs = fig.add_gridspec(2, 15, height_ratios=[1, 1.35])
-    lim = 1.08 * args.width
-    bins = np.linspace(-lim, lim, 217)
-    for i, name in enumerate(blocks):
-        ax = fig.add_subplot(gs[0, 3 * i: 3 * i + 3])
-        x = np.asarray(xb[name])
-        top = 0.0
-        for c in (0, 1):
-            counts, _, _ = ax.hist(x[y == c], bins=bins, color=CLASS_COLORS[c], alpha=0.75,
-                                   label=f"y={c} (paper {'-1' if c == 0 else '+1'})")
-            top = max(top, counts.max())
-        ax.set_ylim(0, 1.3 * top)  # head room for the legend
-        ax.set_title(titles[name])
-        ax.set_xlim(-lim, lim)
-        ax.set_yticks([])
-        ax.set_xlabel("x (one canonical coordinate)")
-        if i == 0:
-            ax.set_ylabel("count")
-            ax.legend(loc="upper center", fontsize=8, frameon=False, ncol=2)
-    # Iterate the datasets in their own order (jit returns dicts with sorted keys).
-    for i, name in enumerate(xd_order):
-        _, z, yd = xd[name]
-        ax = fig.add_subplot(gs[1, 5 * i: 5 * i + 5])
-        z, yd = np.asarray(z), np.asarray(yd)
-        for c in (0, 1):
-            ax.scatter(z[yd == c, 0], z[yd == c, 1], s=3, color=CLASS_COLORS[c], alpha=0.6,
-                       linewidths=0, label=f"y={c}")
-        ax.set_title(f"{name}, d={args.d} (canonical basis)")
-        ax.set_xlabel("coordinate 0 (S)")
-        ax.set_ylabel("coordinate 1 (one of S^c)")
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-    fig.suptitle("Synthetic blocks and datasets (Shah et al. 2020, Fig. 2 style): "
-                 f"margin {args.margin:g}, width {args.width:g}, labels y in {{0, 1}}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    # Iterate the datasets in their own order (jit returns dicts with sorted keys); the scatter
+    # panels need S and one S^c coordinate only.
+    plots.save_and_draw(
+        out, "data_preview.png", "data_preview",
+        blocks={titles[name]: {"x": np.asarray(xb[name]), "y": y} for name in blocks},
+        datasets={name: {"z": np.asarray(xd[name][1])[:, :2], "y": np.asarray(xd[name][2])}
+                  for name in xd_order},
+        width=args.width, d=args.d,
+        title="Synthetic blocks and datasets (Shah et al. 2020, Fig. 2 style): "
+        f"margin {args.margin:g}, width {args.width:g}, labels y in {{0, 1}}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -242,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                              .mean()),
             "drange_rotated": float(x.max() - x.min()),
         }
-    _figure(out / "data_preview.png", blocks, list(datasets), y, xb, xd, args)
+    _figure(out, blocks, list(datasets), y, xb, xd, args)
     stats["runtime_s"] = time.perf_counter() - t0
     io.write_json(out / "blocks.json", stats)
     for name, st in stats["blocks"].items():
