@@ -85,3 +85,53 @@ def pgd_perturb(
 
     (delta, aux), _ = jax.lax.scan(step, (clamp(delta), aux), None, length=steps)
     return jax.lax.stop_gradient(x + delta), aux
+
+
+def attack(trainer, variables, x, y, key, eps, w, *, train_mode: bool):
+    """PGD of `trainer.cfg` (adv_* fields) on one batch of one model, on the plain data loss.
+
+    In train mode (the reference's adversarial training) BatchNorm runs on batch statistics and
+    the running statistics updated by the attack passes are threaded through and returned; in eval
+    mode the model's running statistics are used and left alone.
+
+    Returns:
+      (x_adv, variables) with the updated batch statistics in train mode.
+    """
+    from sbjax.train.engine import per_example_loss
+
+    cfg = trainer.cfg
+    has_stats = "batch_stats" in variables
+
+    def loss_fn(xa, stats):
+        v = {**variables, "batch_stats": stats} if has_stats else variables
+        if train_mode and has_stats:
+            logits, mutated = trainer.model.apply(v, xa, train=True, **trainer._bn_mask(v, w))
+            stats = mutated.get("batch_stats", stats)
+        else:
+            logits = trainer.model.logits(v, xa)
+        return jnp.sum(per_example_loss(cfg, logits, y) * w), stats
+
+    x_adv, stats = pgd_perturb(
+        loss_fn, x, key, eps, norm=cfg.adv_norm, steps=cfg.adv_steps,
+        step_frac=cfg.adv_step_frac, bounds=cfg.adv_bounds, rand_init=cfg.adv_rand_init,
+        aux=variables.get("batch_stats"),
+    )
+    if has_stats:
+        variables = {**variables, "batch_stats": stats}
+    return x_adv, variables
+
+
+def _pgd_batch(trainer, variables, x, y, w, key, hp):
+    return attack(trainer, variables, x, y, key, hp["adv_eps"], w,
+                  train_mode=trainer.cfg.adv_bn_mode == "train")
+
+
+def pgd_transform():
+    """Adversarial training as an `Objective.batch_transform`: PGD with the `TrainConfig` adv_*
+    settings (norm, steps, step fraction, box, random start, BatchNorm mode) and the traced budget
+    "adv_eps", on every training batch before the loss. `TrainConfig(adv_norm="l2" | "linf")`
+    installs it by itself; the module-level function keeps the transform equal (and hashable by
+    value) across calls, so compiled programs are reused."""
+    from sbjax.train.objective import BatchTransform
+
+    return BatchTransform("pgd", _pgd_batch, hparams=("adv_eps",))

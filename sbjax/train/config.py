@@ -65,6 +65,9 @@ class TrainConfig:
         statistics, running statistics updated by the attack passes) or "eval".
       select_metric: best-model selection on "val_acc" or, with adversarial training,
         "val_robust_acc" (PGD accuracy on the validation set, the reference's nb05 choice).
+      sam: wrap the optimizer in sharpness-aware minimisation (`optax.contrib.sam`, opaque mode,
+        `sbjax.train.optim`); each update then costs two gradient evaluations.
+      sam_rho: default SAM radius, the traced hyperparameter "sam_rho" (only with sam=True).
     """
 
     optimizer: str = "sgd"
@@ -94,6 +97,8 @@ class TrainConfig:
     adv_bounds: tuple[float, float] | None = None
     adv_bn_mode: str = "train"
     select_metric: str = "val_acc"
+    sam: bool = False
+    sam_rho: float = 0.05
 
     def __post_init__(self) -> None:
         # Every check runs here, in milliseconds, before anything is traced (DESIGN.md "Errors
@@ -129,6 +134,9 @@ class TrainConfig:
         check_range("adv_rand_init", self.adv_rand_init, 0.0, None)
         check_choice("adv_bn_mode", self.adv_bn_mode, ("train", "eval"))
         check_choice("select_metric", self.select_metric, SELECT_METRICS)
+        if not isinstance(self.sam, bool | np.bool_):
+            fail("sam", self.sam, "True or False")
+        check_range("sam_rho", self.sam_rho, 0.0, None)
         if self.select_metric == "val_robust_acc" and self.adv_norm == "none":
             fail("select_metric", self.select_metric, "'val_acc' unless adv_norm is 'l2' or 'linf'")
         if self.adv_bounds is not None:
@@ -142,8 +150,20 @@ class TrainConfig:
             if not ok:
                 fail("adv_bounds", ab, "None or a pair (lo, hi) of real numbers with lo < hi")
 
-    def default_hparams(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in HPARAM_NAMES}
+    def default_hparams(self, objective: Any = None) -> dict[str, float]:
+        """Default values of every traced hyperparameter (see `hparam_names`)."""
+        extra = objective.hparam_defaults if objective is not None else {}
+        return {name: float(getattr(self, name)) if hasattr(self, name) else float(extra[name])
+                for name in hparam_names(self, objective)}
+
+
+def hparam_names(cfg: TrainConfig, objective: Any = None) -> tuple[str, ...]:
+    """Traced hyperparameters of a run: HPARAM_NAMES, "sam_rho" with SAM, and the objective's
+    (lambda_<penalty> for each penalty, and those of its batch transform)."""
+    names = list(HPARAM_NAMES) + (["sam_rho"] if cfg.sam else [])
+    if objective is not None:
+        names += [n for n in objective.hparam_defaults if n not in names]
+    return tuple(names)
 
 
 def _check_boundaries(bounds: Any) -> None:
@@ -157,13 +177,15 @@ def _check_boundaries(bounds: Any) -> None:
         fail("lr_boundaries", bounds, allowed)
 
 
-def expand_grid(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, float]]:
+def expand_grid(grid: Mapping[str, Sequence[float]] | None,
+                names: Sequence[str] = HPARAM_NAMES) -> list[dict[str, float]]:
     """Cartesian product of a hyperparameter grid, in row-major order of the given keys.
 
     Args:
-      grid: e.g. {"lr": [0.01, 0.1], "weight_decay": [0, 5e-4]}; keys must be in HPARAM_NAMES and
+      grid: e.g. {"lr": [0.01, 0.1], "weight_decay": [0, 5e-4]}; keys must be in `names` and
         each value a non-empty list (tuple, or 1-D array) of finite real numbers. Ranges are checked
         by `hparam_arrays` with the rules of the matching `TrainConfig` field.
+      names: the allowed names (`hparam_names(cfg, objective)` for runs with SAM or an objective).
 
     Returns:
       A list of points (dicts); [{}] for an empty grid.
@@ -178,8 +200,8 @@ def expand_grid(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, fl
         fail("grid", grid, "a dict {hyperparameter name: list of values}")
     lists = {}
     for name, values in grid.items():
-        if name not in HPARAM_NAMES:
-            fail("grid", name, "hyperparameter names among " + ", ".join(HPARAM_NAMES))
+        if name not in names:
+            fail("grid", name, "hyperparameter names among " + ", ".join(names))
         arg = f"grid[{name!r}]"
         allowed = "a non-empty list of finite real numbers, e.g. [0.01, 0.1]"
         # A bare scalar (grid={"lr": 0.1}) is the common slip; strings are sequences too.
@@ -198,18 +220,30 @@ def expand_grid(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, fl
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*lists.values())]
 
 
-def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repeat: int) -> dict:
+def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repeat: int,
+                  objective: Any = None, extra: Mapping[str, float] | None = None) -> dict:
     """Hyperparameters as float32 arrays [n_points * repeat], point-minor (model index = r * P + p).
 
-    Every value is validated with the same rules as the `TrainConfig` field it overrides.
+    Every value that overrides a `TrainConfig` field is validated with that field's rules; the
+    objective's strengths (lambda_*) must be finite real numbers (any sign).
     """
     out: dict[str, Any] = {}
-    for name in HPARAM_NAMES:
+    more = dict(extra or {})
+    extra = {**(objective.hparam_defaults if objective is not None else {}), **more}
+    for name in hparam_names(cfg, objective) + tuple(n for n in more if n not in
+                                                        hparam_names(cfg, objective)):
         vals = []
         for p in points:
-            v = p.get(name, getattr(cfg, name))
-            # Validate the raw value: float() first would let a string such as "0.1" through.
-            dataclasses.replace(cfg, **{name: v})
+            if hasattr(cfg, name):
+                v = p.get(name, getattr(cfg, name))
+                # Validate the raw value: float() first would let a string such as "0.1" through.
+                dataclasses.replace(cfg, **{name: v})
+            else:
+                v = p.get(name, extra[name])
+                if not is_real_number(v) or not math.isfinite(float(v)):
+                    fail(f"grid[{name!r}]", v, "a finite real number")
+                if name == "unlabeled_mix" and not 0.0 <= float(v) <= 1.0:
+                    fail(f"grid[{name!r}]", v, "a fraction in [0, 1]")
             vals.append(float(v))
         out[name] = np.tile(np.asarray(vals, np.float32), repeat)
     return out

@@ -29,8 +29,9 @@ import numpy as np
 import optax
 
 from sbjax.models.initializers import scale_params
-from sbjax.train.adversarial import pgd_perturb
+from sbjax.train.adversarial import attack, pgd_transform
 from sbjax.train.config import TrainConfig
+from sbjax.train.objective import Context, Objective
 from sbjax.train.optim import make_optimizer
 from sbjax.train.shuffle import epoch_round_keys, permute_positions
 from sbjax.validate import fail
@@ -45,7 +46,8 @@ STOP_REASONS = {RUNNING: "max_steps", CONVERGED: "converged", DIVERGED: "diverge
 HISTORY_KEYS = (
     "step", "updates", "train_acc", "train_loss", "val_acc", "val_loss", "val_robust_acc",
 )
-STREAM_ADV, STREAM_ADV_EVAL = 3, 4
+STREAM_ADV, STREAM_ADV_EVAL = 3, 4  # STREAM_ADV: the batch transform's key (PGD's random start)
+STREAM_UNLABELED, STREAM_PENALTY = 5, 6
 
 
 class TrainState(NamedTuple):
@@ -84,6 +86,7 @@ class TrainData:
       x, y: training set, float32 [N, ...] and int32 [N], indexed by minibatches.
       x_train_eval, m_train_eval: train-metric set, [C, E, ...] chunks and float32 [C, E] validity.
       x_val, y_val, m_val: validation set in chunks (None when there is none).
+      x_u: the unlabeled pool [Nu, ...] (None without one).
     """
 
     x: jax.Array
@@ -94,6 +97,7 @@ class TrainData:
     x_val: jax.Array | None
     y_val: jax.Array | None
     m_val: jax.Array | None
+    x_u: jax.Array | None = None
 
 
 jax.tree_util.register_dataclass(
@@ -203,23 +207,84 @@ def per_example_loss(cfg: TrainConfig, logits: jax.Array, y: jax.Array) -> jax.A
     return optax.hinge_loss(score, 2.0 * y - 1.0)
 
 
+def _stack1(tree: Any) -> Any:
+    """Adds a member axis of size 1 (K = 1 units keep their state without one)."""
+    return jax.tree_util.tree_map(lambda a: a[None], tree)
+
+
+MEMBER_INPUTS = "members"  # hp[MEMBER_INPUTS]: per-member inputs (example weights, init variables)
+FROZEN_INPUTS = "frozen"  # hp[FROZEN_INPUTS]: variables of frozen members [F, ...]
+
+
+def split_hparams(hp: dict) -> tuple[dict, dict, Any]:
+    """(scalar hyperparameters, per-member inputs, frozen variables or None) of one unit."""
+    shared = {k: v for k, v in hp.items() if k not in (MEMBER_INPUTS, FROZEN_INPUTS)}
+    return shared, hp.get(MEMBER_INPUTS, {}), hp.get(FROZEN_INPUTS)
+
+
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """Pure functions of one model's training, built once per (config, model, data shapes)."""
+    """Pure functions of one training unit, built once per (config, model, objective, shapes).
+
+    A unit is K = `unit_size` members of one seed trained together on the same batches; their
+    objective may couple them (`sbjax.train.objective`). K = 1 is one independent model: its state
+    has no member axis and its program is today's (bit for bit without an objective). For K > 1
+    every leaf of the state has a leading member axis [K, ...].
+
+    Attributes beyond the shapes: `objective` (static), `n_unlabeled` / `unlabeled_batch_size`
+    (size of the unlabeled pool and of its batches; 0 without one), `has_weights` (per-example
+    weights in hp["members"]["example_weights"]), `n_frozen` (frozen members in hp["frozen"]),
+    `has_init` (start from hp["members"]["init_variables"] instead of a fresh init), `tx` (the
+    optimizer, built once; its hyperparameters are state).
+    """
 
     cfg: TrainConfig
     model: Any
     n_train: int
     steps_per_epoch: int
     has_val: bool
+    objective: Objective = Objective()
+    unit_size: int = 1
+    n_unlabeled: int = 0
+    unlabeled_batch_size: int = 0
+    has_weights: bool = False
+    n_frozen: int = 0
+    has_init: bool = False
+    tx: Any = dataclasses.field(default=None, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tx is None:
+            tx = make_optimizer(self.cfg, self.cfg.default_hparams(), self.steps_per_epoch)
+            object.__setattr__(self, "tx", tx)
+
+    @property
+    def transform(self):
+        """The batch transform in use: the objective's, or PGD when `cfg.adv_norm` asks for it."""
+        if self.objective.batch_transform is not None:
+            return self.objective.batch_transform
+        if self.cfg.adv_norm != "none":
+            return pgd_transform()
+        return None
+
+    def _map(self, fn, *args):
+        """`fn` over the members of the unit (K = 1: called directly, no member axis)."""
+        return fn(*args) if self.unit_size == 1 else jax.vmap(fn)(*args)
 
     # ---------------------------------------------------------------- init
     def init(self, key: jax.Array, hp: dict, data: TrainData) -> TrainState:
-        """Initial state of one model: variables (times init_scale), optimizer state, counters."""
-        variables = self.model.init(jax.random.fold_in(key, STREAM_INIT), data.x[:1])
-        # Paper Table 9's init scale: kernels and biases only (not BN scales or PReLU slopes).
-        variables = scale_params(dict(variables), hp["init_scale"])
-        tx = make_optimizer(self.cfg, hp, self.steps_per_epoch)
+        """Initial state of one unit: variables (times init_scale, or hp["members"]
+        ["init_variables"]), optimizer state, counters. `key` is [K] for K > 1."""
+        shared, members, _ = split_hparams(hp)
+        return self._map(lambda k, mem: self._init_one(k, shared, mem, data), key, members)
+
+    def _init_one(self, key, hp, members, data) -> TrainState:
+        if self.has_init:
+            variables = dict(members["init_variables"])
+        else:
+            variables = self.model.init(jax.random.fold_in(key, STREAM_INIT), data.x[:1])
+            # Paper Table 9's init scale: kernels and biases only (not BN scales or PReLU slopes).
+            variables = scale_params(dict(variables), hp["init_scale"])
+        tx = make_optimizer(self.cfg, hp, self.steps_per_epoch)  # initial hyperparameter values
         return TrainState(
             variables=variables,
             opt_state=tx.init(variables["params"]),
@@ -260,67 +325,152 @@ class Trainer:
         idx = permute_positions(jnp.minimum(positions, n - 1), round_keys, n)
         return idx, valid.astype(jnp.float32)
 
+    def _unlabeled_batch(self, key: jax.Array, step: jax.Array, hp: dict, data: TrainData):
+        """The unlabeled batch [Bu, ...] of this step: its own keyed epoch order over the pool
+        (epochs of ceil(Nu / Bu) batches, the last one wrapping into the next epoch's order is
+        avoided by clipping positions, as for labelled batches). With the traced mixing ratio
+        hp["unlabeled_mix"] < 1, each row is drawn from the pool with that probability and
+        otherwise from the labelled training inputs (in their own keyed order)."""
+        bu, nu = self.unlabeled_batch_size, self.n_unlabeled
+        spe = -(-nu // bu)
+        positions = (step % spe) * bu + jnp.arange(bu, dtype=jnp.int32)
+        kstream = jax.random.fold_in(key, STREAM_UNLABELED)
+        rk = epoch_round_keys(kstream, step // spe)
+        xu = data.x_u[permute_positions(jnp.minimum(positions, nu - 1), rk, nu)]
+        n = self.n_train
+        spe_t = -(-n // bu)
+        pos_t = (step % spe_t) * bu + jnp.arange(bu, dtype=jnp.int32)
+        rk_t = epoch_round_keys(jax.random.fold_in(kstream, 1), step // spe_t)
+        xt = data.x[permute_positions(jnp.minimum(pos_t, n - 1), rk_t, n)]
+        u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(kstream, 2), step), (bu,))
+        take_pool = (u < hp["unlabeled_mix"]).reshape((bu,) + (1,) * (xu.ndim - 1))
+        return jnp.where(take_pool, xu, xt)
+
     def _update(self, state: TrainState, hp: dict, data: TrainData) -> TrainState:
-        cfg = self.cfg
-        idx, w = self._batch_indices(state.key, state.step)
+        cfg, obj, k_units = self.cfg, self.objective, self.unit_size
+        shared, members, frozen = split_hparams(hp)
+        # One batch order per unit: the members of a coupled unit see the same rows.
+        key0 = state.key if k_units == 1 else state.key[0]
+        step0 = state.step if k_units == 1 else state.step[0]
+        idx, w = self._batch_indices(key0, step0)
         xb, yb = data.x[idx], data.y[idx]
-        dkey = jax.random.fold_in(jax.random.fold_in(state.key, STREAM_DROPOUT), state.step)
-        variables = state.variables
-        if cfg.adv_norm != "none":
-            akey = jax.random.fold_in(jax.random.fold_in(state.key, STREAM_ADV), state.step)
-            xb, variables = self._attack(variables, xb, yb, akey, hp["adv_eps"], w,
-                                         train_mode=cfg.adv_bn_mode == "train")
+        transform = self.transform
+
+        def prepare(key, step, variables):
+            dkey = jax.random.fold_in(jax.random.fold_in(key, STREAM_DROPOUT), step)
+            x = xb
+            if transform is not None:
+                tkey = jax.random.fold_in(jax.random.fold_in(key, STREAM_ADV), step)
+                x, variables = transform.fn(self, variables, xb, yb, w, tkey, shared)
+            return dkey, x, variables
+
+        dkeys, xs, variables = self._map(prepare, state.key, state.step, state.variables)
+        rw = None  # row weights [K?, B] from example weights
+        if self.has_weights:
+            ew = members["example_weights"]
+            rw = ew[idx] if k_units == 1 else ew[:, idx]
+        xu = self._unlabeled_batch(key0, step0, shared, data) if self.n_unlabeled else None
+        frozen_logits = frozen_logits_u = None
+        if self.n_frozen:
+            flog = lambda x: jax.lax.stop_gradient(
+                jax.vmap(lambda v: self.model.logits(v, x))(frozen))
+            frozen_logits = flog(xb)
+            frozen_logits_u = flog(xu) if xu is not None else None
+
+        def member_loss(params, v, x, dkey, rwk):
+            logits, mutated = self.model.apply(
+                {**v, "params": params}, x, train=True, key=dkey,
+                dropout_rate=shared["dropout_rate"], **self._bn_mask(v, w),
+            )
+            per_ex = per_example_loss(cfg, logits, yb)
+            row_w = w if rwk is None else w * rwk
+            loss = jnp.sum(per_ex * row_w) / jnp.sum(w)
+            return loss, (logits, mutated, per_ex)
 
         def loss_fn(params):
-            logits, mutated = self.model.apply(
-                {**variables, "params": params}, xb, train=True, key=dkey,
-                dropout_rate=hp["dropout_rate"], **self._bn_mask(variables, w),
-            )
-            loss = jnp.sum(per_example_loss(cfg, logits, yb) * w) / jnp.sum(w)
+            if k_units == 1:
+                loss, (logits, mutated, per_ex) = member_loss(params, variables, xs, dkeys, rw)
+            else:
+                rws = rw if rw is not None else None
+                loss, (logits, mutated, per_ex) = jax.vmap(
+                    member_loss, in_axes=(0, 0, 0, 0, None if rws is None else 0)
+                )(params, variables, xs, dkeys, rws)
+                loss = jnp.sum(loss)
+            if obj.data_loss_weight != 1.0:
+                loss = obj.data_loss_weight * loss
+            if obj.penalties:
+                loss = loss + self._penalty_sum(params, variables, xs, yb, w, rw, logits, per_ex,
+                                                dkeys, xu, frozen_logits, frozen_logits_u,
+                                                shared, key0, step0)
             return loss, mutated
 
         grads, mutated = jax.grad(loss_fn, has_aux=True)(variables["params"])
-        tx = make_optimizer(cfg, hp, self.steps_per_epoch)
-        updates, opt_state = tx.update(grads, state.opt_state, variables["params"])
-        new_vars = {**variables, **mutated, "params": optax.apply_updates(variables["params"], updates)}
+        params = variables["params"]
+
+        if cfg.sam:
+            def member_update(g, opt_state, p, k):
+                def grad_fn(pk, _):
+                    full = pk if k_units == 1 else jax.tree_util.tree_map(
+                        lambda a, b: a.at[k].set(b), params, pk)
+                    gk = jax.grad(lambda q: loss_fn(q)[0])(full)
+                    return gk if k_units == 1 else jax.tree_util.tree_map(lambda a: a[k], gk)
+                return self.tx.update(g, opt_state, p, grad_fn=grad_fn)
+        else:
+            def member_update(g, opt_state, p, k):
+                return self.tx.update(g, opt_state, p)
+
+        updates, opt_state = self._map(member_update, grads, state.opt_state, params,
+                                       jnp.arange(k_units) if k_units > 1 else 0)
+        new_vars = {**variables, **mutated, "params": optax.apply_updates(params, updates)}
         active = state.step < state.stop_step
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, old)
+
+        def keep(act, new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(act, a, b), new, old)
+
         return state._replace(
-            variables=keep(new_vars, variables),
-            opt_state=keep(opt_state, state.opt_state),
+            variables=self._map(keep, active, new_vars, variables),
+            opt_state=self._map(keep, active, opt_state, state.opt_state),
             step=state.step + 1,
         )
 
-    def _attack(self, variables, x, y, key, eps, w, *, train_mode: bool):
-        """PGD on one batch; in train mode BatchNorm statistics are threaded through the passes."""
-        cfg = self.cfg
-        has_stats = "batch_stats" in variables
+    def _penalty_sum(self, params, variables, xs, yb, w, rw, logits, per_ex, dkeys, xu,
+                     frozen_logits, frozen_logits_u, hp, key0, step0):
+        """sum_i lambda_i * penalty_i(ctx) on the unit's (member-stacked) outputs."""
+        k_units = self.unit_size
+        st = (lambda t: t) if k_units > 1 else _stack1
+        params_k, vars_k = st(params), st(variables)
+        logits_u = None
+        if xu is not None:
+            def fwd_u(p, v, dkey):
+                lg, _ = self.model.apply({**v, "params": p}, xu, train=True,
+                                         key=jax.random.fold_in(dkey, 1),
+                                         dropout_rate=hp["dropout_rate"])
+                return lg
+            logits_u = jax.vmap(fwd_u)(params_k, vars_k, st(dkeys))
 
-        def loss_fn(xa, stats):
-            v = {**variables, "batch_stats": stats} if has_stats else variables
-            if train_mode and has_stats:
-                logits, mutated = self.model.apply(v, xa, train=True, **self._bn_mask(v, w))
-                stats = mutated.get("batch_stats", stats)
-            else:
-                logits = self.model.logits(v, xa)
-            return jnp.sum(per_example_loss(cfg, logits, y) * w), stats
+        def apply(p, x):
+            return jax.vmap(lambda pk, vk: self.model.logits({**vk, "params": pk}, x))(p, vars_k)
 
-        x_adv, stats = pgd_perturb(
-            loss_fn, x, key, eps, norm=cfg.adv_norm, steps=cfg.adv_steps,
-            step_frac=cfg.adv_step_frac, bounds=cfg.adv_bounds, rand_init=cfg.adv_rand_init,
-            aux=variables.get("batch_stats"),
+        weights = jnp.broadcast_to(jnp.ones_like(w) if rw is None else rw, (k_units,) + w.shape)
+        ctx = Context(
+            logits=st(logits), data_loss=st(per_ex), x=st(xs), y=yb, valid=w, weights=weights,
+            params=params_k, variables={**vars_k, "params": params_k}, apply=apply,
+            x_u=xu, logits_u=logits_u, frozen_logits=frozen_logits,
+            frozen_logits_u=frozen_logits_u, hp=hp,
+            key=jax.random.fold_in(jax.random.fold_in(key0, STREAM_PENALTY), step0),
         )
-        if has_stats:
-            variables = {**variables, "batch_stats": stats}
-        return x_adv, variables
+        total = 0.0
+        for p in self.objective.penalties:
+            total = total + hp[p.hparam] * p.fn(ctx)
+        return total
 
     def robust_accuracy(self, variables, key, eps, xs, ys, ms):
         """PGD accuracy of one model (eval-mode BatchNorm) over chunked data [C, E, ...]."""
 
         def body(acc, chunk):
             i, x, y, m = chunk
-            xa, _ = self._attack(variables, x, y, jax.random.fold_in(key, i), eps, m,
-                                 train_mode=False)
+            xa, _ = attack(self, variables, x, y, jax.random.fold_in(key, i), eps, m,
+                           train_mode=False)
             logits = self.model.logits(variables, xa)
             return acc + jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32) * m), None
 
@@ -355,7 +505,16 @@ class Trainer:
         return self._update(state, hp, data)
 
     def end_period(self, state: TrainState, hp: dict, data: TrainData):
-        """Evaluation, stop rules and best-model selection after `eval_every` updates.
+        """Evaluation, stop rules and best-model selection after `eval_every` updates, per member
+        (on the plain data loss: penalties never enter train_loss, the stop rule or selection).
+        For K > 1 the state and every row value carry the member axis [K]."""
+        shared, _, _ = split_hparams(hp)
+        if self.unit_size == 1:
+            return self._end_one(state, shared, data)
+        return jax.vmap(lambda st: self._end_one(st, shared, data))(state)
+
+    def _end_one(self, state: TrainState, hp: dict, data: TrainData):
+        """Evaluation, stop rules and best-model selection of one member.
 
         Args:
           state: one model's state at a period end (`state.step` a multiple of `eval_every`).
@@ -451,18 +610,45 @@ class Trainer:
         return self.run(self.init(key, hp, data), hp, data, self.total_periods)
 
 
-def make_trainer(cfg: TrainConfig, model: Any, data: TrainData) -> Trainer:
-    """Builds the `Trainer` of one model for this configuration and data shapes.
+def make_trainer(cfg: TrainConfig, model: Any, data: TrainData, *,
+                 objective: Objective | None = None, unit_size: int = 1,
+                 unlabeled_batch_size: int | None = None, has_weights: bool = False,
+                 n_frozen: int = 0, has_init: bool = False) -> Trainer:
+    """Builds the `Trainer` of one training unit for this configuration and data shapes.
 
     Args:
       cfg: static training settings.
       model: an `sbjax.models.Model` (pure init / apply / logits).
-      data: from `prepare_data`.
+      data: from `prepare_data` (with `x_u` when there is an unlabeled stream).
+      objective: penalties / batch transform (None: the plain data loss).
+      unit_size: K members per unit (1: independent models).
+      unlabeled_batch_size: rows of the unlabeled batch (default: `cfg.batch_size`).
+      has_weights: hp["members"]["example_weights"] holds per-example weights.
+      n_frozen: frozen members in hp["frozen"] (leaves [F, ...]).
+      has_init: hp["members"]["init_variables"] holds starting variables.
     """
     n = int(data.x.shape[0])
     b = cfg.batch_size
     spe = n // b if cfg.drop_last else math.ceil(n / b)
-    return Trainer(cfg=cfg, model=model, n_train=n, steps_per_epoch=spe, has_val=data.x_val is not None)
+    objective = Objective() if objective is None else objective
+    if objective.batch_transform not in (None, pgd_transform()) and cfg.adv_norm != "none":
+        fail("objective.batch_transform", objective.batch_transform.name,
+             "None or pgd_transform() when TrainConfig.adv_norm is set (adversarial training is "
+             "the batch transform)")
+    n_u = 0 if data.x_u is None else int(data.x_u.shape[0])
+    if objective.needs("unlabeled") and not n_u:
+        fail("unlabeled", None, "an unlabeled pool for the penalties that need one "
+             f"({[p.name for p in objective.penalties if 'unlabeled' in p.needs]})")
+    if objective.needs("frozen") and not n_frozen:
+        fail("frozen", None, "frozen members for the penalties that need them "
+             f"({[p.name for p in objective.penalties if 'frozen' in p.needs]})")
+    bu = 0
+    if n_u:
+        bu = cfg.batch_size if unlabeled_batch_size is None else unlabeled_batch_size
+    return Trainer(cfg=cfg, model=model, n_train=n, steps_per_epoch=spe,
+                   has_val=data.x_val is not None, objective=objective, unit_size=int(unit_size),
+                   n_unlabeled=n_u, unlabeled_batch_size=int(bu), has_weights=bool(has_weights),
+                   n_frozen=int(n_frozen), has_init=bool(has_init))
 
 
 def make_train(cfg: TrainConfig, model: Any, train, val=None):

@@ -57,7 +57,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sbjax import io
-from sbjax.train.config import TrainConfig, expand_grid, hparam_arrays
+from sbjax.train.config import TrainConfig, expand_grid, hparam_arrays, hparam_names
 from sbjax.train.engine import (
     HISTORY_KEYS,
     STOP_REASONS,
@@ -67,6 +67,14 @@ from sbjax.train.engine import (
     make_trainer,
     prepare_data,
 )
+from sbjax.train.objective import Objective
+from sbjax.train.units import (
+    UnitLayout,
+    _objective_inputs,
+    _objective_part,
+    _unit_inputs,
+    _unit_keys,
+)
 from sbjax.validate import check_choice, check_int, fail
 
 log = logging.getLogger(__name__)
@@ -75,7 +83,8 @@ CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 METRICS = "metrics.jsonl"
 # Version 1 (no "format" key) stored `chunks_done` and a fixed `checkpoint.npz`.
-CHECKPOINT_FORMAT = 2
+# Version 2: optimizer state without inject_hyperparams and no objective part.
+CHECKPOINT_FORMAT = 3
 _LEGACY_CHECKPOINT = "checkpoint.npz"
 
 
@@ -125,7 +134,9 @@ class SweepResult:
       stop_step: int [M] updates actually applied.
       stop_reason: list of M strings: "converged", "diverged" or "max_steps".
       hparams: name -> float32 [M] traced hyperparameters of each model.
-      seed_index, member_index, grid_index: int [M].
+      seed_index, member_index, grid_index: int [M] (member_index counts members of a seed
+        across its units: unit = member // unit_size).
+      unit_size: K, members per training unit (1: independent models).
       grid_points: the expanded grid (list of dicts), indexed by `grid_index`.
       compile_s, wall_s: compile time and total wall time of this call (s).
     """
@@ -143,8 +154,27 @@ class SweepResult:
     grid_points: list[dict]
     n_seeds: int
     n_members: int
+    unit_size: int = 1
     compile_s: float = 0.0
     wall_s: float = 0.0
+
+    @property
+    def unit_index(self) -> np.ndarray:
+        """int [M]: the training unit of each model within its seed (member // unit_size)."""
+        return np.asarray(self.member_index) // self.unit_size
+
+    @property
+    def member_in_unit(self) -> np.ndarray:
+        """int [M]: position of each model inside its unit (member % unit_size)."""
+        return np.asarray(self.member_index) % self.unit_size
+
+    def unit_view(self, a: Any) -> Any:
+        """Reshapes leading-axis-M arrays (or pytrees) to
+        [n_seeds, n_members // unit_size, unit_size, n_grid, ...] (seed, unit, member, grid)."""
+        g, k = len(self.grid_points), self.unit_size
+        return jax.tree_util.tree_map(
+            lambda v: np.asarray(v).reshape((self.n_seeds, self.n_members // k, k, g)
+                                            + np.shape(v)[1:]), a)
 
     @property
     def n_models(self) -> int:
@@ -263,7 +293,9 @@ def _compiled_programs(trainer: Trainer, mesh: Mesh, chunk_sizes: Sequence[int],
       programs on first use.
     """
     sig = lambda tree: tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(tree))
-    base = (id(model.init), id(model.apply), id(model.logits), trainer.cfg, trainer.n_train,
+    tr = (trainer.objective, trainer.unit_size, trainer.n_unlabeled, trainer.unlabeled_batch_size,
+          trainer.has_weights, trainer.n_frozen, trainer.has_init)
+    base = (id(model.init), id(model.apply), id(model.logits), trainer.cfg, trainer.n_train, tr,
             tuple(d.id for d in mesh.devices.flat), sig(hp), sig(data), keys.shape, vectorize)
 
     def cached(key, build):
@@ -452,7 +484,7 @@ def _hash_arrays(h, arrays) -> None:
 
 
 def _fingerprint_parts(cfg: TrainConfig, model: Any, data: TrainData, seed_indices, n_members,
-                       points, seed, m_pad) -> dict[str, str]:
+                       points, seed, m_pad, extra: str | None = None) -> dict[str, str]:
     """Hashes of everything that changes a sweep's numbers, by part (named in mismatch errors).
 
     Every byte of the data counts (x, y and the validation set with its validity mask, which
@@ -472,6 +504,7 @@ def _fingerprint_parts(cfg: TrainConfig, model: Any, data: TrainData, seed_indic
         "data": h.hexdigest()[:16],
         "sweep": digest(int(seed), [int(s) for s in seed_indices], int(n_members), points),
         "padding_models": str(int(m_pad)),
+        "objective": extra or "none",
     }
 
 
@@ -603,6 +636,13 @@ def train_sweep(
     max_chunks: int | None = None,
     vectorize: str = "vmap",
     loop: str = "scan",
+    objective: Objective | None = None,
+    unit_size: int = 1,
+    example_weights: Any = None,
+    unlabeled: Any = None,
+    unlabeled_batch_size: int | None = None,
+    init_variables: Any = None,
+    frozen: Any = None,
 ) -> SweepResult:
     """Trains n_seeds x n_members x |grid| models of one architecture in one compiled program.
 
@@ -635,9 +675,30 @@ def train_sweep(
       loop: "scan" (default) compiles whole chunks of updates into one program; "host" calls a
         compiled single update from Python (same results; much faster for convolutional models
         on CPU, see `host_loop_programs`).
+      objective: an `sbjax.train.objective.Objective` (penalties with traced strengths
+        lambda_<name> that `grid` accepts, a batch transform); None: the plain data loss.
+        Evaluation, the stop rule and selection always use the plain data loss.
+      unit_size: K, members per training unit. The members of a unit (consecutive member
+        indices of one seed) are trained together on the same batches and the objective sees all
+        their outputs; `n_members` must be a multiple of K. K = 1 (default): independent models.
+      example_weights: float [N] (every model) or [M, N] (per model, in model order) non-negative
+        weights of the training examples in the data loss (normalised by the batch's row count, so
+        all-ones weights are the unweighted loss). A new array of the same shape reuses the
+        compiled program (JTT's second stage, group reweighting).
+      unlabeled: [Nu, ...] inputs of an auxiliary unlabeled stream (same per-example shape as the
+        training inputs), batched in its own keyed order; the traced hyperparameter
+        "unlabeled_mix" (default 1) is the probability that a row of the unlabeled batch comes
+        from this pool rather than from the training inputs.
+      unlabeled_batch_size: rows of the unlabeled batch (default `cfg.batch_size`).
+      init_variables: stacked Flax variables [M, ...] (model order, e.g. a previous stage's
+        `result.params`) to start from instead of a fresh initialisation (init_scale unused).
+      frozen: variables of frozen members, leaves [F, ...] (shared by every unit) or [M, F, ...]
+        (per model; a unit uses the row of its first member). Penalties read their logits as
+        `ctx.frozen_logits` / `ctx.frozen_logits_u` (D-BAT's earlier members).
 
     Returns:
-      A `SweepResult`.
+      A `SweepResult` (leading axis M in model order whatever K; `unit_size` and `unit_view`
+      give the unit layout).
 
     Raises:
       ValueError: a bad argument (before any data preparation or compilation), or a checkpoint
@@ -657,6 +718,15 @@ def train_sweep(
             fail("seed_indices", seed_indices, "a non-empty list of distinct integers >= 0")
         n_seeds = len(seed_indices)
     check_int("n_members", n_members, min_value=1)
+    check_int("unit_size", unit_size, min_value=1)
+    if n_members % unit_size:
+        fail("n_members", n_members, f"a multiple of unit_size={unit_size}")
+    if objective is not None and not isinstance(objective, Objective):
+        fail("objective", objective, "None or an sbjax.train.objective.Objective")
+    if unlabeled is None and unlabeled_batch_size is not None:
+        fail("unlabeled_batch_size", unlabeled_batch_size, "None without an unlabeled pool")
+    if unlabeled_batch_size is not None:
+        check_int("unlabeled_batch_size", unlabeled_batch_size, min_value=1)
     if periods_per_chunk is not None:
         check_int("periods_per_chunk", periods_per_chunk, min_value=1)
     if max_chunks is not None:
@@ -667,17 +737,30 @@ def train_sweep(
         from sbjax.models import make_model
 
         model = make_model(model)
-    points = expand_grid(grid)
+    extra_hp = {"unlabeled_mix": 1.0} if unlabeled is not None else {}
+    points = expand_grid(grid, hparam_names(cfg, objective) + tuple(extra_hp))
     n_grid = len(points)
     data_host = prepare_data(cfg, train, val)
-    trainer: Trainer = make_trainer(cfg, model, data_host)
+    k_unit = int(unit_size)
+    n_units = n_members // k_unit
+    m = n_seeds * n_members * n_grid  # models
+    layout = UnitLayout(n_seeds, n_units, k_unit, n_grid)
+    inputs = _objective_inputs(cfg, model, data_host, layout, example_weights, unlabeled,
+                               unlabeled_batch_size, init_variables, frozen)
+    if inputs.x_u is not None:
+        data_host = dataclasses.replace(data_host, x_u=inputs.x_u)
+    trainer: Trainer = make_trainer(
+        cfg, model, data_host, objective=objective, unit_size=k_unit,
+        unlabeled_batch_size=unlabeled_batch_size, has_weights=inputs.weights is not None,
+        n_frozen=inputs.n_frozen, has_init=inputs.init is not None)
 
     mesh = _mesh(devs)
     n_dev = mesh.devices.size
-    m = n_seeds * n_members * n_grid
-    m_pad = -m % n_dev
-    hp_np = hparam_arrays(cfg, points, n_seeds * n_members)
+    n_u = layout.n_units_total  # training units: the sharded axis
+    m_pad = -n_u % n_dev  # padding units
+    hp_np = hparam_arrays(cfg, points, n_seeds * n_units, objective, extra_hp)
     hp_np = {k: np.concatenate([v, np.repeat(v[-1:], m_pad)]) for k, v in hp_np.items()}
+    hp_in = _unit_inputs(inputs, layout, m_pad)
     model_sh = NamedSharding(mesh, P("model"))
     repl = NamedSharding(mesh, P())
 
@@ -694,15 +777,16 @@ def train_sweep(
     fingerprint, parts, periods_done = None, None, 0
     if out is not None:
         parts = _fingerprint_parts(cfg, model, data_host, seed_indices, n_members, points, seed,
-                                   m_pad)
+                                   m_pad, extra=_objective_part(trainer, inputs))
         fingerprint = _fingerprint(parts)
         if manifest is not None:
             periods_done = _check_manifest(out, manifest, fingerprint, parts, total,
                                            cfg.eval_every)
 
-    hp = jax.device_put({k: jnp.asarray(v) for k, v in hp_np.items()}, model_sh)
+    hp = jax.device_put({**{k: jnp.asarray(v) for k, v in hp_np.items()},
+                         **jax.tree_util.tree_map(jnp.asarray, hp_in)}, model_sh)
     data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data_host), repl)
-    keys = jax.device_put(model_keys(seed, seed_indices, n_members, n_grid, m_pad), model_sh)
+    keys = jax.device_put(_unit_keys(seed, seed_indices, layout, m_pad), model_sh)
 
     if periods_per_chunk is None:
         # A checkpoint and progress update every ~1000 updates, and at least ~10 per run.
@@ -740,9 +824,9 @@ def train_sweep(
         bar = tqdm(total=total * cfg.eval_every, initial=periods_done * cfg.eval_every,
                    unit="step", desc=desc, dynamic_ncols=True)
 
-    def n_running(st) -> int:
+    def n_running(st) -> int:  # running models (members of the real units)
         s, stop = _to_host((st.step, st.stop_step))
-        return int(np.sum(np.asarray(s)[:m] < np.asarray(stop)[:m]))
+        return int(np.sum(np.asarray(s)[:n_u] < np.asarray(stop)[:n_u]))
 
     if loop == "host":
         update_c, end_c = host_loop_programs(trainer, mesh, vectorize)
@@ -763,7 +847,7 @@ def train_sweep(
         if running == 0:
             break
         state, rows = run_programs[n](state, hp, data)
-        rows = {k: np.asarray(v) for k, v in _to_host(rows).items()}
+        rows = {k: layout.rows_to_models(np.asarray(v)) for k, v in _to_host(rows).items()}
         for k in HISTORY_KEYS:
             history[k].append(rows[k])
         periods_done += n
@@ -781,21 +865,25 @@ def train_sweep(
     final = _state_to_host(state)
     hist = {k: np.concatenate(v, axis=1)[:m] if v else np.zeros((m, 0)) for k, v in history.items()}
     idx = np.arange(m)
-    strip = lambda tree: jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], tree)
+    strip = lambda tree: jax.tree_util.tree_map(lambda a: layout.to_models(np.asarray(a)[:n_u]),
+                                                tree)
+    per_model = lambda v: layout.to_models(np.repeat(np.asarray(v)[:n_u, None], k_unit, 1)
+                                           if k_unit > 1 else np.asarray(v)[:n_u])
     return SweepResult(
         params=strip(final.variables),
         best_params=strip(final.best_variables),
-        best_step=np.asarray(final.best_step)[:m],
+        best_step=strip(final.best_step),
         history=hist,
-        stop_step=np.minimum(np.asarray(final.step), np.asarray(final.stop_step))[:m],
-        stop_reason=[STOP_REASONS[int(r)] for r in np.asarray(final.stop_reason)[:m]],
-        hparams={k: v[:m] for k, v in hp_np.items()},
+        stop_step=np.minimum(strip(final.step), strip(final.stop_step)),
+        stop_reason=[STOP_REASONS[int(r)] for r in strip(final.stop_reason)],
+        hparams={k: per_model(v) for k, v in hp_np.items()},
         seed_index=np.asarray(seed_indices)[idx // (n_members * n_grid)],
         member_index=(idx // n_grid) % n_members,
         grid_index=idx % n_grid,
         grid_points=points,
         n_seeds=n_seeds,
         n_members=n_members,
+        unit_size=k_unit,
         compile_s=compile_s,
         wall_s=time.perf_counter() - t_start,
     )
