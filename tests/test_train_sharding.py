@@ -90,3 +90,15 @@ def test_compiled_program_has_no_collectives_and_stays_sharded(result):
     # Every state leaf is split along the model axis (printed as P('model',)).
     assert len(result["state_specs"]) == 1 and "'model'" in result["state_specs"][0]
     assert result["n_shards"] == 8
+
+
+def test_coupled_units_sharded_equal_unsharded_no_sharing_no_collectives():
+    # 5 seeds x 2 grid points = 10 units of K = 2 members (20 models) on 8 devices: padding and
+    # two units on some devices; zero-initialised biases in every member.
+    res = _run("unit", 5)
+    assert res["n_devices"] == 8 and res["n_models"] == 20
+    assert res["max_abs_diff"] < 1e-5 and res["history_equal"]
+    assert res["shared_values"] == 0 and res["shared_in_biases"] == 0
+    assert res["collectives"] == []
+    # Every state leaf is split along the unit axis (member-axis leaves print P('model', None)).
+    assert res["state_specs"] and all(s.startswith("P('model'") for s in res["state_specs"])

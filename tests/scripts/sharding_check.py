@@ -2,6 +2,7 @@
 
     python tests/scripts/sharding_check.py N_SEEDS        # sharded vs unsharded, compiled program
     python tests/scripts/sharding_check.py const N_SEEDS  # constant-initialised parameters
+    python tests/scripts/sharding_check.py unit N_SEEDS   # coupled units (K = 2) with penalties
 
 Prints one JSON line (``RESULT {...}``) with the comparisons; XLA_FLAGS must be set before JAX
 starts, which is why this is not an in-process test.
@@ -94,7 +95,65 @@ def constant_init_main(n_seeds: int) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def unit_main(n_seeds: int) -> None:
+    """Coupled units of K = 2 members (a coupling penalty and spectral decoupling with a grid over
+    its strength), constant-initialised (zero biases), sharded over 8 devices vs one device."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from sbjax.train import objective as obj
+    from sbjax.train.config import hparam_arrays
+    from sbjax.train.units import UnitLayout, _unit_keys
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(384, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    xu = rng.normal(size=(64, 8)).astype(np.float32)
+    model = make_model({"name": "fcn", "width": 16, "depth": 1, "init": "kaiming"})
+    cfg = TrainConfig(lr=0.1, batch_size=32, max_steps=20, eval_every=10, stop_rule="acc",
+                      stop_eps=1e-6, momentum=0.9)
+    o = obj.Objective(penalties=(obj.member_agreement(default=0.1), obj.spectral_decoupling()))
+    kw = dict(n_seeds=n_seeds, n_members=2, unit_size=2, objective=o, progress=False,
+              grid={"lambda_spectral_decoupling": [0.0, 0.01]}, unlabeled=xu,
+              unlabeled_batch_size=16, example_weights=np.ones(len(x), np.float32))
+    sharded = train_sweep(cfg, model, (x, y), **kw)
+    single = train_sweep(cfg, model, (x, y), devices=jax.devices()[:1], **kw)
+    la, lb = _leaves(sharded.params), _leaves(single.params)
+    out = {"n_devices": len(jax.devices()), "n_models": sharded.n_models,
+           "max_abs_diff": max(float(np.max(np.abs(a - b)))
+                               for (_, a), (_, b) in zip(la, lb, strict=True)),
+           "history_equal": all(np.allclose(sharded.history[k], single.history[k], atol=1e-6,
+                                            equal_nan=True) for k in sharded.history)}
+    shared = _shared_per_leaf(sharded.params)
+    out["shared_values"] = sum(shared.values())
+    out["shared_in_biases"] = sum(v for k, v in shared.items() if k.endswith("bias"))
+    # The compiled unit program: no collectives, state sharded over the unit axis.
+    data = prepare_data(cfg, (x, y))
+    trainer = make_trainer(cfg, model, data, objective=o, unit_size=2)
+    mesh = _mesh(None)
+    init_fn, run_fn = sharded_programs(trainer, mesh, 2)
+    n_units = n_seeds * 2
+    pad = -n_units % 8
+    sh = NamedSharding(mesh, P("model"))
+    hp_np = hparam_arrays(cfg, [{"lambda_spectral_decoupling": 0.0},
+                                {"lambda_spectral_decoupling": 0.01}], n_seeds, o)
+    hp_np = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in hp_np.items()}
+    hp = jax.device_put({k: jnp.asarray(v) for k, v in hp_np.items()}, sh)
+    dd = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data), NamedSharding(mesh, P()))
+    keys = jax.device_put(_unit_keys(0, range(n_seeds), UnitLayout(n_seeds, 1, 2, 2), pad), sh)
+    state = init_fn(keys, hp, dd)
+    text = run_fn.lower(state, hp, dd).compile().as_text()
+    out["collectives"] = [op for op in ("all-reduce", "all-gather", "all-to-all",
+                                        "collective-permute", "reduce-scatter") if op in text]
+    out["state_specs"] = sorted({str(leaf.sharding.spec) for leaf in
+                                 jax.tree_util.tree_leaves(state) if hasattr(leaf, "sharding")})
+    print("RESULT " + json.dumps(out))
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "unit":
+        unit_main(int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "const":
         constant_init_main(int(sys.argv[2]) if len(sys.argv) > 2 else 11)
         return
