@@ -42,6 +42,21 @@ stop rule also counts as failed is decided per part (`REQUIRE_CONVERGED`):
 
 The smoke preset (20 updates on a tiny fixture: plumbing only) requires nothing
 (`Preset.require_converged=False`), so its numbers are checked; quick / paper follow the rules above.
+
+Records name their part (`part`: standard, cifar_only, ensemble, adversarial, uap) and what it should
+show (`expect`); `paper` holds the published value where the paper or the reference gives one for
+that architecture and version (Tables 4-5 and 11, Sec. 4.2's 95.4 % CIFAR-only GoogLeNet, nb04 /
+nb05's ResNet-50, Fig. 4's 99.3 % DenseNet-121 UAP share).
+
+Any preset value can be changed with --set (--models / --source / --version are shortcuts for
+three of them), e.g.::
+
+    python -m experiments.mnist_cifar --preset quick --out runs/mnist_cifar
+    python -m experiments.mnist_cifar --preset quick --parts standard --set max_steps=1500 \
+        --set lr=0.02 --out runs/mnist_cifar_lr002
+
+Figures (fig3a_logits_<model>.png, fig4_uap_<model>.png) are saved with their data (`figures/`);
+`python -m sbjax.plots RUN_DIR` redraws them.
 """
 
 from __future__ import annotations
@@ -53,7 +68,14 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import SEED_OK, SEED_UNCONVERGED_USED, make_parser, start_run
+from experiments.common import (
+    SEED_OK,
+    SEED_UNCONVERGED_USED,
+    make_parser,
+    resolve_preset,
+    start_run,
+)
+from sbjax.validate import check_choice, check_int, check_range, fail
 
 NAME = "mnist_cifar"
 PARTS = ("standard", "cifar_only", "ensemble", "adversarial", "uap")
@@ -108,6 +130,102 @@ PRESETS = {
     "paper": Preset(n_seeds=5, models=("resnet50", "mobilenetv2", "densenet121", "googlenet"),
                     source="auto"),
 }
+
+PRESET_HELP = {
+    "smoke": "seconds; small_cnn (4 filters), 20 updates, convergence not required (plumbing)",
+    "quick": "CPU minutes; small_cnn (16 filters) on the real subset in ../shared/data, 2 seeds",
+    "paper": "full data, ResNet-50 / MobileNetV2 / DenseNet-121 / GoogLeNet, 5 seeds (GPU / TPU)",
+}
+
+
+def check_preset(p: Preset) -> None:
+    """Checks a preset (after --set and the --models / --source / --version shortcuts).
+
+    Raises:
+      ValueError: naming the preset key (as --set spells it), the value and what is allowed.
+    """
+    from sbjax.data.mnist_cifar import SOURCES, VERSIONS
+    from sbjax.models.registry import IMAGE_MODELS
+
+    check_int("n_seeds", p.n_seeds, min_value=1)
+    if not p.models:
+        fail("models", p.models, "at least one image model: " + ", ".join(IMAGE_MODELS))
+    for m in p.models:
+        check_choice("models", m, IMAGE_MODELS)
+    check_choice("source", p.source, SOURCES)
+    check_choice("version", p.version, tuple(VERSIONS))
+    check_int("filters", p.filters, min_value=1)
+    for name in ("n_train", "n_test", "aux_seeds"):
+        if getattr(p, name) is not None:
+            check_int(name, getattr(p, name), min_value=1)
+    for name in ("batch_size", "max_steps", "eval_every", "n_members", "adv_steps",
+                 "adv_max_steps", "adv_eval_every", "uap_steps", "pgd_eval_steps"):
+        check_int(name, getattr(p, name), min_value=1)
+    for name in ("lr", "stop_eps", "adv_eps", "adv_step_frac", "uap_eps"):
+        check_range(name, getattr(p, name), 0.0, None, lo_open=True)
+    check_range("momentum", p.momentum, 0.0, 1.0, hi_open=True)
+    check_range("weight_decay", p.weight_decay, 0.0, None)
+    bounds = list(p.adv_lr_boundaries)
+    if (any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
+            or bounds != sorted(set(bounds)) or (bounds and bounds[0] < 1)):
+        fail("adv_lr_boundaries", p.adv_lr_boundaries, "increasing epochs >= 1")
+    for name in ("bn_unbiased", "require_converged"):
+        if not isinstance(getattr(p, name), bool):
+            fail(name, getattr(p, name), "True or False")
+
+
+# Published values per (part, architecture), REFERENCE.md Sec. 9 (version A unless a table is per
+# version): Table 5 (MNIST-randomized AUC per version; standard and CIFAR-randomized AUC 1.00),
+# Table 11 (standard and adversarially trained test / robust accuracy), Sec. 4.2 (CIFAR-only
+# GoogLeNet 95.4 %), nb04 (3-ResNet-50 ensemble 1.000 / 0.502 / 1.000), nb05 (adversarially trained
+# ResNet-50 1.000 / 0.508 / 1.000), Fig. 4 (DenseNet-121 UAP: 99.3 % of the L2 norm on MNIST).
+_TABLE5_S_RAND_AUC = {
+    "A": {"mobilenetv2": 0.53, "googlenet": 0.52, "resnet50": 0.50, "densenet121": 0.53},
+    "B": {"mobilenetv2": 0.53, "googlenet": 0.50, "resnet50": 0.51, "densenet121": 0.52},
+    "C": {"mobilenetv2": 0.50, "googlenet": 0.53, "resnet50": 0.50, "densenet121": 0.54},
+}
+_TABLE11 = {  # model: (standard test_acc, adversarial test_acc, adversarial robust_acc)
+    "mobilenetv2": (0.999, 0.999, 0.991),
+    "densenet121": (1.000, 0.999, 0.981),
+    "resnet50": (1.000, 0.999, 0.982),
+}
+EXPECT = {
+    "standard": "extreme SB: MNIST-rand AUC ~0.5, CIFAR-rand AUC ~1",
+    "cifar_only": "the CIFAR block alone is learnable: test acc well above 0.5",
+    "ensemble": "the ensemble still ignores CIFAR: MNIST-rand AUC ~0.5, CIFAR-rand AUC ~1",
+    "adversarial": "Linf-robust yet still MNIST-only: MNIST-rand AUC ~0.5, CIFAR-rand AUC ~1",
+    "uap": "the UAP sits on the MNIST block: uap_frac_on_s near 1",
+}
+
+
+def paper_values(part: str, arch: str, version: str) -> dict[str, float]:
+    """The paper's / reference's values for a record of `part` (see `EXPECT`), {} where none."""
+    out: dict[str, float] = {}
+    if part == "standard":
+        if arch in _TABLE5_S_RAND_AUC[version]:
+            out = {"test_auc": 1.0, "s_rand_auc": _TABLE5_S_RAND_AUC[version][arch],
+                   "sc_rand_auc": 1.0}
+        if version == "A" and arch in _TABLE11:
+            out["test_acc"] = _TABLE11[arch][0]
+    elif version != "A":
+        pass  # the other parts' numbers are for version A only
+    elif part == "cifar_only" and arch == "googlenet":
+        out = {"test_acc": 0.954}
+    elif part == "ensemble" and arch == "resnet50":
+        out = {"test_auc": 1.0, "s_rand_auc": 0.502, "sc_rand_auc": 1.0}
+    elif part == "adversarial" and arch in _TABLE11:
+        out = {"test_acc": _TABLE11[arch][1], "robust_acc": _TABLE11[arch][2]}
+        if arch == "resnet50":
+            out.update({"test_auc": 1.0, "s_rand_auc": 0.508, "sc_rand_auc": 1.0})
+    elif part == "uap" and arch == "densenet121":
+        out = {"uap_frac_on_s": 0.993}
+    return out
+
+
+def _named(part: str, arch: str, p: Preset) -> dict[str, Any]:
+    """The `part`, `expect` and `paper` arguments of a record of `part`."""
+    return {"part": part, "expect": EXPECT[part], "paper": paper_values(part, arch, p.version)}
+
 
 
 def _model_name(name: str, p: Preset) -> str:
@@ -175,24 +293,24 @@ def _first_used(rec: dict) -> int | None:
     return None
 
 
-def _logit_figure(path, logits: dict[str, np.ndarray], y: dict[str, np.ndarray], title: str,
-                  seed: int = 0):
-    """Fig. 3(a): histograms of logit1 - logit0 of one model (`seed`), standard vs randomized sets.
+def _logit_figure(run, filename: str, logits: dict[str, np.ndarray], y: dict[str, np.ndarray],
+                  title: str, seed: int = 0) -> None:
+    """Fig. 3(a): histograms of logit1 - logit0 of one model (`seed`), standard vs randomized sets,
+    saved with their data (kind logit_histograms).
 
     The three sets are built separately (reference), so each is split by its own labels.
     """
-    from sbjax import plots
-
     names = {"test": "standard", "s_rand": "s_randomized", "sc_rand": "sc_randomized"}
     panels = {}
     for label, cls in (("true positives (y = 1)", 1), ("true negatives (y = 0)", 0)):
         panels[label] = {names[t]: (lg[seed, :, 1] - lg[seed, :, 0])[y[t] == cls]
                          for t, lg in logits.items()}
-    plots.logit_histograms(panels, path, bins=30, title=f"MNIST-CIFAR, {title}")
+    run.figure(filename, "logit_histograms", panels=panels, bins=30,
+               title=f"MNIST-CIFAR, {title}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS)
+    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument("--parts", default=",".join(PARTS),
                         help="comma-separated subset of: " + ", ".join(PARTS))
     parser.add_argument("--models", default=None,
@@ -208,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="auto = host on CPU (XLA:CPU runs convolutions inside lax.scan ~20x "
                         "slower than single steps), scan elsewhere")
     args = parser.parse_args(argv)
-    p = PRESETS[args.preset]
+    p = resolve_preset(PRESETS, args)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     for s in parts:
         if s not in PARTS:
@@ -219,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         p = dataclasses.replace(p, source=args.source)
     if args.version:
         p = dataclasses.replace(p, version=args.version)
+    check_preset(p)
     run = start_run(NAME, args, p, {"parts": parts, "data_dir": args.data_dir})
     import jax
 
@@ -263,14 +382,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
                 "sc_rand_acc": met["sc_rand_acc"], "updates": met["updates"],
             }, status=std_reasons, require_converged=_require(p, "standard"),
-                test_size=_test_size(data.test.y), training="standard")
+                test_size=_test_size(data.test.y), **_named("standard", arch, p),
+                training="standard")
             extra.setdefault("stop_reason", {})[f"{mname}_standard"] = std_reasons
             run.save_params(f"{mname}_standard", std_params)
             i = _first_used(rec)
             if i is None:
                 log.warning("%s: every standard model failed; no logit histogram", mname)
             else:
-                _logit_figure(run.path(f"fig3a_logits_{mname}.png"), logits, ys,
+                _logit_figure(run, f"fig3a_logits_{mname}.png", logits, ys,
                               f"{mname} (seed {i})", seed=i)
 
         if "cifar_only" in parts:
@@ -285,14 +405,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "train_acc": r.history["train_acc"][:, -1],
                 "test_acc": np.asarray(m["accuracy"]), "test_auc": np.asarray(m["roc_auc"]),
             }, status=list(r.stop_reason), require_converged=_require(p, "cifar_only"),
-                test_size=_test_size(ctest.y), training="standard")
+                test_size=_test_size(ctest.y), **_named("cifar_only", arch, p),
+                training="standard")
             extra.setdefault("stop_reason", {})[f"{mname}_cifar_only"] = list(r.stop_reason)
 
         if "ensemble" in parts:
             r = train_sweep(_train_cfg(p), model, train, val, n_seeds=aux_seeds,
                             n_members=p.n_members, seed=run.seed,
                             loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_ensemble"))
-            _ensemble_part(run, model, mname, dataset, data, r, p)
+            _ensemble_part(run, model, arch, mname, dataset, data, r, p)
             extra.setdefault("stop_reason", {})[f"{mname}_ensemble"] = list(r.stop_reason)
 
         if "adversarial" in parts:
@@ -314,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "sc_rand_acc": met["sc_rand_acc"],
                 "best_update": r.best_step,
             }, status=list(r.stop_reason), require_converged=_require(p, "adversarial"),
-                test_size=_test_size(data.test.y), training="adversarial_linf", eps=p.adv_eps)
+                test_size=_test_size(data.test.y), **_named("adversarial", arch, p),
+                training="adversarial_linf", eps=p.adv_eps)
             extra.setdefault("stop_reason", {})[f"{mname}_adversarial"] = list(r.stop_reason)
             run.save_params(f"{mname}_adversarial", r.best_params)
             if std_params is not None:
@@ -322,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 extra.setdefault("standard_robust_acc", {})[mname] = rob_std.tolist()
 
         if "uap" in parts and std_params is not None:
-            _uap_part(run, model, mname, dataset, data, std_params, std_reasons, p)
+            _uap_part(run, model, arch, mname, dataset, data, std_params, std_reasons, p)
 
     return run.finish(extra)
 
@@ -339,7 +461,7 @@ def _robust_accuracy(model, variables, split, p: Preset, key_seed: int) -> np.nd
     return np.asarray(res.accuracy)
 
 
-def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
+def _ensemble_part(run, model, arch, mname, dataset, data, r, p: Preset) -> None:
     """Logit-averaged ensembles of the best member models (reference nb04).
 
     An ensemble with a failed member (diverged; or unconverged, where the part requires
@@ -366,10 +488,10 @@ def _ensemble_part(run, model, mname, dataset, data, r, p: Preset) -> None:
         "sc_rand_auc": res["ensemble_sc_rand_auc"],
     }, status=ensemble_stop_reasons(list(r.stop_reason), k),
         require_converged=_require(p, "ensemble"), test_size=_test_size(data.test.y),
-        training="standard", ensemble_size=k)
+        **_named("ensemble", arch, p), training="standard", ensemble_size=k)
 
 
-def _uap_part(run, model, mname, dataset, data, params, stop_reason, p: Preset) -> None:
+def _uap_part(run, model, arch, mname, dataset, data, params, stop_reason, p: Preset) -> None:
     """L2 SVD-UAP (label-signed, as the reference) of the standard models; its norm on MNIST.
 
     `stop_reason`: the standard models' (their failed models are failed here too).
@@ -391,16 +513,13 @@ def _uap_part(run, model, mname, dataset, data, params, stop_reason, p: Preset) 
         "uap_acc": acc, "uap_frac_on_s": frac,
         "uap_energy_on_s": frac ** 2,
     }, status=list(stop_reason), require_converged=_require(p, "uap"), test_size=_test_size(y),
-        attack="svd_uap_l2", eps=p.uap_eps)
-    from sbjax import plots
-
+        **_named("uap", arch, p), attack="svd_uap_l2", eps=p.uap_eps)
     i = _first_used(rec)
     if i is None:
         log.warning("%s: every standard model failed; no UAP heatmap", mname)
         return
-    plots.uap_image_heatmap(u[i], run.path(f"fig4_uap_{mname}.png"),
-                            title=f"{mname} (seed {i}): {frac[i]:.1%} of the UAP's L2 norm on "
-                            "MNIST")
+    run.figure(f"fig4_uap_{mname}.png", "uap_image_heatmap", uap=u[i],
+               title=f"{mname} (seed {i}): {frac[i]:.1%} of the UAP's L2 norm on MNIST")
 
 
 if __name__ == "__main__":
