@@ -11,6 +11,7 @@ no global state, no display), writes it as PNG when `path` is given (atomically)
 
 from sbjax.plots.paper import (
     coordinate_accuracy,
+    coordinate_heatmap,
     decision_boundary,
     logit_histograms,
     logit_panels,
@@ -24,6 +25,7 @@ from sbjax.plots.registry import FIGURES, draw, figure_kind, redraw, save_and_dr
 
 for _fn in (
     coordinate_accuracy,
+    coordinate_heatmap,
     decision_boundary,
     logit_histograms,
     randomized_auc_vs_sc,
@@ -37,10 +39,13 @@ for _fn in (
 import sbjax.plots.adversarial  # noqa: E402,F401
 import sbjax.plots.data  # noqa: E402,F401
 import sbjax.plots.ensembles  # noqa: E402,F401
+import sbjax.plots.robustness  # noqa: E402,F401
+import sbjax.plots.suboptimal  # noqa: E402,F401
 
 __all__ = [
     "FIGURES",
     "coordinate_accuracy",
+    "coordinate_heatmap",
     "decision_boundary",
     "draw",
     "figure_kind",

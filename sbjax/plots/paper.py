@@ -33,6 +33,7 @@ from sbjax.validate import fail
 
 __all__ = [
     "coordinate_accuracy",
+    "coordinate_heatmap",
     "decision_boundary",
     "logit_histograms",
     "logit_panels",
@@ -49,6 +50,8 @@ _LABELS = {
     "sc_randomized": "S$^c$-randomized",
 }
 _COLORS = {"standard": "tab:blue", "s_randomized": "tab:red", "sc_randomized": "tab:green"}
+# (marker, line style, marker size) of the i-th metric of a line plot.
+_METRIC_STYLES = (("o", "-", 9), ("s", "--", 6), ("^", ":", 5))
 _METRIC_LABELS = {
     "test_auc": "standard AUC",
     "s_rand_auc": "S-randomized AUC",
@@ -118,6 +121,7 @@ def logit_histograms(
     *,
     bins: int = 20,
     density: bool = True,
+    ncols: int | None = None,
     title: str | None = None,
 ) -> Figure:
     """Overlaid score histograms per panel (paper Fig. 3a; reference: 20 bins, normalised).
@@ -129,12 +133,19 @@ def logit_histograms(
         panels: panel title -> {"standard" | "s_randomized" | "sc_randomized" | any: scores [n]}.
         path: PNG path or None.
         bins: histogram bins (shared within a panel). density: normalise each histogram.
+        ncols: panels per row (None: all in one row), e.g. 2 for one row per model with its
+            true-positive and true-negative panels.
         title: figure title.
     """
     if not panels:
         fail("panels", panels, "a non-empty mapping of panel title -> {name: scores}")
-    fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    ncols = len(panels) if ncols is None else max(1, min(int(ncols), len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows + 0.4), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    axes = grid.reshape(-1)[: len(panels)]
+    for ax in grid.reshape(-1)[len(panels) :]:
+        ax.set_visible(False)
     for ax, (ptitle, series) in zip(axes, panels.items(), strict=True):
         arrays = {k: np.asarray(v, np.float64).reshape(-1) for k, v in series.items()}
         finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()] or [np.zeros(1)])
@@ -172,8 +183,10 @@ def _mean_std(value: Any) -> tuple[float, float]:
     if isinstance(value, Mapping):
         if "mean" in value:
             mean, std = value["mean"], value.get("std")
-            return (float("nan") if mean is None else float(mean),
-                    0.0 if std is None else float(std))
+            return (
+                float("nan") if mean is None else float(mean),
+                0.0 if std is None else float(std),
+            )
         value = value["per_seed"]
     a = np.asarray(value, np.float64).reshape(-1)
     a = a[np.isfinite(a)]
@@ -221,26 +234,47 @@ def randomized_auc_vs_sc(
     for ax, (g, grows) in zip(axes, groups.items(), strict=True):
         grows = sorted(grows, key=lambda r: float(r[x_key]))
         xs = np.array([float(r[x_key]) for r in grows])
-        for name in metrics:
+        drawn: dict[str, np.ndarray] = {}
+        span = float(np.ptp(xs)) if xs.size > 1 and np.ptp(xs) > 0 else max(1.0, abs(xs[0]))
+        for i, name in enumerate(metrics):
             vals = [_row_metric(r, name) for r in grows]
             if all(v is None for v in vals):
                 continue
             ms = np.array([_mean_std(v) if v is not None else (np.nan, 0.0) for v in vals])
+            drawn[name] = ms[:, 0]
+            # Curves that coincide (standard and S^c-randomized AUC under extreme SB) stay
+            # visible: each metric has its own marker and line style and a small x offset.
+            marker, ls, size = _METRIC_STYLES[i % len(_METRIC_STYLES)]
             ax.errorbar(
-                xs,
+                xs + (i - (len(metrics) - 1) / 2) * 0.012 * span,
                 ms[:, 0],
                 yerr=ms[:, 1],
-                marker="o",
+                marker=marker,
+                ls=ls,
+                markersize=size,
+                markerfacecolor="none" if i == 0 else None,
                 capsize=3,
                 label=_METRIC_LABELS.get(name, name),
             )
         ax.axhline(0.5, color="gray", lw=0.8, ls=":")
         ax.set_ylim(0.4, 1.05)
+        ax.set_xlim(xs.min() - 0.12 * span, xs.max() + 0.12 * span)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_xlabel("|S$^c|$ (number of complex features)")
         ax.set_ylabel("AUC")
         if g:
             ax.set_title(g)
-        ax.legend(fontsize=8)
+        names = list(drawn)
+        same = [
+            (a, b)
+            for j, a in enumerate(names)
+            for b in names[j + 1 :]
+            if np.all(np.abs(drawn[a] - drawn[b]) < 0.005)
+        ]
+        note = "; ".join(
+            f"{_METRIC_LABELS.get(a, a)} = {_METRIC_LABELS.get(b, b)} (coincide)" for a, b in same
+        )
+        ax.legend(fontsize=7, title=note or None, title_fontsize=7)
     return _finish(fig, path, title)
 
 
@@ -439,6 +473,82 @@ def coordinate_accuracy(
     ax.set_ylim(0.0, 1.05)
     if any(series):
         ax.legend(fontsize=8)
+    return _finish(fig, path, title)
+
+
+def coordinate_heatmap(
+    values: Mapping[str, Any],
+    path: str | os.PathLike | None = None,
+    *,
+    highlight: Sequence[int] = (0,),
+    max_cols: int = 60,
+    label: str = "coordinate-randomized accuracy",
+    title: str | None = None,
+) -> Figure:
+    """Coordinate-wise randomized accuracy as a heat map: one row per model, one column per
+    canonical coordinate (mean over the model's seeds), S columns marked.
+
+    Readable at any d: with more than `max_cols` coordinates only S (`highlight`) and the S^c
+    coordinates with the lowest accuracy (over all rows) are drawn. Cells below 0.99 (and the S
+    columns) carry their value.
+
+    Args:
+        values: row name -> [M, C] (seeds x coordinates) or [C].
+        path: PNG path or None.
+        highlight: the S coordinates (drawn first, labelled in red).
+        max_cols: most columns drawn.
+        label: colour-bar label. title: figure title.
+    """
+    if not values:
+        fail("values", values, "a non-empty mapping of row name -> [M, C] accuracies")
+    rows = {str(k): np.atleast_2d(np.asarray(v, np.float64)) for k, v in values.items()}
+    n_cols = {a.shape[-1] for a in rows.values()}
+    if len(n_cols) != 1:
+        fail("values", sorted(n_cols), "the same number of coordinates in every row")
+    c = n_cols.pop()
+    mean = np.stack([np.nanmean(a, axis=0) for a in rows.values()])  # [R, C]
+    hl = [int(h) for h in highlight if 0 <= int(h) < c]
+    cols = np.arange(c)
+    note = ""
+    if c > max_cols:
+        rest = np.setdiff1d(cols, hl)
+        k = max(1, max_cols - len(hl))
+        low = rest[np.argsort(np.nanmin(mean[:, rest], axis=0), kind="stable")[:k]]
+        cols = np.concatenate([hl, np.sort(low)]).astype(int)
+        note = (
+            f" (S and the {len(low)} S$^c$ coordinates with the lowest accuracy of {c - len(hl)})"
+        )
+    mat = mean[:, cols]
+    fig = Figure(
+        figsize=(min(13.0, 0.2 * len(cols) + 3.0), 0.42 * len(rows) + 1.6), layout="constrained"
+    )
+    ax = fig.subplots()
+    im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0.4, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(range(len(rows)), [f"{k} (n={a.shape[0]})" for k, a in rows.items()], fontsize=8)
+    ax.set_xticks(
+        range(len(cols)),
+        [str(int(t)) for t in cols],
+        fontsize=6,
+        rotation=90 if len(cols) > 30 else 0,
+    )
+    for lbl, t in zip(ax.get_xticklabels(), cols, strict=True):
+        if int(t) in hl:
+            lbl.set_color("red")
+    for i in range(mat.shape[0]):
+        for j, t in enumerate(cols):
+            v = mat[i, j]
+            if np.isfinite(v) and (v < 0.99 or int(t) in hl):
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v < 0.75 else "black",
+                )
+    ax.set_xlabel("canonical coordinate" + note + "; red: S")
+    fig.colorbar(im, ax=ax, label=label, fraction=0.04, pad=0.01)
     return _finish(fig, path, title)
 
 
