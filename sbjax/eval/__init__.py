@@ -1,7 +1,8 @@
 """Evaluation: accuracy, AUC, randomized metrics, attacks, UAPs, ensembles, boundaries.
 
-Every function takes `logits_fn(variables, x) -> logits [n, 2]` for ONE model and variables stacked
-along a leading model axis [M, ...], and returns per-model results [M, ...] from one compiled
+Every function takes `logits_fn(variables, x) -> logits [n, 2]` for ONE model (the probe and LD-SB,
+which look inside the network, take the `Model` or a features / first-layer function) and variables
+stacked along a leading model axis [M, ...], and returns per-model results [M, ...] from one compiled
 `jit(vmap(...))` call. Functions with randomness (randomized metrics, decision boundaries) take
 `key` as ONE key shared by the models (paired draws) or as keys [M], one per model, vmapped with
 the variables (independent draws; model i's result equals a call on model i alone with `key[i]`;
@@ -53,6 +54,14 @@ from sbjax.eval.metrics import (
     score_from_logits,
     stacked_logits,
 )
+from sbjax.eval.ldsb import DEFAULT_LDSB_THRESHOLD, ldsb_projection, ldsb_report
+from sbjax.eval.probe import (
+    DEFAULT_L2_GRID,
+    PROBE_SELECTION,
+    LogisticFit,
+    fit_logistic,
+    last_layer_probe,
+)
 from sbjax.eval.randomize import (
     RANDOMIZE_MODES,
     Basis,
@@ -65,6 +74,7 @@ from sbjax.eval.randomize import (
     randomized_metrics,
     reliance_summary,
 )
+from sbjax.eval.subspace_margin import subspace_basis, subspace_margins
 from sbjax.eval.uap import (
     UAP_KINDS,
     apply_uap,
@@ -131,4 +141,14 @@ __all__ = [
     "roc_auc_from_scores",
     "score_from_logits",
     "stacked_logits",
+    "DEFAULT_L2_GRID",
+    "DEFAULT_LDSB_THRESHOLD",
+    "PROBE_SELECTION",
+    "LogisticFit",
+    "fit_logistic",
+    "last_layer_probe",
+    "ldsb_projection",
+    "ldsb_report",
+    "subspace_basis",
+    "subspace_margins",
 ]

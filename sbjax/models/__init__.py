@@ -6,7 +6,18 @@
     logits, updates = model.apply(variables, x, train=False)
 """
 
+from sbjax.models.features import features_fn, first_layer_kernel, head_params
 from sbjax.models.initializers import INIT_SCHEMES, scale_params
 from sbjax.models.registry import MODEL_NAMES, Model, ModelConfig, make_model
 
-__all__ = ["INIT_SCHEMES", "MODEL_NAMES", "Model", "ModelConfig", "make_model", "scale_params"]
+__all__ = [
+    "INIT_SCHEMES",
+    "MODEL_NAMES",
+    "Model",
+    "ModelConfig",
+    "features_fn",
+    "first_layer_kernel",
+    "head_params",
+    "make_model",
+    "scale_params",
+]
