@@ -35,6 +35,7 @@ from sbjax.eval.ensemble import (
     ensemble_logits_fn,
     group_members,
 )
+from sbjax.eval.ldsb import DEFAULT_LDSB_THRESHOLD, ldsb_projection, ldsb_report
 from sbjax.eval.metrics import (
     AUC_KINDS,
     accuracy,
@@ -54,7 +55,6 @@ from sbjax.eval.metrics import (
     score_from_logits,
     stacked_logits,
 )
-from sbjax.eval.ldsb import DEFAULT_LDSB_THRESHOLD, ldsb_projection, ldsb_report
 from sbjax.eval.probe import (
     DEFAULT_L2_GRID,
     PROBE_SELECTION,
