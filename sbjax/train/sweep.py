@@ -706,7 +706,146 @@ def train_sweep(
       FileExistsError: `out_dir` holds a checkpoint and neither `resume` nor `overwrite` is set.
     """
     t_start = time.perf_counter()
-    # Arguments first: each mistake fails in milliseconds, before data preparation or compiling.
+    plan = plan_sweep(
+        cfg, model, train, val, n_seeds=n_seeds, seed_indices=seed_indices, n_members=n_members,
+        grid=grid, seed=seed, devices=devices, vectorize=vectorize, loop=loop,
+        periods_per_chunk=periods_per_chunk, max_chunks=max_chunks, out_dir=out_dir,
+        objective=objective, unit_size=unit_size, example_weights=example_weights,
+        unlabeled=unlabeled, unlabeled_batch_size=unlabeled_batch_size,
+        init_variables=init_variables, frozen=frozen)
+    ckpt = Checkpointer(plan, resume=resume, overwrite=overwrite)  # fingerprint checked here
+
+    model_sh = NamedSharding(plan.mesh, P("model"))
+    repl = NamedSharding(plan.mesh, P())
+    hp = jax.device_put({**{k: jnp.asarray(v) for k, v in plan.hp_np.items()},
+                         **jax.tree_util.tree_map(jnp.asarray, plan.hp_in)}, model_sh)
+    data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, plan.data_host), repl)
+    keys = jax.device_put(_unit_keys(plan.seed, plan.seed_indices, plan.layout, plan.m_pad),
+                          model_sh)
+    chunks = plan.chunks(ckpt.periods_done)
+
+    t0 = time.perf_counter()
+    init_c, run_programs = _compiled_programs(plan.trainer, plan.mesh, chunks, plan.model, keys,
+                                              hp, data, plan.vectorize, plan.loop)
+    compile_s = time.perf_counter() - t0
+    state = init_c(keys, hp, data)
+    state, history = ckpt.restore(state, model_sh)
+
+    driver = ChunkDriver(plan, run_programs, progress=progress, desc=desc)
+    state, history = driver.run(state, hp, data, chunks, history, ckpt)
+    return plan.result(state, history, compile_s, time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------------------------------------
+# The three parts of a sweep: a plan (checks, grid, layout, padding, hyperparameters), a
+# checkpointer (fingerprint, resume, atomic commits) and a chunk driver (compiled chunks or a
+# host loop, progress bar).
+
+
+@dataclasses.dataclass
+class SweepPlan:
+    """Everything decided before compiling, from arguments checked in milliseconds.
+
+    Attributes:
+      layout: the unit layout (`sbjax.train.units.UnitLayout`); `n_u` real units, `m_pad`
+        padding units (so that the unit axis divides the device count), `m` real models.
+      hp_np: traced hyperparameters, float32 [n_u + m_pad] per name; `hp_in` the per-unit
+        inputs of the objective (example weights, init / frozen variables).
+      inputs: the validated objective inputs in model order (fingerprinted).
+    """
+
+    cfg: TrainConfig
+    model: Any
+    trainer: Trainer
+    data_host: TrainData
+    points: list[dict]
+    seed: int
+    seed_indices: list[int]
+    n_seeds: int
+    n_members: int
+    layout: UnitLayout
+    mesh: Mesh
+    m_pad: int
+    hp_np: dict
+    hp_in: dict
+    inputs: Any
+    out: Path | None
+    vectorize: str
+    loop: str
+    periods_per_chunk: int | None
+    max_chunks: int | None
+
+    @property
+    def m(self) -> int:
+        return self.layout.n_models
+
+    @property
+    def n_u(self) -> int:
+        return self.layout.n_units_total
+
+    @property
+    def n_grid(self) -> int:
+        return len(self.points)
+
+    @property
+    def total_periods(self) -> int:
+        return self.trainer.total_periods
+
+    def chunks(self, periods_done: int) -> list[int]:
+        """Chunk sizes (periods) from `periods_done` to the budget (or `max_chunks` of them)."""
+        ppc = self.periods_per_chunk
+        if ppc is None:
+            # A checkpoint and progress update every ~1000 updates, and at least ~10 per run.
+            ppc = max(1, min(1000 // self.cfg.eval_every, math.ceil(self.total_periods / 10)))
+        plan = _chunk_plan(self.total_periods - periods_done, ppc)
+        return plan if self.max_chunks is None else plan[:self.max_chunks]
+
+    def metric_rows(self, rows, first_period: int) -> list[dict]:
+        return _metric_rows(rows, first_period, self.m, self.n_grid, self.n_members,
+                            self.seed_indices)
+
+    def result(self, state, history, compile_s: float, wall_s: float) -> SweepResult:
+        """The host `SweepResult` in model order, padding removed."""
+        m, n_u, k, layout = self.m, self.n_u, self.layout.unit_size, self.layout
+        final = _state_to_host(state)
+        hist = {key: np.concatenate(v, axis=1)[:m] if v else np.zeros((m, 0))
+                for key, v in history.items()}
+        idx = np.arange(m)
+        strip = lambda tree: jax.tree_util.tree_map(
+            lambda a: layout.to_models(np.asarray(a)[:n_u]), tree)
+        per_model = lambda v: layout.to_models(np.repeat(np.asarray(v)[:n_u, None], k, 1)
+                                               if k > 1 else np.asarray(v)[:n_u])
+        return SweepResult(
+            params=strip(final.variables),
+            best_params=strip(final.best_variables),
+            best_step=strip(final.best_step),
+            history=hist,
+            stop_step=np.minimum(strip(final.step), strip(final.stop_step)),
+            stop_reason=[STOP_REASONS[int(r)] for r in strip(final.stop_reason)],
+            hparams={key: per_model(v) for key, v in self.hp_np.items()},
+            seed_index=np.asarray(self.seed_indices)[idx // (self.n_members * self.n_grid)],
+            member_index=(idx // self.n_grid) % self.n_members,
+            grid_index=idx % self.n_grid,
+            grid_points=self.points,
+            n_seeds=self.n_seeds,
+            n_members=self.n_members,
+            unit_size=k,
+            compile_s=compile_s,
+            wall_s=wall_s,
+        )
+
+
+def plan_sweep(cfg: TrainConfig, model: Any, train, val=None, *, n_seeds: int = 1,
+               seed_indices: Sequence[int] | None = None, n_members: int = 1,
+               grid: Mapping[str, Sequence[float]] | None = None, seed: int = 0,
+               devices: Sequence[Any] | None = None, vectorize: str = "vmap",
+               loop: str = "scan", periods_per_chunk: int | None = None,
+               max_chunks: int | None = None, out_dir: str | Path | None = None,
+               objective: Objective | None = None, unit_size: int = 1, example_weights=None,
+               unlabeled=None, unlabeled_batch_size: int | None = None, init_variables=None,
+               frozen=None) -> SweepPlan:
+    """Checks every argument (in milliseconds, before data preparation), then prepares the data,
+    the `Trainer`, the unit layout, padding and hyperparameter arrays (`train_sweep`'s args)."""
     check_choice("vectorize", vectorize, VECTORIZE)
     check_choice("loop", loop, LOOPS)
     if seed_indices is None:
@@ -739,154 +878,154 @@ def train_sweep(
         model = make_model(model)
     extra_hp = {"unlabeled_mix": 1.0} if unlabeled is not None else {}
     points = expand_grid(grid, hparam_names(cfg, objective) + tuple(extra_hp))
-    n_grid = len(points)
     data_host = prepare_data(cfg, train, val)
     k_unit = int(unit_size)
     n_units = n_members // k_unit
-    m = n_seeds * n_members * n_grid  # models
-    layout = UnitLayout(n_seeds, n_units, k_unit, n_grid)
+    layout = UnitLayout(n_seeds, n_units, k_unit, len(points))
     inputs = _objective_inputs(cfg, model, data_host, layout, example_weights, unlabeled,
                                unlabeled_batch_size, init_variables, frozen)
     if inputs.x_u is not None:
         data_host = dataclasses.replace(data_host, x_u=inputs.x_u)
-    trainer: Trainer = make_trainer(
+    trainer = make_trainer(
         cfg, model, data_host, objective=objective, unit_size=k_unit,
         unlabeled_batch_size=unlabeled_batch_size, has_weights=inputs.weights is not None,
         n_frozen=inputs.n_frozen, has_init=inputs.init is not None)
-
     mesh = _mesh(devs)
-    n_dev = mesh.devices.size
-    n_u = layout.n_units_total  # training units: the sharded axis
-    m_pad = -n_u % n_dev  # padding units
+    m_pad = -layout.n_units_total % mesh.devices.size  # padding units
     hp_np = hparam_arrays(cfg, points, n_seeds * n_units, objective, extra_hp)
     hp_np = {k: np.concatenate([v, np.repeat(v[-1:], m_pad)]) for k, v in hp_np.items()}
-    hp_in = _unit_inputs(inputs, layout, m_pad)
-    model_sh = NamedSharding(mesh, P("model"))
-    repl = NamedSharding(mesh, P())
+    return SweepPlan(
+        cfg=cfg, model=model, trainer=trainer, data_host=data_host, points=points, seed=seed,
+        seed_indices=seed_indices, n_seeds=n_seeds, n_members=n_members, layout=layout,
+        mesh=mesh, m_pad=m_pad, hp_np=hp_np, hp_in=_unit_inputs(inputs, layout, m_pad),
+        inputs=inputs, out=out, vectorize=vectorize, loop=loop,
+        periods_per_chunk=periods_per_chunk, max_chunks=max_chunks)
 
-    total = trainer.total_periods
-    manifest = _read_manifest(out)
-    if manifest is not None and not resume:
-        if not overwrite:
-            raise FileExistsError(
-                f"{str(out)!r} already holds a training checkpoint; pass resume=True (--resume) "
-                "to continue it or overwrite=True (--overwrite) to start again"
-            )
-        _remove_checkpoint(out)
-        manifest = None
-    fingerprint, parts, periods_done = None, None, 0
-    if out is not None:
-        parts = _fingerprint_parts(cfg, model, data_host, seed_indices, n_members, points, seed,
-                                   m_pad, extra=_objective_part(trainer, inputs))
-        fingerprint = _fingerprint(parts)
-        if manifest is not None:
-            periods_done = _check_manifest(out, manifest, fingerprint, parts, total,
-                                           cfg.eval_every)
 
-    hp = jax.device_put({**{k: jnp.asarray(v) for k, v in hp_np.items()},
-                         **jax.tree_util.tree_map(jnp.asarray, hp_in)}, model_sh)
-    data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data_host), repl)
-    keys = jax.device_put(_unit_keys(seed, seed_indices, layout, m_pad), model_sh)
+class Checkpointer:
+    """The checkpoint folder of one sweep: fingerprint, resume and atomic commits.
 
-    if periods_per_chunk is None:
-        # A checkpoint and progress update every ~1000 updates, and at least ~10 per run.
-        periods_per_chunk = max(1, min(1000 // cfg.eval_every, math.ceil(total / 10)))
-    plan = _chunk_plan(total - periods_done, periods_per_chunk)
-    if max_chunks is not None:
-        plan = plan[:max_chunks]
+    Construction reads the manifest and checks it against the plan (before anything compiles);
+    `restore` loads the committed state and history and rewrites metrics.jsonl from them;
+    `commit` writes a chunk (npz, then the manifest by an atomic rename, then the metric rows).
+    Without `out_dir` every method is a no-op.
+    """
 
-    t0 = time.perf_counter()
-    init_c, run_programs = _compiled_programs(trainer, mesh, plan, model, keys, hp, data,
-                                              vectorize, loop)
-    compile_s = time.perf_counter() - t0
-    state = init_c(keys, hp, data)
+    def __init__(self, plan: SweepPlan, *, resume: bool, overwrite: bool):
+        self.plan, self.out = plan, plan.out
+        self.fingerprint, self.parts, self.periods_done = None, None, 0
+        manifest = _read_manifest(self.out)
+        if manifest is not None and not resume:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{str(self.out)!r} already holds a training checkpoint; pass resume=True "
+                    "(--resume) to continue it or overwrite=True (--overwrite) to start again"
+                )
+            _remove_checkpoint(self.out)
+            manifest = None
+        self.manifest = manifest
+        if self.out is not None:
+            self.parts = _fingerprint_parts(
+                plan.cfg, plan.model, plan.data_host, plan.seed_indices, plan.n_members,
+                plan.points, plan.seed, plan.m_pad,
+                extra=_objective_part(plan.trainer, plan.inputs))
+            self.fingerprint = _fingerprint(self.parts)
+            if manifest is not None:
+                self.periods_done = _check_manifest(self.out, manifest, self.fingerprint,
+                                                    self.parts, plan.total_periods,
+                                                    plan.cfg.eval_every)
 
-    history: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
-    recs: list[dict] = []
-    if manifest is not None:
-        st, hist = _load_checkpoint(out, manifest, _state_to_host(state), cfg.eval_every)
-        state = jax.device_put(st._replace(key=jax.random.wrap_key_data(st.key)), model_sh)
-        history = {k: [hist[k]] for k in HISTORY_KEYS}
-        recs = _metric_rows(hist, 0, m, n_grid, n_members, seed_indices)
-        log.info("resuming %s at update %d of %d", out, periods_done * cfg.eval_every,
-                 total * cfg.eval_every)
-    if out is not None and jax.process_index() == 0:
-        # metrics.jsonl mirrors the checkpoint: rows written after it, a torn last line of a
-        # killed append, and leftovers of a run killed before its first checkpoint all go, as do
-        # temporary files of killed writes and npz files no manifest names.
-        _clean_folder(out, keep_npz=manifest["npz"] if manifest is not None else None)
-        _atomic_write(out / METRICS, _jsonl_bytes(recs))
+    def restore(self, state: TrainState, sharding) -> tuple[TrainState, dict]:
+        """(state, history lists) after a resume (the fresh ones otherwise); cleans the folder."""
+        plan, out = self.plan, self.out
+        history: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
+        recs: list[dict] = []
+        if self.manifest is not None:
+            st, hist = _load_checkpoint(out, self.manifest, _state_to_host(state),
+                                        plan.cfg.eval_every)
+            state = jax.device_put(st._replace(key=jax.random.wrap_key_data(st.key)), sharding)
+            history = {k: [hist[k]] for k in HISTORY_KEYS}
+            recs = plan.metric_rows(hist, 0)
+            log.info("resuming %s at update %d of %d", out,
+                     self.periods_done * plan.cfg.eval_every,
+                     plan.total_periods * plan.cfg.eval_every)
+        if out is not None and jax.process_index() == 0:
+            # metrics.jsonl mirrors the checkpoint: rows written after it, a torn last line of a
+            # killed append, and leftovers of a run killed before its first checkpoint all go, as
+            # do temporary files of killed writes and npz files no manifest names.
+            _clean_folder(out, keep_npz=self.manifest["npz"] if self.manifest else None)
+            _atomic_write(out / METRICS, _jsonl_bytes(recs))
+        return state, history
 
-    bar = None
-    if progress and jax.process_index() == 0:
-        from tqdm.auto import tqdm
+    def commit(self, periods_done: int, n_new: int, state, history, rows) -> None:
+        if self.out is None or jax.process_index() != 0:
+            return
+        plan = self.plan
+        _write_chunk(self.out, periods_done, n_new, state, history, rows, self.fingerprint,
+                     self.parts, plan.cfg.eval_every, plan.m, plan.n_grid, plan.n_members,
+                     plan.seed_indices)
 
-        bar = tqdm(total=total * cfg.eval_every, initial=periods_done * cfg.eval_every,
-                   unit="step", desc=desc, dynamic_ncols=True)
 
-    def n_running(st) -> int:  # running models (members of the real units)
+class ChunkDriver:
+    """Runs the planned chunks: compiled `run` programs (loop="scan") or a host loop over
+    compiled single updates (loop="host"); stops early once no model is running; updates the
+    progress bar and commits a checkpoint after each chunk."""
+
+    def __init__(self, plan: SweepPlan, run_programs: Mapping[int, Any], *, progress: bool,
+                 desc: str):
+        self.plan = plan
+        self.programs = dict(run_programs)
+        if plan.loop == "host":
+            update_c, end_c = host_loop_programs(plan.trainer, plan.mesh, plan.vectorize)
+            every = plan.cfg.eval_every
+
+            def host_run(n, st, hp, data):
+                rows = []
+                for _ in range(n):
+                    for _ in range(every):
+                        st = update_c(st, hp, data)
+                    st, row = end_c(st, hp, data)
+                    rows.append(row)
+                return st, jax.tree_util.tree_map(lambda *r: jnp.stack(r, axis=1), *rows)
+
+            self.programs = {n: functools.partial(host_run, n) for n in self.programs}
+        self.progress, self.desc = progress, desc
+
+    def n_running(self, st) -> int:
+        """Models (members of the real units) still updating: one small transfer."""
         s, stop = _to_host((st.step, st.stop_step))
+        n_u = self.plan.n_u
         return int(np.sum(np.asarray(s)[:n_u] < np.asarray(stop)[:n_u]))
 
-    if loop == "host":
-        update_c, end_c = host_loop_programs(trainer, mesh, vectorize)
+    def run(self, state, hp, data, chunks: Sequence[int], history: dict,
+            ckpt: Checkpointer) -> tuple[Any, dict]:
+        plan, every = self.plan, self.plan.cfg.eval_every
+        periods_done = ckpt.periods_done
+        bar = None
+        if self.progress and jax.process_index() == 0:
+            from tqdm.auto import tqdm
 
-        def host_run(n, st, hp, data):
-            rows = []
-            for _ in range(n):
-                for _ in range(cfg.eval_every):
-                    st = update_c(st, hp, data)
-                st, row = end_c(st, hp, data)
-                rows.append(row)
-            return st, jax.tree_util.tree_map(lambda *r: jnp.stack(r, axis=1), *rows)
-
-        run_programs = {n: functools.partial(host_run, n) for n in run_programs}
-
-    running = n_running(state) if periods_done > 0 else m  # a resumed run may be finished
-    for n in plan:
-        if running == 0:
-            break
-        state, rows = run_programs[n](state, hp, data)
-        rows = {k: layout.rows_to_models(np.asarray(v)) for k, v in _to_host(rows).items()}
-        for k in HISTORY_KEYS:
-            history[k].append(rows[k])
-        periods_done += n
-        running = n_running(state)  # one small transfer per chunk: stop check and progress bar
-        if out is not None and jax.process_index() == 0:
-            _write_chunk(out, periods_done, n, state, history, rows, fingerprint, parts,
-                         cfg.eval_every, m, n_grid, n_members, seed_indices)
+            bar = tqdm(total=plan.total_periods * every, initial=periods_done * every,
+                       unit="step", desc=self.desc, dynamic_ncols=True)
+        running = self.n_running(state) if periods_done > 0 else plan.m  # may be finished
+        for n in chunks:
+            if running == 0:
+                break
+            state, rows = self.programs[n](state, hp, data)
+            rows = {k: plan.layout.rows_to_models(np.asarray(v))
+                    for k, v in _to_host(rows).items()}
+            for k in HISTORY_KEYS:
+                history[k].append(rows[k])
+            periods_done += n
+            running = self.n_running(state)  # stop check and progress bar
+            ckpt.commit(periods_done, n, state, history, rows)
+            if bar is not None:
+                bar.update(n * every)
+                acc = rows["train_acc"][:plan.m, -1]
+                bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=running)
         if bar is not None:
-            bar.update(n * cfg.eval_every)
-            acc = rows["train_acc"][:m, -1]
-            bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=running)
-    if bar is not None:
-        bar.close()
-
-    final = _state_to_host(state)
-    hist = {k: np.concatenate(v, axis=1)[:m] if v else np.zeros((m, 0)) for k, v in history.items()}
-    idx = np.arange(m)
-    strip = lambda tree: jax.tree_util.tree_map(lambda a: layout.to_models(np.asarray(a)[:n_u]),
-                                                tree)
-    per_model = lambda v: layout.to_models(np.repeat(np.asarray(v)[:n_u, None], k_unit, 1)
-                                           if k_unit > 1 else np.asarray(v)[:n_u])
-    return SweepResult(
-        params=strip(final.variables),
-        best_params=strip(final.best_variables),
-        best_step=strip(final.best_step),
-        history=hist,
-        stop_step=np.minimum(strip(final.step), strip(final.stop_step)),
-        stop_reason=[STOP_REASONS[int(r)] for r in strip(final.stop_reason)],
-        hparams={k: per_model(v) for k, v in hp_np.items()},
-        seed_index=np.asarray(seed_indices)[idx // (n_members * n_grid)],
-        member_index=(idx // n_grid) % n_members,
-        grid_index=idx % n_grid,
-        grid_points=points,
-        n_seeds=n_seeds,
-        n_members=n_members,
-        unit_size=k_unit,
-        compile_s=compile_s,
-        wall_s=time.perf_counter() - t_start,
-    )
+            bar.close()
+        return state, history
 
 
 def _write_chunk(out: Path, periods_done: int, n_new: int, state, history, rows, fingerprint,
