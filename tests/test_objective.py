@@ -473,3 +473,15 @@ def test_sam_threads_batchnorm_statistics_from_the_clean_pass():
     assert not np.allclose(np.asarray(a.variables["params"]["head"]["kernel"]),
                            np.asarray(b.variables["params"]["head"]["kernel"]))
     assert all(np.all(np.isfinite(v)) for v in jax.tree_util.tree_leaves(a.variables))
+
+
+def test_units_with_host_loop_and_lax_map_equal_the_scan_vmap_program():
+    x, y = _data()
+    o = obj.Objective(penalties=(obj.member_agreement(default=0.5),))
+    kw = dict(n_seeds=2, n_members=2, unit_size=2, objective=o, progress=False)
+    a = train_sweep(CFG, FCN, (x, y), **kw)
+    for other in (dict(loop="host"), dict(vectorize="map")):
+        b = train_sweep(CFG, FCN, (x, y), **kw, **other)
+        _close(a.params, b.params, rtol=1e-5, atol=1e-5)
+        for k in a.history:
+            np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-5, atol=1e-6)

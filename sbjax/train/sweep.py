@@ -12,6 +12,12 @@ point of a (seed, member) shares its PRNG key (same init and batch order: common
 and the key of (seed s, member j) is `fold_in(fold_in(key(seed), s), j)`, independent of the sweep
 size, so seed s of a sweep equals a single run with seed index s.
 
+With `unit_size` K > 1 the sharded axis holds training units of K consecutive members of one seed
+(`sbjax.train.units`: unit u = (seed * n_units + unit) * n_grid + grid_point, state leaves
+[U, K, ...]); results, metrics.jsonl and the history are still in model order. The code is three
+parts: `plan_sweep` (checks, grid, layout, padding, hyperparameters), `Checkpointer` (fingerprint,
+resume, atomic commits) and `ChunkDriver` (compiled chunks or a host loop, progress bar).
+
 Checkpoint folder (`out_dir`):
 
 * `checkpoint-<sha256[:16]>.npz`: training state and history of every model (padding included),
