@@ -572,3 +572,63 @@ def results_table(results: Sequence[Mapping[str, Any]], max_metrics: int = 4) ->
         used = f"{rec.get('n_seeds', '?')}/{rec.get('n_total', '?')} seeds"
         lines.append(f"  {record_label(rec)}: " + "; ".join(cells) + f"  ({used})")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers shared by experiments with parts and sweeps.
+
+
+def parse_parts(text: str, parts: Sequence[str]) -> list[str]:
+    """--parts: 'all' or a comma-separated subset of `parts` -> list in canonical order.
+
+    Raises:
+      ValueError: naming "parts", the value and the allowed names.
+    """
+    from sbjax.validate import fail
+
+    if text.strip() == "all":
+        return list(parts)
+    wanted = [p.strip() for p in text.split(",") if p.strip()]
+    if not wanted or any(p not in parts for p in wanted):
+        fail("parts", text, "'all' or a comma-separated subset of " + ", ".join(parts))
+    return [p for p in parts if p in wanted]
+
+
+def used_mask(rec: Mapping[str, Any]) -> np.ndarray:
+    """bool [n_total]: the seeds of a summary record that enter its means (not failed)."""
+    return np.asarray([s in _USED for s in rec["seed_status"]], bool)
+
+
+def run_sweep(run: Run, name: str, cfg: Any, model: Any, train: Any, val: Any, *,
+              save: str | None = "params", timings: dict | None = None, **kwargs: Any):
+    """`sbjax.train.train_sweep` of run.n_seeds seeds with the run's checkpoints and progress.
+
+    Saves the stacked `save` field of the result ("params", "best_params" or None) to
+    params/<name>.npz, records {"compile_s", "wall_s"} (the sweep's own) and "call_s" (the whole
+    call, host work included) in `timings[name]` and logs the models that diverged or did not
+    converge.
+
+    Args:
+      run: the `Run`. name: the sweep's name (checkpoint folder, progress label, params file).
+      cfg, model, train, val: `train_sweep`'s arguments. kwargs: more of them (grid,
+        periods_per_chunk, n_members, ...).
+    """
+    from sbjax.train import train_sweep
+
+    t0 = time.perf_counter()
+    r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed, **kwargs,
+                    **run.sweep_kwargs(name))
+    wall = time.perf_counter() - t0
+    if save:
+        run.save_params(name, getattr(r, save))
+    if timings is not None:
+        timings[name] = {"compile_s": float(getattr(r, "compile_s", float("nan"))),
+                         "wall_s": float(getattr(r, "wall_s", wall)), "call_s": float(wall)}
+    reasons = list(r.stop_reason)
+    bad = {s: [i for i, v in enumerate(reasons) if v == s] for s in ("diverged", "max_steps")}
+    if bad["diverged"]:
+        log.warning("%s: models %s of %d diverged", name, bad["diverged"], len(reasons))
+    if bad["max_steps"]:
+        log.info("%s: models %s of %d used their whole budget (did not converge)", name,
+                 bad["max_steps"], len(reasons))
+    return r

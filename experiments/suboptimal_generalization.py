@@ -29,6 +29,15 @@ stop rule, and the quick preset's budgets deliberately stop short of nb03's trai
 (see PRESETS); a model that hit its budget is used and counted in ``n_unconverged``. Each model's
 randomizations use its own key, derived from its (record, seed index), in one call per record.
 
+Records: ``mode`` (reference | control | grid_point | grid; also given as ``part``), ``expect``
+and, where the paper or nb03 gives a value, ``paper`` with ``paper_source`` (Table 2 per FCN;
+nb03's MS-7 control).
+
+Presets are data (``Preset`` below); change any value with ``--set``, e.g. ``--set
+train.lr=0.05``, ``--set n_train=20000``, ``--set "models=[[300,2]]"``, ``--set
+grid.lr=[0.01,0.1]`` (recorded in config.json). ``python -m sbjax.plots RUN_DIR`` redraws the
+figure from the data saved with it.
+
     python -m experiments.suboptimal_generalization --preset quick --out runs/subopt
     python -m experiments.suboptimal_generalization --preset paper --grid --out runs/subopt_grid
 """
@@ -36,82 +45,242 @@ randomizations use its own key, derived from its (record, seed index), in one ca
 from __future__ import annotations
 
 import collections
-import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments.common import make_parser, start_run
-from experiments.robustness_of_sb import class_sizes, eval_keys, evaluate_stack
+from experiments.common import make_parser, resolve_preset, run_sweep, start_run
+from experiments.evaluation import coords_basis, eval_keys, evaluate_stack
+from experiments.synthetic import (
+    Recipe,
+    check_positive_int,
+    check_recipe,
+    class_sizes,
+    fcn_config,
+    fcn_name,
+    make_dataset,
+    train_config,
+)
 from sbjax import io
+from sbjax.validate import check_range, fail
 
 NAME = "suboptimal_generalization"
 # Records report best-by-selection checkpoints, not converged models (module docstring).
 REQUIRE_CONVERGED = False
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
-SIX_FCNS = [[100, 1], [200, 1], [300, 1], [100, 2], [200, 2], [300, 2]]
+SIX_FCNS = ((100, 1), (200, 1), (300, 1), (100, 2), (200, 2), (300, 2))
 
 # nb03 (REFERENCE.md Sec. 3.3): noisy LMS-7 and the MS-7 control.
-_REF = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 256,
-        "stop_rule": "acc", "stop_eps": 0.005, "patience": 1}
-_CONTROL = {**_REF, "lr": 0.3, "patience": 1000}
-# App. D.1 grid (180 points) and its stop rule (loss < 0.01 or divergence).
-_PAPER_GRID = {"lr": [0.001, 0.01, 0.05, 0.1, 0.3], "batch_size": [4, 16, 64, 256],
-               "weight_decay": [0.0, 5e-5, 5e-4], "momentum": [0.0, 0.9, 0.95]}
-_GRID_TRAIN = {"optimizer": "sgd", "stop_rule": "loss", "stop_eps": 0.01, "patience": 1}
+NB03 = Recipe(
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=256,
+    stop_rule="acc",
+    stop_eps=0.005,
+    patience=1,
+)
+CONTROL = NB03.replace(lr=0.3, patience=1000)
+# App. D.1 stop rule (loss < 0.01 or divergence); lr, momentum, weight decay and batch size come
+# from the grid.
+GRID_TRAIN = Recipe(optimizer="sgd", stop_rule="loss", stop_eps=0.01, patience=1)
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "n_seeds": 2, "n_train": 2000, "n_test": 1000, "n_val": 1000, "noise": 0.1,
-        "models": [[100, 1]], "train": {**_REF, "max_steps": 300, "eval_every": 150},
-        "control_models": [], "control_train": {**_CONTROL, "max_steps": 300,
-                                                        "eval_every": 150, "patience": 1},
-        "grid_models": [[100, 1]],
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """App. D.1 grid: lr, weight decay and momentum traced, batch size static."""
+
+    lr: tuple[float, ...]
+    batch_size: tuple[int, ...]
+    weight_decay: tuple[float, ...]
+    momentum: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.lr) * len(self.batch_size) * len(self.weight_decay) * len(self.momentum)
+
+
+PAPER_GRID = Grid(
+    lr=(0.001, 0.01, 0.05, 0.1, 0.3),
+    batch_size=(4, 16, 64, 256),
+    weight_decay=(0.0, 5e-5, 5e-4),
+    momentum=(0.0, 0.9, 0.95),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """suboptimal_generalization preset.
+
+    Attributes:
+      n_seeds, n_train, n_test, n_val: sizes (the validation split selects with --select val and
+        in the grid). noise: label noise of the linear coordinate (Bayes accuracy 1 - noise / 2).
+      models, train: FCNs (width, depth) and recipe of the reference mode (nb03).
+      control_models, control_train: the MS-7 control.
+      grid_models, grid, grid_train: App. D.1 (--grid).
+    """
+
+    n_seeds: int
+    n_train: int
+    n_test: int
+    n_val: int
+    noise: float
+    models: tuple
+    train: Recipe
+    control_models: tuple
+    control_train: Recipe
+    grid_models: tuple
+    grid: Grid
+    grid_train: Recipe
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        n_seeds=2,
+        n_train=2000,
+        n_test=1000,
+        n_val=1000,
+        noise=0.1,
+        models=((100, 1),),
+        train=NB03.replace(max_steps=300, eval_every=150),
+        control_models=(),
+        control_train=CONTROL.replace(max_steps=300, eval_every=150, patience=1),
+        grid_models=((100, 1),),
         # lr 1e4 diverges on purpose: the smoke run exercises the failed-model path (those grid
         # points are reported as failed and never selected).
-        "grid": {"lr": [0.1, 1e4], "batch_size": [256], "weight_decay": [0.0],
-                 "momentum": [0.0, 0.9]},
-        "grid_train": {**_GRID_TRAIN, "max_steps": 300, "eval_every": 150},
-    },
+        grid=Grid(lr=(0.1, 1e4), batch_size=(256,), weight_decay=(0.0,), momentum=(0.0, 0.9)),
+        grid_train=GRID_TRAIN.replace(max_steps=300, eval_every=150),
+    ),
     # CPU minutes: 2 seeds, the six FCNs with an 8k-update cap (nb03 takes 20-40k updates to reach
     # train acc 0.995, so train accuracy stays lower; test / randomized accuracies settle within a
     # few thousand updates), the MS-7 control with the (100,2)-FCN only, and with --grid a
     # 2 x 2 x 2 x 2 grid for the (100,1)-FCN with a 4k-update cap.
-    "quick": {
-        "n_seeds": 2, "n_train": 40000, "n_test": 10000, "n_val": 10000, "noise": 0.1,
-        "models": SIX_FCNS, "train": {**_REF, "max_steps": 8000, "eval_every": 2000},
-        "control_models": [[100, 2]], "control_train": {**_CONTROL, "max_steps": 16000,
-                                                        "eval_every": 2000},
-        "grid_models": [[100, 1]],
-        "grid": {"lr": [0.01, 0.1], "batch_size": [64, 256], "weight_decay": [0.0, 5e-4],
-                 "momentum": [0.0, 0.9]},
-        "grid_train": {**_GRID_TRAIN, "max_steps": 4000, "eval_every": 1000},
-    },
+    "quick": Preset(
+        n_seeds=2,
+        n_train=40000,
+        n_test=10000,
+        n_val=10000,
+        noise=0.1,
+        models=SIX_FCNS,
+        train=NB03.replace(max_steps=8000, eval_every=2000),
+        control_models=((100, 2),),
+        control_train=CONTROL.replace(max_steps=16000, eval_every=2000),
+        grid_models=((100, 1),),
+        grid=Grid(
+            lr=(0.01, 0.1), batch_size=(64, 256), weight_decay=(0.0, 5e-4), momentum=(0.0, 0.9)
+        ),
+        grid_train=GRID_TRAIN.replace(max_steps=4000, eval_every=1000),
+    ),
     # The reference notebook nb03 exactly (one (300,2)-FCN, full budget: it stops at train
     # accuracy 0.995 after 20-40k updates; MS-7 control at lr 0.3), 3 seeds: CPU tens of minutes.
-    "nb03": {
-        "n_seeds": 3, "n_train": 40000, "n_test": 10000, "n_val": 10000, "noise": 0.1,
-        "models": [[300, 2]], "train": {**_REF, "max_steps": 60_000, "eval_every": 10_000},
-        "control_models": [[300, 2]], "control_train": {**_CONTROL, "max_steps": 30_000,
-                                                        "eval_every": 2000},
-        "grid_models": [[300, 2]], "grid": _PAPER_GRID,
-        "grid_train": {**_GRID_TRAIN, "max_steps": 200_000, "eval_every": 5000},
-    },
+    "nb03": Preset(
+        n_seeds=3,
+        n_train=40000,
+        n_test=10000,
+        n_val=10000,
+        noise=0.1,
+        models=((300, 2),),
+        train=NB03.replace(max_steps=60_000, eval_every=10_000),
+        control_models=((300, 2),),
+        control_train=CONTROL.replace(max_steps=30_000, eval_every=2000),
+        grid_models=((300, 2),),
+        grid=PAPER_GRID,
+        grid_train=GRID_TRAIN.replace(max_steps=200_000, eval_every=5000),
+    ),
     # Paper sizes (App. D.1: 40k points), 5 seeds, all six FCNs in every mode, the full grid.
     # The paper's budget is 10^7 updates; 200k here (x25 fewer; GPU hours otherwise).
-    "paper": {
-        "n_seeds": 5, "n_train": 40000, "n_test": 10000, "n_val": 10000, "noise": 0.1,
-        "models": SIX_FCNS, "train": {**_REF, "max_steps": 100_000, "eval_every": 10_000},
-        "control_models": SIX_FCNS, "control_train": {**_CONTROL, "max_steps": 100_000,
-                                                      "eval_every": 2000},
-        "grid_models": SIX_FCNS, "grid": _PAPER_GRID,
-        "grid_train": {**_GRID_TRAIN, "max_steps": 200_000, "eval_every": 5000},
-    },
+    "paper": Preset(
+        n_seeds=5,
+        n_train=40000,
+        n_test=10000,
+        n_val=10000,
+        noise=0.1,
+        models=SIX_FCNS,
+        train=NB03.replace(max_steps=100_000, eval_every=10_000),
+        control_models=SIX_FCNS,
+        control_train=CONTROL.replace(max_steps=100_000, eval_every=2000),
+        grid_models=SIX_FCNS,
+        grid=PAPER_GRID,
+        grid_train=GRID_TRAIN.replace(max_steps=200_000, eval_every=5000),
+    ),
 }
+
+PRESET_HELP = {
+    "smoke": "seconds: one (100,1)-FCN, 2k points, 2 seeds, 300 updates; a 4-point grid with a "
+    "diverging lr (plumbing only)",
+    "quick": "CPU minutes: 40k points, 2 seeds, the six FCNs capped at 8k updates, MS-7 control "
+    "with the (100,2)-FCN; --grid: 16 points for the (100,1)-FCN",
+    "nb03": "the reference notebook nb03 exactly: one (300,2)-FCN to its stop rule, MS-7 control, "
+    "3 seeds (CPU tens of minutes)",
+    "paper": "App. D.1 sizes, 5 seeds, the six FCNs in every mode and the full 180-point grid "
+    "(GPU/TPU)",
+}
+
+# Table 2 (Sec. 5; REFERENCE.md Sec. 9.1): the paper's grid-selected FCNs on noisy LMS-7.
+TABLE2_PAPER = {
+    "fcn_100x1": (0.984, 0.940, 0.941, 0.498),
+    "fcn_200x1": (0.998, 0.949, 0.946, 0.498),
+    "fcn_300x1": (0.995, 0.948, 0.946, 0.497),
+    "fcn_100x2": (0.999, 0.945, 0.944, 0.498),
+    "fcn_200x2": (0.997, 0.946, 0.945, 0.497),
+    "fcn_300x2": (0.998, 0.947, 0.946, 0.498),
+}
+EXPECT_NOISY = (
+    "uses only the noisy linear coordinate: test ~0.95 (Bayes), S-rand ~0.5, S^c-rand ~ test"
+)
+
+
+def table2_paper(model: str) -> dict[str, Any]:
+    """`add_result` arguments citing Table 2's accuracies of an FCN (none for other models)."""
+    v = TABLE2_PAPER.get(model)
+    if v is None:
+        return {}
+    return {
+        "paper": dict(zip(("train_acc", "test_acc", "sc_rand_acc", "s_rand_acc"), v, strict=True)),
+        "paper_source": "Table 2 (Sec. 5; the paper's grid-selected models)",
+    }
+
+
+def _check_fcns(name: str, models: Any) -> None:
+    if isinstance(models, str) or not isinstance(models, (list, tuple)):
+        fail(name, models, "a list of (width, depth) pairs")
+    for m in models:
+        if not (isinstance(m, (list, tuple)) and len(m) == 2):
+            fail(name, models, "a list of (width, depth) pairs")
+        check_positive_int(f"{name} (width)", m[0])
+        check_positive_int(f"{name} (depth)", m[1])
+
+
+def check_preset(p: Preset) -> None:
+    """Validates a preset after --set overrides, before any work (errors name the key)."""
+    for k in ("n_seeds", "n_train", "n_test", "n_val"):
+        check_positive_int(k, getattr(p, k))
+    check_range("noise", p.noise, 0.0, 1.0)
+    _check_fcns("models", p.models)
+    _check_fcns("control_models", p.control_models)
+    _check_fcns("grid_models", p.grid_models)
+    check_recipe("train", p.train, need=("max_steps", "eval_every"))
+    check_recipe("control_train", p.control_train, need=("max_steps", "eval_every"))
+    check_recipe("grid_train", p.grid_train, need=("max_steps", "eval_every"))
+    g = p.grid
+    for k in ("lr", "batch_size", "weight_decay", "momentum"):
+        vals = getattr(g, k)
+        if isinstance(vals, str) or not isinstance(vals, (list, tuple)) or not vals:
+            fail(f"grid.{k}", vals, "a non-empty list")
+    for v in g.lr:
+        check_range("grid.lr", v, 0.0, None, lo_open=True)
+    for v in g.batch_size:
+        check_positive_int("grid.batch_size", v)
+    for v in g.weight_decay:
+        check_range("grid.weight_decay", v, 0.0, None)
+    for v in g.momentum:
+        check_range("grid.momentum", v, 0.0, 1.0, hi_open=True)
 
 
 def _hp(v) -> float:
@@ -119,84 +288,117 @@ def _hp(v) -> float:
     return float(f"{float(v):.6g}")
 
 
-def model_name(width: int, depth: int) -> str:
-    return f"fcn_{width}x{depth}"
+class Data(NamedTuple):
+    """Noisy LMS-7 and MS-7 (d = 50): the datasets and their train / val / test splits."""
+
+    noisy: Any
+    ms7: Any
+    train: tuple
+    val: tuple
+    test: tuple
+    ms_train: tuple
+    ms_val: tuple
+    ms_test: tuple
 
 
-def _tcfg(base: Mapping[str, Any], **over):
-    from sbjax.train import TrainConfig
+def make_splits(seed: int, p: Preset) -> Data:
+    """Splits from fold_in(key(seed), 1) (noisy LMS-7) and 2 (MS-7), each split 3 ways."""
+    import jax
 
-    return TrainConfig(**{**base, **over})
+    noisy = make_dataset("noisy_lms7", 50, p=float(p.noise))
+    ms7 = make_dataset("ms7", 50)
+    root = jax.random.key(seed)
 
+    def draw(ds, tag):
+        ks = jax.random.split(jax.random.fold_in(root, tag), 3)
+        out = [
+            ds.sample(k, int(n)) for k, n in zip(ks, (p.n_train, p.n_val, p.n_test), strict=True)
+        ]
+        return [(np.asarray(x), np.asarray(y)) for x, y in out]
 
-class _Data:
-    def __init__(self, seed: int, cfg: Mapping[str, Any]):
-        import jax
-
-        from sbjax.data import make_dataset
-
-        self.noisy = make_dataset("noisy_lms", k=7, d=50, p=float(cfg["noise"]))
-        self.ms7 = make_dataset("ms", k=7, d=50)
-        root = jax.random.key(seed)
-
-        def draw(ds, tag):
-            ks = jax.random.split(jax.random.fold_in(root, tag), 3)
-            out = [ds.sample(k, int(cfg[n])) for k, n in zip(ks, ("n_train", "n_val", "n_test"),
-                                                             strict=True)]
-            return [(np.asarray(x), np.asarray(y)) for x, y in out]
-
-        self.train, self.val, self.test = draw(self.noisy, 1)
-        self.ms_train, self.ms_val, self.ms_test = draw(self.ms7, 2)
+    return Data(noisy, ms7, *draw(noisy, 1), *draw(ms7, 2))
 
 
 def _metrics(model, params, ds, train, test, key) -> dict[str, np.ndarray]:
-    return evaluate_stack(model.logits, params, test=test, train=train, rotation=ds.rotation,
-                          s_coords=tuple(ds.simple_coords), sc_coords=tuple(ds.complex_coords),
-                          key=key)
+    basis = coords_basis(
+        ds.rotation, ds.simple_coords, ds.complex_coords, int(np.shape(test[0])[1])
+    )
+    met, _ = evaluate_stack(model.logits, params, basis, test, key, train=train)
+    return met
 
 
-def run_reference(run, cfg, data: _Data, select: str) -> None:
+def run_reference(run, p: Preset, data: Data, select: str) -> None:
     """The nb03 configuration for every FCN of the preset, best model by `select`."""
     from sbjax.models import make_model
 
     val = data.test if select == "test" else data.val
-    for w, dpt in cfg["models"]:
-        name = model_name(w, dpt)
-        model = make_model({"name": "fcn", "width": w, "depth": dpt})
-        tc = _tcfg(cfg["train"])
+    for w, dpt in p.models:
+        name = fcn_name(w, dpt)
+        model = make_model(fcn_config(w, dpt))
+        tc = train_config(p.train)
         cell = f"ref_noisy_lms7_{name}"
-        r = _sweep(run, cell, tc, model, data.train, val)
-        met = _metrics(model, r.best_params, data.noisy, data.train, data.test,
-                       eval_keys(run.seed, cell, r.seed_index))
+        r = run_sweep(run, cell, tc, model, data.train, val, save="best_params")
+        met = _metrics(
+            model,
+            r.best_params,
+            data.noisy,
+            data.train,
+            data.test,
+            eval_keys(run.seed, cell, r.seed_index),
+        )
         met["best_updates"] = np.asarray(r.best_step, np.float64)
         met["stop_updates"] = np.asarray(r.stop_step, np.float64)
-        run.add_result(dataset="noisy_lms7", model=name, metrics=met, mode="reference",
-                       status=r.stop_reason, require_converged=REQUIRE_CONVERGED,
-                       test_size=class_sizes(data.test[1]), lr=tc.lr, batch_size=tc.batch_size,
-                       weight_decay=tc.weight_decay, momentum=tc.momentum, select=select)
-    for w, dpt in cfg["control_models"]:
-        name = model_name(w, dpt)
-        model = make_model({"name": "fcn", "width": w, "depth": dpt})
-        tc = _tcfg(cfg["control_train"])
+        run.add_result(
+            dataset="noisy_lms7",
+            model=name,
+            metrics=met,
+            mode="reference",
+            part="reference",
+            expect=f"nb03 recipe: {EXPECT_NOISY}",
+            **table2_paper(name),
+            status=r.stop_reason,
+            require_converged=REQUIRE_CONVERGED,
+            test_size=class_sizes(data.test[1]),
+            lr=tc.lr,
+            batch_size=tc.batch_size,
+            weight_decay=tc.weight_decay,
+            momentum=tc.momentum,
+            select=select,
+        )
+    for w, dpt in p.control_models:
+        name = fcn_name(w, dpt)
+        model = make_model(fcn_config(w, dpt))
+        tc = train_config(p.control_train)
         cval = data.ms_test if select == "test" else data.ms_val
         cell = f"control_ms7_{name}"
-        r = _sweep(run, cell, tc, model, data.ms_train, cval)
-        met = _metrics(model, r.best_params, data.ms7, data.ms_train, data.ms_test,
-                       eval_keys(run.seed, cell, r.seed_index))
+        r = run_sweep(run, cell, tc, model, data.ms_train, cval, save="best_params")
+        met = _metrics(
+            model,
+            r.best_params,
+            data.ms7,
+            data.ms_train,
+            data.ms_test,
+            eval_keys(run.seed, cell, r.seed_index),
+        )
         met["stop_updates"] = np.asarray(r.stop_step, np.float64)
-        run.add_result(dataset="ms7", model=name, metrics=met, mode="control",
-                       status=r.stop_reason, require_converged=REQUIRE_CONVERGED,
-                       test_size=class_sizes(data.ms_test[1]), lr=tc.lr, batch_size=tc.batch_size,
-                       weight_decay=tc.weight_decay, momentum=tc.momentum, select=select)
-
-
-def _sweep(run, name, tc, model, train, val, grid=None):
-    from sbjax.train import train_sweep
-
-    r = train_sweep(tc, model, train, val, n_seeds=run.n_seeds, seed=run.seed, grid=grid,
-                    **run.sweep_kwargs(name))
-    run.save_params(name, r.best_params)
-    return r
+        run.add_result(
+            dataset="ms7",
+            model=name,
+            metrics=met,
+            mode="control",
+            part="control",
+            expect="MS-7 control (no linear shortcut): the same FCN reaches ~100 % test accuracy",
+            paper={"train_acc": 1.0, "test_acc": 1.0},
+            paper_source="nb03 MS-7 control (REFERENCE.md 9.5, (300,2)-FCN)",
+            status=r.stop_reason,
+            require_converged=REQUIRE_CONVERGED,
+            test_size=class_sizes(data.ms_test[1]),
+            lr=tc.lr,
+            batch_size=tc.batch_size,
+            weight_decay=tc.weight_decay,
+            momentum=tc.momentum,
+            select=select,
+        )
 
 
 def select_per_seed(cands: Sequence[tuple[int, Any, np.ndarray]], n_seeds: int):
@@ -224,47 +426,76 @@ def select_per_seed(cands: Sequence[tuple[int, Any, np.ndarray]], n_seeds: int):
     return out
 
 
-def run_grid(run, cfg, data: _Data) -> list[dict]:
+def run_grid(run, p: Preset, data: Data) -> list[dict]:
     """App. D.1 grid; per seed the best validation accuracy over all points and batch sizes."""
     import jax
 
     from sbjax.eval import metrics as M
     from sbjax.models import make_model
 
-    g = cfg["grid"]
-    traced = {"lr": [float(v) for v in g["lr"]], "weight_decay": [float(v) for v in
-                                                                  g["weight_decay"]],
-              "momentum": [float(v) for v in g["momentum"]]}
-    grid_size = len(g["lr"]) * len(g["batch_size"]) * len(g["weight_decay"]) * len(g["momentum"])
+    g = p.grid
+    traced = {
+        "lr": [float(v) for v in g.lr],
+        "weight_decay": [float(v) for v in g.weight_decay],
+        "momentum": [float(v) for v in g.momentum],
+    }
+    grid_size = g.size
     rows, table10 = [], []
-    for w, dpt in cfg["grid_models"]:
-        name = model_name(w, dpt)
-        model = make_model({"name": "fcn", "width": w, "depth": dpt})
+    for w, dpt in p.grid_models:
+        name = fcn_name(w, dpt)
+        model = make_model(fcn_config(w, dpt))
         cands = []  # (batch_size, SweepResult, val_acc [M])
-        for bs in g["batch_size"]:
-            tc = _tcfg(cfg["grid_train"], batch_size=int(bs))
-            r = _sweep(run, f"grid_noisy_lms7_{name}_bs{bs}", tc, model, data.train, data.val,
-                       grid=traced)
-            va = np.asarray(M.evaluate(model.logits, r.best_params, *data.val)["accuracy"],
-                            np.float64)
+        for bs in g.batch_size:
+            tc = train_config(p.grid_train, batch_size=int(bs))
+            r = run_sweep(
+                run,
+                f"grid_noisy_lms7_{name}_bs{bs}",
+                tc,
+                model,
+                data.train,
+                data.val,
+                grid=traced,
+                save="best_params",
+            )
+            va = np.asarray(
+                M.evaluate(model.logits, r.best_params, *data.val)["accuracy"], np.float64
+            )
             va[np.asarray([s == "diverged" for s in r.stop_reason])] = np.nan
             cands.append((int(bs), r, va))
             for i in range(r.n_models):
-                rows.append({"model": name, "batch_size": int(bs), "seed": int(r.seed_index[i]),
-                             **{k: _hp(r.hparams[k][i]) for k in traced},
-                             "val_acc": float(va[i]), "stop_reason": r.stop_reason[i],
-                             "stop_updates": int(r.stop_step[i])})
+                rows.append(
+                    {
+                        "model": name,
+                        "batch_size": int(bs),
+                        "seed": int(r.seed_index[i]),
+                        **{k: _hp(r.hparams[k][i]) for k in traced},
+                        "val_acc": float(va[i]),
+                        "stop_reason": r.stop_reason[i],
+                        "stop_updates": int(r.stop_step[i]),
+                    }
+                )
             # One record per grid point: its models' validation accuracy; diverged models are
             # excluded and counted, a point whose models all diverged says so.
             for gi, pt in enumerate(r.grid_points):
                 idx = np.flatnonzero(np.asarray(r.grid_index) == gi)
                 run.add_result(
-                    dataset="noisy_lms7", model=name, mode="grid_point",
-                    metrics={"val_acc": va[idx],
-                             "stop_updates": np.asarray(r.stop_step, np.float64)[idx]},
-                    status=[r.stop_reason[i] for i in idx], require_converged=REQUIRE_CONVERGED,
-                    test_size=class_sizes(data.val[1]), batch_size=int(bs),
-                    **{k: _hp(pt[k]) for k in traced})
+                    dataset="noisy_lms7",
+                    model=name,
+                    mode="grid_point",
+                    part="grid_point",
+                    expect=f"grid point lr {_hp(pt['lr']):g}, batch {int(bs)}, wd "
+                    f"{_hp(pt['weight_decay']):g}, momentum {_hp(pt['momentum']):g}: validation "
+                    "accuracy (used for selection)",
+                    metrics={
+                        "val_acc": va[idx],
+                        "stop_updates": np.asarray(r.stop_step, np.float64)[idx],
+                    },
+                    status=[r.stop_reason[i] for i in idx],
+                    require_converged=REQUIRE_CONVERGED,
+                    test_size=class_sizes(data.val[1]),
+                    batch_size=int(bs),
+                    **{k: _hp(pt[k]) for k in traced},
+                )
         # Per seed: the (batch size, point) with the highest validation accuracy.
         picks = select_per_seed(cands, run.n_seeds)
         chosen, sel_params, reasons = [], [], []
@@ -275,21 +506,35 @@ def run_grid(run, cfg, data: _Data) -> list[dict]:
                 # A placeholder model keeps the stack's shape; the seed is marked diverged.
                 _, r0, _ = cands[0]
                 i = int(np.flatnonzero(np.asarray(r0.seed_index) == s)[0])
-                sel_params.append(jax.tree_util.tree_map(lambda v, i=i: np.asarray(v)[i],
-                                                         r0.best_params))
+                sel_params.append(
+                    jax.tree_util.tree_map(lambda v, i=i: np.asarray(v)[i], r0.best_params)
+                )
                 reasons.append("diverged")
                 continue
             va_i, bs, r, i = pick
-            chosen.append({"seed": s, "batch_size": bs, "val_acc": float(va_i),
-                           **{k: _hp(r.hparams[k][i]) for k in traced},
-                           "stop_reason": r.stop_reason[i]})
-            sel_params.append(jax.tree_util.tree_map(lambda v, i=i: np.asarray(v)[i],
-                                                     r.best_params))
+            chosen.append(
+                {
+                    "seed": s,
+                    "batch_size": bs,
+                    "val_acc": float(va_i),
+                    **{k: _hp(r.hparams[k][i]) for k in traced},
+                    "stop_reason": r.stop_reason[i],
+                }
+            )
+            sel_params.append(
+                jax.tree_util.tree_map(lambda v, i=i: np.asarray(v)[i], r.best_params)
+            )
             reasons.append(r.stop_reason[i])
         stacked = jax.tree_util.tree_map(lambda *v: np.stack(v), *sel_params)
         # The selected models of every seed, evaluated in one call, each with its own key.
-        met = _metrics(model, stacked, data.noisy, data.train, data.test,
-                       eval_keys(run.seed, f"grid_noisy_lms7_{name}", np.arange(run.n_seeds)))
+        met = _metrics(
+            model,
+            stacked,
+            data.noisy,
+            data.train,
+            data.test,
+            eval_keys(run.seed, f"grid_noisy_lms7_{name}", np.arange(run.n_seeds)),
+        )
         met["val_acc"] = np.asarray([c.get("val_acc", np.nan) for c in chosen])
         ok = [c for c in chosen if "batch_size" in c]
         hp = None
@@ -297,87 +542,109 @@ def run_grid(run, cfg, data: _Data) -> list[dict]:
             hp = collections.Counter(
                 (c["lr"], c["batch_size"], c["weight_decay"], c["momentum"]) for c in ok
             ).most_common(1)[0][0]
-        run.add_result(dataset="noisy_lms7", model=name, metrics=met, mode="grid",
-                       status=reasons, require_converged=REQUIRE_CONVERGED,
-                       # val_acc is measured on the validation split, the rest on the test set.
-                       test_size={k: class_sizes(data.val[1] if k == "val_acc" else data.test[1])
-                                  for k in met},
-                       **dict(zip(("lr", "batch_size", "weight_decay", "momentum"),
-                                  hp if hp else (None,) * 4, strict=True)),
-                       select="val", selected_per_seed=chosen, grid_size=grid_size)
-        table10.append({"model": name, "most_common": None if hp is None else dict(zip(
-            ("lr", "batch_size", "weight_decay", "momentum"), hp, strict=True)),
-            "per_seed": chosen})
+        run.add_result(
+            dataset="noisy_lms7",
+            model=name,
+            metrics=met,
+            mode="grid",
+            part="grid",
+            expect=f"best grid point per seed (validation): {EXPECT_NOISY}",
+            **table2_paper(name),
+            status=reasons,
+            require_converged=REQUIRE_CONVERGED,
+            # val_acc is measured on the validation split, the rest on the test set.
+            test_size={
+                k: class_sizes(data.val[1] if k == "val_acc" else data.test[1]) for k in met
+            },
+            **dict(
+                zip(
+                    ("lr", "batch_size", "weight_decay", "momentum"),
+                    hp if hp else (None,) * 4,
+                    strict=True,
+                )
+            ),
+            select="val",
+            selected_per_seed=chosen,
+            grid_size=grid_size,
+        )
+        table10.append(
+            {
+                "model": name,
+                "most_common": None
+                if hp is None
+                else dict(zip(("lr", "batch_size", "weight_decay", "momentum"), hp, strict=True)),
+                "per_seed": chosen,
+            }
+        )
     io.write_csv(run.path("grid.csv"), rows)
     return table10
 
 
-def make_figure(run, results: Sequence[dict]) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = [(mode, [r for r in results if r.get("mode") == mode])
-              for mode in ("reference", "grid", "control")]
-    groups = [(m, rs) for m, rs in groups if rs]
-    if not groups:
-        return None
-    keys = [("train_acc", "train"), ("test_acc", "test"), ("sc_rand_acc", "S^c-rand"),
-            ("s_rand_acc", "S-rand")]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 1.5, 3.6),
-                             squeeze=False)
-    for ax, (mode, rs) in zip(axes[0], groups, strict=True):
-        xs = np.arange(len(rs))
-        wbar = 0.8 / len(keys)
-        for j, (k, lab) in enumerate(keys):
-            # mean None: every model of the record failed (no bar); std None: one seed (no
-            # error bar). Means are over the seeds that did not fail.
-            mean = [np.nan if r["metrics"][k]["mean"] is None else r["metrics"][k]["mean"]
-                    for r in rs]
-            std = [0.0 if r["metrics"][k]["std"] is None else r["metrics"][k]["std"] for r in rs]
-            ax.bar(xs + (j - 1.5) * wbar, mean, wbar, yerr=std, label=lab, capsize=2)
-        ax.axhline(0.95, color="k", ls="--", lw=0.8)
-        ax.axhline(0.5, color="gray", ls=":", lw=0.8)
-        ax.set_xticks(xs, [f"{r['model']}\n{r['dataset']}"
-                           + ("\n(all failed)" if r.get("status") else "") for r in rs],
-                      fontsize=7)
-        ax.set_ylim(0.4, 1.02)
-        ax.set_title(f"{mode}: accuracy (mean±std over seeds that did not fail)", fontsize=9)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    p = run.path("table2_accuracies.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p.name
+def make_figure(run, results: Sequence[Mapping[str, Any]], noise: float) -> None:
+    """Table 2's accuracy bars (kind `table2_accuracies`) from the summary records."""
+    keep = ("mode", "model", "dataset", "status", "paper")
+    recs = [
+        {
+            **{k: r[k] for k in keep if k in r},
+            "metrics": {
+                m: {"mean": r["metrics"][m]["mean"], "std": r["metrics"][m]["std"]}
+                for m in ("train_acc", "test_acc", "sc_rand_acc", "s_rand_acc")
+            },
+        }
+        for r in results
+        if r.get("mode") in ("reference", "grid", "control")
+    ]
+    if recs:
+        run.figure(
+            "table2_accuracies.png",
+            "table2_accuracies",
+            records=recs,
+            bayes_acc=1.0 - float(noise) / 2,
+            title="Table 2: noisy LMS-7 accuracies (dashed: Bayes accuracy of the linear "
+            "coordinate; dotted: chance)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS)
-    parser.add_argument("--grid", action="store_true",
-                        help="run the App. D.1 grid (selection on a validation split)")
-    parser.add_argument("--no-reference", action="store_true",
-                        help="skip the single reference configuration and the MS-7 control")
-    parser.add_argument("--select", choices=("test", "val"), default="test",
-                        help="best-model selection set of the reference configuration "
-                             "(test: the reference's nb03; val: a held-out split)")
+    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="run the App. D.1 grid (selection on a validation split)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the single reference configuration and the MS-7 control",
+    )
+    parser.add_argument(
+        "--select",
+        choices=("test", "val"),
+        default="test",
+        help="best-model selection set of the reference configuration "
+        "(test: the reference's nb03; val: a held-out split)",
+    )
     args = parser.parse_args(argv)
-    cfg = copy.deepcopy(PRESETS[args.preset])
-    run = start_run(NAME, args, cfg, extra_config={
-        "grid": args.grid, "reference": not args.no_reference, "select": args.select})
-    data = _Data(run.seed, cfg)
+    preset = resolve_preset(PRESETS, args)
+    check_preset(preset)
+    run = start_run(
+        NAME,
+        args,
+        preset,
+        extra_config={"grid": args.grid, "reference": not args.no_reference, "select": args.select},
+    )
+    data = make_splits(run.seed, preset)
     timings, extra = {}, {}
     if not args.no_reference:
         t0 = time.perf_counter()
-        run_reference(run, cfg, data, args.select)
+        run_reference(run, preset, data, args.select)
         timings["reference"] = time.perf_counter() - t0
     if args.grid:
         t0 = time.perf_counter()
-        extra["table10"] = run_grid(run, cfg, data)
+        extra["table10"] = run_grid(run, preset, data)
         timings["grid"] = time.perf_counter() - t0
-    fig = make_figure(run, run.results)
-    extra.update(part_runtime_s=timings, figures=[fig] if fig else [],
-                 linear_coord_bayes_acc=1.0 - cfg["noise"] / 2)
+    make_figure(run, run.results, preset.noise)
+    extra.update(part_runtime_s=timings, linear_coord_bayes_acc=1.0 - preset.noise / 2)
     return run.finish(extra=extra)
 
 

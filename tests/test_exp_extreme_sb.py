@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments import extreme_sb as E
+from experiments.common import parse_parts
+from experiments.evaluation import eval_keys
+from tests.helpers import assert_figure
 
-HEADLINE = ("train_acc", "test_acc", "test_auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc",
-            "sc_rand_auc")
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = (
+    "fig3a_logits.png",
+    "fig3b_sc_sweep.png",
+    "fig3c_boundary_lms5.png",
+    "coord_rand_acc.png",
+)
+
+HEADLINE = (
+    "train_acc",
+    "test_acc",
+    "test_auc",
+    "s_rand_acc",
+    "s_rand_auc",
+    "sc_rand_acc",
+    "sc_rand_auc",
+)
 
 
 def _records(summary, part):
@@ -20,16 +42,21 @@ def _records(summary, part):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("extreme_sb") / "run"
-    summary = E.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+    # --set end to end: a preset value changed from the command line (Fig. 3(c)'s grid size).
+    summary = E.main(
+        ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", "boundary_grid=24"]
+    )
     return out, summary
 
 
 def test_smoke_files(smoke):
     out, summary = smoke
-    for name in ("config.json", "env.json", "summary.json", "metrics.csv", "fig3a_logits.png",
-                 "fig3b_sc_sweep.png", "fig3c_boundary_lms5.png", "coord_rand_acc.png"):
+    for name in ("config.json", "env.json", "summary.json", "metrics.csv", *FIGURES):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0
+    for name in FIGURES:
+        assert_figure(out / name)
+    assert sorted(summary["figures"]) == sorted(FIGURES)
     assert (out / "params" / "table4_lms5_fcn_100x1.npz").is_file()
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["experiment"] == "extreme_sb" and on_disk["preset"] == "smoke"
@@ -81,7 +108,131 @@ def test_smoke_sc_sweep_and_control(smoke):
 
 def test_bad_parts():
     with pytest.raises(ValueError, match="parts"):
-        E.parse_parts("table4,nope")
+        parse_parts("table4,nope", E.PARTS)
+    assert parse_parts("s_removed, table4", E.PARTS) == ["table4", "s_removed"]
+
+
+def test_set_override_lands_in_config_and_in_the_run(smoke):
+    out, _ = smoke
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["overrides"] == ["boundary_grid=24"]
+    assert cfg["preset_config"]["boundary_grid"] == 24
+    assert cfg["preset_config"]["train"]["lr"] == 0.1  # the rest of the preset as data
+    spec = json.loads((out / "figures" / "fig3c_boundary_lms5.json").read_text())
+    assert spec["tree"]["kind"] == "decision_boundary"
+    from sbjax import io
+
+    grid = io.load_tree(out / "figures" / "fig3c_boundary_lms5")["args"]["grid"]
+    assert np.shape(grid["u"])[-1] == 24
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("train.lr=-1", "train.lr"),
+        ("sc_sweep.datasets=['nope']", "sc_sweep.datasets"),
+        ("s_removed.lms5.model=nope", "s_removed.lms5.model"),
+        ("max_steps.lms5=0", "max_steps.lms5"),
+        ("train.lrr=0.1", "'lrr' is not a preset key"),
+    ],
+)
+def test_bad_preset_values_fail_before_any_work(tmp_path, item, match):
+    with pytest.raises(ValueError, match=match):
+        E.main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--set", item])
+    assert not (tmp_path / "run").exists()
+
+
+def test_records_name_their_part_expectation_and_paper_value(smoke):
+    _, summary = smoke
+    (t4,) = _records(summary, "table4")
+    assert t4["paper"] == {"s_rand_auc": 0.50, "sc_rand_auc": 1.0}
+    assert t4["paper_source"].startswith("Table 4")
+    (sw,) = _records(summary, "sc_sweep")
+    assert "|S^c| = 49" in sw["expect"] and sw["paper_source"].startswith("Fig. 3(b)")
+    (ctrl,) = _records(summary, "s_removed")
+    # The control reads differently: relying on S^c is what it should show.
+    assert "S^c" in ctrl["expect"] and "EXPECTED" in ctrl["expect"]
+    assert ctrl["expect"] != t4["expect"] != sw["expect"]
+
+
+def test_figures_are_readable_and_redrawn_from_the_run(smoke, tmp_path):
+    import matplotlib.image as mpimg
+
+    out, _ = smoke
+    h, w = mpimg.imread(out / "coord_rand_acc.png").shape[:2]
+    assert w <= 1600 and h <= 800, (w, h)  # was 5533 x 421
+    # Fig. 3(a): one row per architecture (dataset / model), its first used seed named.
+    from sbjax import io
+
+    panels = io.load_tree(out / "figures" / "fig3a_logits")["args"]["panels"]
+    assert [k.split(" (seed")[0] for k in panels] == ["lms5/fcn_100x1"] * 2
+    redo = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert redo.returncode == 0, redo.stderr
+    for name in FIGURES:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_fig3a_draws_one_row_per_architecture(tmp_path):
+    import matplotlib.image as mpimg
+
+    from sbjax import plots
+
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    panels = {}
+    for m in ("fcn_100x1", "cnn1d_32x7x1", "gru_100x10x1"):
+        scores = {k: rng.normal(size=200) for k in ("standard", "s_randomized", "sc_randomized")}
+        for t, pan in plots.logit_panels(scores, y).items():
+            panels[f"lms5/{m} (seed 0): {t}"] = pan
+    plots.logit_histograms(panels, tmp_path / "a.png", ncols=2)
+    assert_figure(tmp_path / "a.png")
+    h, w = mpimg.imread(tmp_path / "a.png").shape[:2]
+    assert h > w  # three rows of two panels
+
+
+def test_no_experiment_imports_another():
+    """Experiments share experiments.common / synthetic / evaluation, never each other."""
+    shared = {"common", "synthetic", "evaluation", "__init__"}
+    exp_dir = ROOT / "experiments"
+    names = {f.stem for f in exp_dir.glob("*.py")} - shared
+    bad = []
+    for f in sorted(exp_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            for mod in mods:
+                parts = mod.split(".")
+                if (
+                    parts[0] == "experiments"
+                    and len(parts) > 1
+                    and parts[1] in names
+                    and (parts[1] != f.stem)
+                ):
+                    bad.append(f"{f.name}: {mod}")
+    assert not bad, bad
+
+
+def test_no_experiment_imports_matplotlib():
+    """Figures are drawn by sbjax.plots kinds from saved data (Run.figure), never in a run."""
+    for f in sorted((ROOT / "experiments").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n.split(".")[0] == "matplotlib" for n in names), f.name
 
 
 @pytest.mark.slow
@@ -103,14 +254,23 @@ def test_eval_keys_one_per_cell_and_seed():
     import jax
 
     data = lambda k: np.asarray(jax.random.key_data(k))  # noqa: E731
-    k = E.eval_keys(0, "table4_lms5_fcn_100x1", [0, 1, 2])
+    k = eval_keys(0, "table4_lms5_fcn_100x1", [0, 1, 2])
     assert k.shape == (3,)
     assert len({tuple(data(k[i])) for i in range(3)}) == 3
     # Seed 2 gets the same key in a sweep of one seed; another cell gets other keys.
-    np.testing.assert_array_equal(data(E.eval_keys(0, "table4_lms5_fcn_100x1", [2])[0]),
-                                  data(k[2]))
-    other = E.eval_keys(0, "sc_sweep_lms5_fcn_100x1_sc49", [0, 1, 2])
+    np.testing.assert_array_equal(data(eval_keys(0, "table4_lms5_fcn_100x1", [2])[0]), data(k[2]))
+    other = eval_keys(0, "sc_sweep_lms5_fcn_100x1_sc49", [0, 1, 2])
     assert not np.any(np.all(data(other) == data(k), axis=-1))
+    # The documented formula, unchanged since the keys were introduced (reruns reproduce):
+    # fold_in(fold_in(key(seed), stable_tag("eval", cell)), seed_index).
+    from experiments.synthetic import stable_tag
+
+    for s in range(3):
+        want = jax.random.fold_in(
+            jax.random.fold_in(jax.random.key(0), stable_tag("eval", "table4_lms5_fcn_100x1")), s
+        )
+        np.testing.assert_array_equal(data(k[s]), data(want))
+    assert stable_tag("eval", "table4_lms5_fcn_100x1") == 1931458077
 
 
 def test_fig3b_copes_with_failed_and_single_seed_records(tmp_path):
@@ -118,11 +278,12 @@ def test_fig3b_copes_with_failed_and_single_seed_records(tmp_path):
 
     def rec(n_c, mean, std):
         st = {"mean": mean, "std": std, "n": 0 if mean is None else 1, "per_seed": [0.5, 0.5]}
-        return {"dataset": "lms5", "n_complex": n_c,
-                "metrics": {k: dict(st) for k in ("test_auc", "s_rand_auc", "sc_rand_auc")}}
+        return {
+            "dataset": "lms5",
+            "n_complex": n_c,
+            "metrics": {k: dict(st) for k in ("test_auc", "s_rand_auc", "sc_rand_auc")},
+        }
 
-    rows = E.plot_rows([rec(49, 0.9, 0.01), rec(99, 0.8, None), rec(249, None, None)])
-    assert np.isnan(rows[2]["metrics"]["test_auc"]["mean"])
-    assert rows[1]["metrics"]["test_auc"]["std"] == 0.0
+    rows = [rec(49, 0.9, 0.01), rec(99, 0.8, None), rec(249, None, None)]
     plots.randomized_auc_vs_sc(rows, tmp_path / "fig.png")
-    assert (tmp_path / "fig.png").stat().st_size > 0
+    assert_figure(tmp_path / "fig.png")

@@ -8,25 +8,41 @@ and the quick preset.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from experiments import robustness_of_sb as R
+from experiments.common import parse_parts
+from experiments.evaluation import eval_keys, split_by_grid, sweep_eval_keys
+from experiments.synthetic import train_config
 from sbjax.data import make_dataset
 from sbjax.models import make_model
+from tests.helpers import assert_figure
 
-HEADLINE = ("train_acc", "test_acc", "test_auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc",
-            "sc_rand_auc")
+ROOT = Path(__file__).resolve().parent.parent
+
+HEADLINE = (
+    "train_acc",
+    "test_acc",
+    "test_auc",
+    "s_rand_acc",
+    "s_rand_auc",
+    "sc_rand_acc",
+    "sc_rand_auc",
+)
 
 
 def test_parse_parts():
-    assert R.parse_parts("all") == list(R.PARTS)
-    assert R.parse_parts("init, activations") == ["activations", "init"]
+    assert parse_parts("all", R.PARTS) == list(R.PARTS)
+    assert parse_parts("init, activations", R.PARTS) == ["activations", "init"]
     for bad in ("nope", "", "init,foo"):
         with pytest.raises(ValueError, match="parts"):
-            R.parse_parts(bad)
+            parse_parts(bad, R.PARTS)
 
 
 def test_mixed_init_model_interpolates_weights():
@@ -39,8 +55,9 @@ def test_mixed_init_model_interpolates_weights():
         mixed = R.mixed_init_model(model, slab, alpha, tag="t")
         got = mixed.init(k, x)
         want = jax.tree_util.tree_map(lambda s, r, a=alpha: a * s + (1 - a) * r, slab, rand)
-        jax.tree_util.tree_map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6,
-                                                                        atol=1e-7), got, want)
+        jax.tree_util.tree_map(
+            lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7), got, want
+        )
         assert mixed.apply is model.apply and mixed.logits is model.logits
         assert f"alpha_mix={alpha!r}" in mixed.config and "slab=t" in mixed.config
     # alpha = 1 starts exactly at M_slab whatever the key; different keys differ below 1.
@@ -72,33 +89,86 @@ def test_lms7_with_linear_at_moves_the_linear_coordinate():
 
 def test_smoke_regularization_end_to_end(tmp_path):
     out = tmp_path / "run"
-    summary = R.main(["--preset", "smoke", "--parts", "regularization", "--out", str(out),
-                      "--no-progress"])
-    for name in ("config.json", "env.json", "summary.json", "metrics.csv",
-                 "tables6to9_randomized_auc.png"):
+    # --set end to end: Table 7's dropout rates from the command line.
+    summary = R.main(
+        [
+            "--preset",
+            "smoke",
+            "--parts",
+            "regularization",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "table7.dropouts=[0.0, 0.05]",
+        ]
+    )
+    for name in (
+        "config.json",
+        "env.json",
+        "summary.json",
+        "metrics.csv",
+        "tables6to9_randomized_auc.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert_figure(out / "tables6to9_randomized_auc.png")
     assert (out / "params" / "t7_lms7_fcn_100x1.npz").is_file()
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["experiment"] == "robustness_of_sb" and on_disk["parts"] == ["regularization"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["overrides"] == ["table7.dropouts=[0.0, 0.05]"]
+    assert cfg["preset_config"]["table7"]["dropouts"] == [0.0, 0.05]
     recs = summary["results"]
     p = R.PRESETS["smoke"]
-    assert len(recs) == len(p["t7_dropouts"]) * len(p["t7_l2"])
-    assert {(r["dropout"], r["weight_decay"]) for r in recs} == {
-        (float(d), float(w)) for d in p["t7_dropouts"] for w in p["t7_l2"]}
+    dropouts = (0.0, 0.05)
+    assert len(recs) == len(dropouts) * len(p.table7.l2)
+    assert sorted((round(r["dropout"], 6), r["weight_decay"]) for r in recs) == sorted(
+        (d, float(w)) for d in dropouts for w in p.table7.l2
+    )
     for r in recs:
         assert r["part"] == "table7" and r["dataset"] == "lms7" and r["model"] == "fcn_100x1"
+        assert r["paper"] == {"s_rand_auc": 0.5, "sc_rand_auc": 1.0, "test_auc": 1.0}
+        assert r["paper_source"].startswith("Table 7") and "dropout" in r["expect"]
         # LMS-7 converges within the smoke budget: every seed is used.
-        assert r["n_total"] == r["n_seeds"] == p["n_seeds"] and r["n_failed"] == 0
-        assert r["seed_status"] == ["ok"] * p["n_seeds"]
+        assert r["n_total"] == r["n_seeds"] == p.n_seeds and r["n_failed"] == 0
+        assert r["seed_status"] == ["ok"] * p.n_seeds
         for k in HEADLINE:
             assert {"mean", "std", "n", "per_seed"} <= set(r["metrics"][k])
-            assert len(r["metrics"][k]["per_seed"]) == p["n_seeds"]
+            assert len(r["metrics"][k]["per_seed"]) == p.n_seeds
         assert r["metrics"]["s_rand_auc"]["sampling_se"] > 0
         m = {k: np.asarray(v["per_seed"]) for k, v in r["metrics"].items()}
         # Extreme SB at tiny size: the linear coordinate alone (1000 test points: SE ~0.018).
         assert np.all(m["test_auc"] > 0.98)
         assert np.all(np.abs(m["sc_rand_auc"] - m["test_auc"]) < 0.02)
         assert np.all(np.abs(m["s_rand_auc"] - 0.5) < 0.08)
+    # Labels tell the cells apart (the log lines and the closing table).
+    assert len({r["expect"] for r in recs}) == len(recs)
+    redo = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(tmp_path / "redraw")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert redo.returncode == 0, redo.stderr
+    name = "tables6to9_randomized_auc.png"
+    assert (tmp_path / "redraw" / name).read_bytes() == (out / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("table9.inits=['he']", "table9.inits"),
+        ("table8.dims=[[5, 7]]", "table8.dims"),
+        ("fig5.alphas=[1.5]", "fig5.alphas"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("table6.optimizers=['lbfgs']", "table6.optimizers"),
+    ],
+)
+def test_bad_preset_values_fail_before_any_work(tmp_path, item, match):
+    with pytest.raises(ValueError, match=match):
+        R.main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--set", item])
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -108,14 +178,15 @@ def test_smoke_all_parts(tmp_path):
     parts = {r["part"] for r in summary["results"]}
     assert parts == {"table6", "table7", "table8", "table9", "fig5"}
     for name in ("tables6to9_randomized_auc.png", "fig5_complex_first_init.png"):
-        assert (out / name).is_file()
+        assert_figure(out / name)
     t8 = [r for r in summary["results"] if r["part"] == "table8"]
-    assert [(r["d"], r["n_complex"]) for r in t8] == [tuple(v) for v in R.PRESETS["smoke"]
-                                                      ["t8_dims"]]
+    assert [(r["d"], r["n_complex"]) for r in t8] == [
+        tuple(v) for v in R.PRESETS["smoke"].table8.dims
+    ]
     cf = summary["complex_first"]
     assert 0 <= cf["linear_coord"] < 50 and len(cf["coord_auc"]) == 50
     f5 = [r for r in summary["results"] if r["part"] == "fig5" and r["role"] == "m_alpha"]
-    assert [r["alpha"] for r in f5] == R.PRESETS["smoke"]["f5_alphas"]
+    assert [r["alpha"] for r in f5] == list(R.PRESETS["smoke"].fig5.alphas)
     assert all("init_ms7_acc" in r["metrics"] for r in f5)
 
 
@@ -141,19 +212,26 @@ def test_eval_keys_differ_between_cells_grid_points_and_seeds():
     from types import SimpleNamespace
 
     data = lambda k: [tuple(v) for v in np.asarray(jax.random.key_data(k))]  # noqa: E731
-    one = SimpleNamespace(seed_index=np.array([0, 1, 2]), grid_index=np.zeros(3, int),
-                          grid_points=[{}])
+    one = SimpleNamespace(
+        seed_index=np.array([0, 1, 2]), grid_index=np.zeros(3, int), grid_points=[{}]
+    )
     # Table 6: every cell (sweep) its own keys, every seed its own key.
-    cells = [data(R.sweep_eval_keys(0, f"t6_lms7_{a}_{o}", one))
-             for a in ("relu", "tanh") for o in ("sgd", "adam")]
+    cells = [
+        data(sweep_eval_keys(0, f"t6_lms7_{a}_{o}", one))
+        for a in ("relu", "tanh")
+        for o in ("sgd", "adam")
+    ]
     flat = [k for c in cells for k in c]
     assert len(set(flat)) == len(flat) == 12
     # A traced grid: each grid point is a cell of its own; seed s of a cell keeps its key.
-    grid = SimpleNamespace(seed_index=np.array([0, 0, 1, 1]), grid_index=np.array([0, 1, 0, 1]),
-                           grid_points=[{"init_scale": 0.5}, {"init_scale": 2.0}])
-    g = data(R.sweep_eval_keys(0, "t9_lms7_xavier", grid))
+    grid = SimpleNamespace(
+        seed_index=np.array([0, 0, 1, 1]),
+        grid_index=np.array([0, 1, 0, 1]),
+        grid_points=[{"init_scale": 0.5}, {"init_scale": 2.0}],
+    )
+    g = data(sweep_eval_keys(0, "t9_lms7_xavier", grid))
     assert len(set(g)) == 4
-    assert g[2] == data(R.eval_keys(0, "t9_lms7_xavier/init_scale=0.5", [1]))[0]
+    assert g[2] == data(eval_keys(0, "t9_lms7_xavier/init_scale=0.5", [1]))[0]
 
 
 def test_m_slab_is_never_a_diverged_model():
@@ -161,32 +239,37 @@ def test_m_slab_is_never_a_diverged_model():
     assert R.select_m_slab(acc, ["ok", "diverged", "ok", "unconverged_used"]) == (2, "ok")
     # No seed converged: the best of those that only ran out of budget, never the diverged one.
     assert R.select_m_slab(acc, ["unconverged_used", "diverged", "unconverged", "diverged"]) == (
-        2, "unconverged")
+        2,
+        "unconverged",
+    )
     assert R.select_m_slab(acc, ["diverged"] * 4) == (None, None)
 
 
 def test_a_learning_rate_that_diverges_is_excluded_and_counted(tmp_path):
     """A real sweep whose grid holds a learning rate that diverges on purpose (lr = 1e4)."""
-    from experiments.common import make_parser, start_run
+    from experiments.common import make_parser, run_sweep, start_run
 
-    cfg = R.PRESETS["smoke"]
-    args = make_parser(R.NAME, None, R.PRESETS).parse_args(
-        ["--preset", "smoke", "--out", str(tmp_path / "run"), "--no-progress"])
-    run = start_run(R.NAME, args, cfg)
-    ctx = R._Ctx(run, cfg, "uniform_0B")
-    ds = ctx.dataset("lms7")
-    train, test = ctx.data(ds, tag=70)
+    p = R.PRESETS["smoke"]
+    args = make_parser(R.NAME, None, R.PRESETS, preset_help=R.PRESET_HELP).parse_args(
+        ["--preset", "smoke", "--out", str(tmp_path / "run"), "--no-progress"]
+    )
+    run = start_run(R.NAME, args, p)
+    ds = R._dataset(p, "lms7")
+    train, test = R._data(run, p, ds, tag=70)
     model = make_model({"name": "fcn", "width": 100, "depth": 1})
-    r = ctx.sweep("lr_grid", R._train_cfg(cfg["train"]), model, train, test,
-                  grid={"lr": [0.1, 1e4]})
+    r = run_sweep(
+        run, "lr_grid", train_config(p.train), model, train, test, grid={"lr": [0.1, 1e4]}
+    )
     lr = np.asarray(r.hparams["lr"])
     assert [s for s, v in zip(r.stop_reason, lr, strict=True) if v > 1] == ["diverged"] * 2
     assert [s for s, v in zip(r.stop_reason, lr, strict=True) if v < 1] == ["converged"] * 2
-    met = R._cell_metrics(ctx, "lr_grid", r, model, r.params, ds, train, test)
+    met = R.cell_metrics(run, "lr_grid", r, model, r.params, ds, train, test)
     # The trap: a diverged model's accuracy is finite (argmax of NaN logits is class 0).
     assert np.all(np.isfinite(met["test_acc"]))
-    recs = [ctx.record("lr", "lms7", "fcn_100x1", m, r, test, mask, lr=pt["lr"])
-            for (m, mask), pt in zip(R._split_by_grid(r, met), r.grid_points, strict=True)]
+    recs = [
+        R.record(run, "lr", "lms7", "fcn_100x1", m, r, test, mask, lr=pt["lr"])
+        for (m, mask), pt in zip(split_by_grid(r, met), r.grid_points, strict=True)
+    ]
     good, bad = recs
     assert good["n_seeds"] == 2 and good["n_diverged"] == 0 and "status" not in good
     assert bad["status"] == "all models failed" and bad["n_seeds"] == 0
@@ -195,16 +278,25 @@ def test_a_learning_rate_that_diverges_is_excluded_and_counted(tmp_path):
     # A record mixing seed 0 at lr 0.1 and seed 1 at lr 1e4: the diverged seed is marked and
     # every mean is the non-diverged seed's value, accuracies and AUCs alike.
     mask = ((r.grid_index == 0) & (r.seed_index == 0)) | ((r.grid_index == 1) & (r.seed_index == 1))
-    mixed = ctx.record("lr", "lms7", "fcn_100x1", {k: v[mask] for k, v in met.items()}, r, test,
-                       mask)
+    mixed = R.record(
+        run, "lr", "lms7", "fcn_100x1", {k: v[mask] for k, v in met.items()}, r, test, mask
+    )
     assert mixed["seed_status"] == ["ok", "diverged"]
     assert mixed["n_seeds"] == 1 and mixed["n_diverged"] == 1 and mixed["n_failed"] == 1
     for name, st in mixed["metrics"].items():
         assert st["n"] == 1 and st["std"] is None, name
         assert st["mean"] == pytest.approx(st["per_seed"][0]), name
-    assert mixed["metrics"]["test_acc"]["mean"] == pytest.approx(good["metrics"]["test_acc"][
-        "per_seed"][0])
+    assert mixed["metrics"]["test_acc"]["mean"] == pytest.approx(
+        good["metrics"]["test_acc"]["per_seed"][0]
+    )
     # The figure copes with an all-failed cell and a one-seed cell.
-    files = R.make_figures(run, [dict(rec, part="table9", init="xavier", init_scale=rec["lr"])
-                                 for rec in (good, bad)], None)
-    assert files == ["tables6to9_randomized_auc.png"]
+    R.make_figures(
+        run,
+        [
+            dict(rec, part="table9", init="xavier", init_scale=rec["lr"])
+            for rec in (good, bad, dict(mixed, lr=3.0))
+        ],
+        None,
+    )
+    assert run.figures == ["tables6to9_randomized_auc.png"]
+    assert_figure(run.out / "tables6to9_randomized_auc.png")

@@ -8,33 +8,56 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments import suboptimal_generalization as S
+from tests.helpers import assert_figure
 
-HEADLINE = ("train_acc", "test_acc", "s_rand_acc", "sc_rand_acc", "test_auc", "s_rand_auc",
-            "sc_rand_auc")
+ROOT = Path(__file__).resolve().parent.parent
+
+HEADLINE = (
+    "train_acc",
+    "test_acc",
+    "s_rand_acc",
+    "sc_rand_acc",
+    "test_auc",
+    "s_rand_auc",
+    "sc_rand_auc",
+)
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("subopt") / "run"
-    summary = S.main(["--preset", "smoke", "--grid", "--out", str(out), "--no-progress"])
+    # --set end to end: a 800-point validation split instead of the preset's 1000.
+    summary = S.main(
+        ["--preset", "smoke", "--grid", "--out", str(out), "--no-progress", "--set", "n_val=800"]
+    )
     return out, summary
 
 
 def test_smoke_files_and_schema(smoke):
     out, summary = smoke
-    for name in ("config.json", "env.json", "summary.json", "metrics.csv", "grid.csv",
-                 "table2_accuracies.png"):
+    for name in (
+        "config.json",
+        "env.json",
+        "summary.json",
+        "metrics.csv",
+        "grid.csv",
+        "table2_accuracies.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert_figure(out / "table2_accuracies.png")
     assert (out / "params" / "ref_noisy_lms7_fcn_100x1.npz").is_file()
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["experiment"] == "suboptimal_generalization" and on_disk["preset"] == "smoke"
-    g = S.PRESETS["smoke"]["grid"]
-    n_points = len(g["lr"]) * len(g["batch_size"]) * len(g["weight_decay"]) * len(g["momentum"])
+    g = S.PRESETS["smoke"].grid
+    n_points = len(g.lr) * len(g.batch_size) * len(g.weight_decay) * len(g.momentum)
     modes = [r["mode"] for r in summary["results"]]
     assert modes == ["reference"] + ["grid_point"] * n_points + ["grid"]
     for r in summary["results"]:
@@ -54,25 +77,35 @@ def test_smoke_files_and_schema(smoke):
         assert r["n_seeds"] == 2 and r["n_diverged"] == 0 and "status" not in r
     ref = summary["results"][0]
     assert (ref["lr"], ref["momentum"], ref["weight_decay"], ref["batch_size"]) == (
-        0.1, 0.9, 5e-4, 256)
+        0.1,
+        0.9,
+        5e-4,
+        256,
+    )
 
 
 def test_smoke_grid_selects_on_validation(smoke):
     out, summary = smoke
-    g = S.PRESETS["smoke"]["grid"]
-    n_points = len(g["lr"]) * len(g["batch_size"]) * len(g["weight_decay"]) * len(g["momentum"])
+    g = S.PRESETS["smoke"].grid
+    n_points = g.size
     with open(out / "grid.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == n_points * 2
     (grid,) = [r for r in summary["results"] if r["mode"] == "grid"]
     assert grid["select"] == "val" and grid["grid_size"] == n_points
     for c in grid["selected_per_seed"]:
-        vals = [float(r["val_acc"]) for r in rows if int(r["seed"]) == c["seed"]
-                and r["stop_reason"] != "diverged"]
+        vals = [
+            float(r["val_acc"])
+            for r in rows
+            if int(r["seed"]) == c["seed"] and r["stop_reason"] != "diverged"
+        ]
         assert c["val_acc"] == pytest.approx(max(vals), abs=1e-6)
-        assert c["lr"] in g["lr"] and c["momentum"] in g["momentum"]
-    np.testing.assert_allclose(grid["metrics"]["val_acc"]["per_seed"],
-                               [c["val_acc"] for c in grid["selected_per_seed"]], atol=1e-6)
+        assert c["lr"] in g.lr and c["momentum"] in g.momentum
+    np.testing.assert_allclose(
+        grid["metrics"]["val_acc"]["per_seed"],
+        [c["val_acc"] for c in grid["selected_per_seed"]],
+        atol=1e-6,
+    )
     assert summary["table10"][0]["model"] == "fcn_100x1"
 
 
@@ -125,16 +158,21 @@ def test_smoke_grid_reports_diverged_points_and_never_selects_them(smoke):
     assert all(c["lr"] == 0.1 for c in grid["selected_per_seed"])
     # metrics.csv marks every per-seed row with its status.
     with open(out / "metrics.csv") as f:
-        st = {r["status"] for r in csv.DictReader(f) if r["mode"] == "grid_point"
-              and float(r["lr"]) == 1e4}
+        st = {
+            r["status"]
+            for r in csv.DictReader(f)
+            if r["mode"] == "grid_point" and float(r["lr"]) == 1e4
+        }
     assert st == {"diverged"}
 
 
 def test_select_per_seed_never_picks_a_diverged_model():
     from types import SimpleNamespace
 
-    r = SimpleNamespace(seed_index=np.array([0, 0, 1, 1]),
-                        stop_reason=["diverged", "max_steps", "diverged", "diverged"])
+    r = SimpleNamespace(
+        seed_index=np.array([0, 0, 1, 1]),
+        stop_reason=["diverged", "max_steps", "diverged", "diverged"],
+    )
     # Seed 0: the diverged model has the higher accuracy (e.g. finite, from its initial weights)
     # but is not selected; seed 1: every model diverged -> None.
     va = np.array([0.99, 0.9, 0.97, 0.98])
@@ -144,18 +182,65 @@ def test_select_per_seed_never_picks_a_diverged_model():
 
 
 def test_table2_figure_copes_with_failed_and_single_seed_records(tmp_path):
-    from types import SimpleNamespace
+    from sbjax.plots import suboptimal as plots
 
     def rec(mode, mean, std, status=None):
         st = {"mean": mean, "std": std}
-        r = {"mode": mode, "model": "fcn_100x1", "dataset": "noisy_lms7",
-             "metrics": {k: dict(st) for k in HEADLINE}}
+        r = {
+            "mode": mode,
+            "model": "fcn_100x1",
+            "dataset": "noisy_lms7",
+            "metrics": {k: dict(st) for k in HEADLINE},
+        }
         if status:
             r["status"] = status
         return r
 
-    results = [rec("reference", 0.95, 0.01), rec("grid", None, None, "all models failed"),
-               rec("control", 0.99, None)]
-    run = SimpleNamespace(path=lambda name: tmp_path / name)
-    assert S.make_figure(run, results) == "table2_accuracies.png"
-    assert (tmp_path / "table2_accuracies.png").stat().st_size > 0
+    results = [
+        dict(rec("reference", 0.95, 0.01), paper={"test_acc": 0.94}),
+        rec("grid", None, None, "all models failed"),
+        rec("control", 0.99, None),
+    ]
+    plots.table2_accuracies(results, tmp_path / "table2_accuracies.png")
+    assert_figure(tmp_path / "table2_accuracies.png")
+
+
+def test_set_override_records_and_redraw(smoke, tmp_path):
+    out, summary = smoke
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["overrides"] == ["n_val=800"] and cfg["preset_config"]["n_val"] == 800
+    assert cfg["preset_config"]["grid"]["lr"] == [0.1, 1e4]
+    point = next(r for r in summary["results"] if r["mode"] == "grid_point" and "status" not in r)
+    # The validation split has 800 points now: val_acc's binomial SE says so.
+    m = point["metrics"]["val_acc"]["mean"]
+    assert point["metrics"]["val_acc"]["sampling_se"] == pytest.approx(np.sqrt(m * (1 - m) / 800))
+    for r in summary["results"]:
+        assert r["part"] == r["mode"] and r["expect"]
+    ref = summary["results"][0]
+    assert ref["paper"]["test_acc"] == 0.940 and ref["paper_source"].startswith("Table 2")
+    assert "lr 0.1" in point["expect"]
+    redo = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert redo.returncode == 0, redo.stderr
+    name = "table2_accuracies.png"
+    assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("grid.momentum=[1.5]", "grid.momentum"),
+        ("noise=2.0", "noise"),
+        ("models=[[100]]", "models"),
+        ("control_train.optimizer=lbfgs", "control_train.optimizer"),
+    ],
+)
+def test_bad_preset_values_fail_before_any_work(tmp_path, item, match):
+    with pytest.raises(ValueError, match=match):
+        S.main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--set", item])
+    assert not (tmp_path / "run").exists()

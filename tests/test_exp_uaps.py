@@ -3,28 +3,56 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments import uaps as U
+from tests.helpers import assert_figure
 
-HEADLINE = ("test_acc", "train_acc", "pgd_acc", "pgd_frac_on_s", "uap_acc", "uap_frac_on_s",
-            "as_uap_acc", "as_uap_frac_on_s")
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("fig4_svd_uap_lms5.png", "fig4_as_uap_lms5.png", "uap_transfer_lms5.png")
+
+HEADLINE = (
+    "test_acc",
+    "train_acc",
+    "pgd_acc",
+    "pgd_frac_on_s",
+    "uap_acc",
+    "uap_frac_on_s",
+    "as_uap_acc",
+    "as_uap_frac_on_s",
+)
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("uaps") / "run"
-    summary = U.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+    # --set end to end: AS-UAP batches of 128 instead of nb06's 256.
+    summary = U.main(
+        [
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "attacks.lms5.as_batch=128",
+        ]
+    )
     return out, summary
 
 
 def test_smoke_files_and_schema(smoke):
     out, summary = smoke
-    for name in ("config.json", "env.json", "summary.json", "metrics.csv",
-                 "fig4_svd_uap_lms5.png", "fig4_as_uap_lms5.png", "uap_transfer_lms5.png"):
+    for name in ("config.json", "env.json", "summary.json", "metrics.csv", *FIGURES):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in FIGURES:
+        assert_figure(out / name, min_width=250, min_height=150)
+    assert sorted(summary["figures"]) == sorted(FIGURES)
     assert (out / "params" / "lms5_fcn_200x1.npz").is_file()
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["experiment"] == "uaps"
@@ -90,11 +118,55 @@ def test_transfer_matrix_means_skip_failed_models():
     full = U.transfer_matrix(stacks, {"a": uaps}, (x, y), (-5.0, 5.0))
     per = np.asarray(full["per_model"])
     assert full["mean"][0][0] == pytest.approx(per.mean())
-    part = U.transfer_matrix(stacks, {"a": uaps}, (x, y), (-5.0, 5.0),
-                             used={"a": np.array([True, False, True])})
+    part = U.transfer_matrix(
+        stacks, {"a": uaps}, (x, y), (-5.0, 5.0), used={"a": np.array([True, False, True])}
+    )
     keep = [0, 2]
     assert part["mean"][0][0] == pytest.approx(per[np.ix_(keep, keep)].mean())
     assert part["same_seed"][0][0] == pytest.approx(np.mean([per[0, 0], per[2, 2]]))
-    none = U.transfer_matrix(stacks, {"a": uaps}, (x, y), (-5.0, 5.0),
-                             used={"a": np.zeros(3, bool)})
+    none = U.transfer_matrix(
+        stacks, {"a": uaps}, (x, y), (-5.0, 5.0), used={"a": np.zeros(3, bool)}
+    )
     assert none["mean"] == [[None]] and none["same_seed"] == [[None]]
+
+
+def test_set_override_lands_in_config(smoke):
+    out, summary = smoke
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["overrides"] == ["attacks.lms5.as_batch=128"]
+    assert cfg["preset_config"]["attacks"]["lms5"]["as_batch"] == 128
+    assert cfg["preset_config"]["attacks"]["ms57"]["as_batch"] == 256
+    (rec,) = summary["results"]
+    assert rec["part"] == "fig4" and "PGD" in rec["expect"]
+    # Fig. 4's share on S and nb06's (200,1)-FCN values, cited.
+    assert rec["paper"]["uap_frac_on_s"] == 0.996 and rec["paper"]["pgd_frac_on_s"] == 0.99732
+    assert "Fig. 4" in rec["paper_source"] and "nb06" in rec["paper_source"]
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("attacks.lms5.pgd_steps=0", "attacks.lms5.pgd_steps"),
+        ("stop_rule.lms5=nope", "stop_rule.lms5"),
+        ("models=['fcn_100x1']", "models"),
+        ("train.momentum=1.5", "train.momentum"),
+    ],
+)
+def test_bad_preset_values_fail_before_any_work(tmp_path, item, match):
+    with pytest.raises(ValueError, match=match):
+        U.main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--set", item])
+    assert not (tmp_path / "run").exists()
+
+
+def test_figures_are_redrawn_from_the_run(smoke, tmp_path):
+    out, _ = smoke
+    redo = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert redo.returncode == 0, redo.stderr
+    for name in FIGURES:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
