@@ -401,6 +401,13 @@ def test_stages_dbat_against_frozen_member_with_resume(tmp_path):
                     **{**kw, "frozen": jax.tree_util.tree_map(lambda a: a + 1.0, frozen)})
     with pytest.raises(ValueError, match="frozen"):
         train_sweep(CFG, FCN, (x, y), n_seeds=2, objective=o, unlabeled=xu, progress=False)
+    # Shared frozen members [F, ...]: both stage-1 models frozen for every unit.
+    shared = train_sweep(CFG, FCN, (x, y), n_seeds=1, objective=o, unlabeled=xu,
+                         unlabeled_batch_size=32, frozen=s1.params, progress=False)
+    assert np.all(np.isfinite(shared.history["train_loss"]))
+    with pytest.raises(ValueError, match="frozen"):
+        train_sweep(CFG, FCN, (x, y), n_seeds=1, objective=o, unlabeled=xu,
+                    frozen={"params": s1.params["params"]["head"]}, progress=False)
 
 
 def test_init_variables_start_the_next_stage():
