@@ -122,7 +122,7 @@ def _ctx(k=2, b=5, d=3, seed=0, **kw):
         y=jnp.asarray(rng.integers(0, 2, b), jnp.int32), valid=valid, weights=jnp.ones((k, b)),
         params={"w": w_lin}, variables={"params": {"w": w_lin}},
         apply=lambda p, xx: jnp.einsum("bd,kdc->kbc", xx, p["w"]),
-        x_u=None, logits_u=None, frozen_logits=None, frozen_logits_u=None, hp={},
+        x_u=None, logits_u=None, valid_u=None, frozen_logits=None, frozen_logits_u=None, hp={},
         key=jax.random.key(0),
     )
     base.update(kw)
@@ -159,10 +159,13 @@ def test_dbat_matches_formula():
     rng = np.random.default_rng(1)
     lu = rng.normal(size=(2, 7, 2)).astype(np.float32)  # K = 2 members
     fu = rng.normal(size=(1, 7, 2)).astype(np.float32)  # F = 1 frozen member
-    ctx = _ctx(logits_u=jnp.asarray(lu), frozen_logits_u=jnp.asarray(fu))
+    valid_u = np.array([1, 1, 1, 1, 1, 1, 0], np.float32)  # the last row is padding
+    ctx = _ctx(logits_u=jnp.asarray(lu), frozen_logits_u=jnp.asarray(fu),
+               valid_u=jnp.asarray(valid_u))
     sm = lambda a: np.exp(a) / np.exp(a).sum(-1, keepdims=True)
     p, q = sm(lu.astype(np.float64)), sm(fu.astype(np.float64))[0]
-    want = sum(np.mean(-np.log(q[:, 0] * p[k][:, 1] + q[:, 1] * p[k][:, 0])) for k in range(2))
+    want = sum(np.mean(-np.log(q[:6, 0] * p[k][:6, 1] + q[:6, 1] * p[k][:6, 0]))
+               for k in range(2))
     assert float(obj.dbat_disagreement().fn(ctx)) == pytest.approx(want, rel=1e-4)
 
 
@@ -288,7 +291,7 @@ def test_unlabeled_stream_order_and_mixing():
     data = jax.tree_util.tree_map(jnp.asarray, dataclasses.replace(data, x_u=xu))
     trainer = make_trainer(CFG, FCN, data, unlabeled_batch_size=32)
     key = jax.random.key(3)
-    batch = jax.jit(trainer._unlabeled_batch)
+    batch = jax.jit(lambda *a: trainer._unlabeled_batch(*a)[0])
     hp1 = {"unlabeled_mix": jnp.float32(1.0)}
     # One epoch of the pool (3 batches) is a permutation of it; the next epoch reorders it.
     ep0 = np.concatenate([np.asarray(batch(key, jnp.int32(s), hp1, data)) for s in range(3)])
@@ -296,6 +299,11 @@ def test_unlabeled_stream_order_and_mixing():
     for ep in (ep0, ep1):
         np.testing.assert_array_equal(np.sort(ep[:, 0]), np.sort(xu[:, 0]))
     assert not np.array_equal(ep0, ep1)
+    # A pool of 80 rows in batches of 32: the third batch has 16 real rows and 16 padded ones.
+    d80 = dataclasses.replace(data, x_u=data.x_u[:80])
+    t80 = make_trainer(CFG, FCN, d80, unlabeled_batch_size=32)
+    _, valid = jax.jit(t80._unlabeled_batch)(key, jnp.int32(2), hp1, d80)
+    np.testing.assert_array_equal(np.asarray(valid), [1.0] * 16 + [0.0] * 16)
     # mix 0: rows from the training inputs; mix 0.5: about half from each.
     b0 = np.asarray(batch(key, jnp.int32(0), {"unlabeled_mix": jnp.float32(0.0)}, data))
     assert np.all(b0 < 50)
@@ -309,7 +317,8 @@ def test_unlabeled_pool_reaches_the_penalty_and_mix_is_a_grid_axis():
     x, y = _data()
     xu = np.random.default_rng(5).normal(size=(64, x.shape[1])).astype(np.float32)
     # A penalty on the unlabeled logits only: push them to zero.
-    pen = obj.Penalty("u_sq", lambda ctx: jnp.sum(jnp.mean(jnp.square(ctx.logits_u), (1, 2))),
+    pen = obj.Penalty("u_sq", lambda ctx: jnp.sum(ctx.unlabeled_mean(
+        jnp.mean(jnp.square(ctx.logits_u), -1))),
                       needs=("unlabeled",))
     o = obj.Objective(penalties=(pen,))
     r = train_sweep(CFG, FCN, (x, y), objective=o, unlabeled=xu, unlabeled_batch_size=16,

@@ -4,12 +4,27 @@
     result = train_sweep(TrainConfig(lr=0.1, max_steps=5000), model, (x, y), n_seeds=8)
 """
 
-from sbjax.train.config import HPARAM_NAMES, TrainConfig, expand_grid
+from sbjax.train import objective
+from sbjax.train.config import HPARAM_NAMES, TrainConfig, expand_grid, hparam_names
 from sbjax.train.engine import Trainer, TrainState, make_train, make_trainer, prepare_data
-from sbjax.train.sweep import SweepResult, enable_compilation_cache, model_keys, train_sweep
+from sbjax.train.objective import BatchTransform, Context, Objective, Penalty
+from sbjax.train.sweep import (
+    SweepResult,
+    enable_compilation_cache,
+    model_keys,
+    plan_sweep,
+    train_sweep,
+)
 
 __all__ = [
     "HPARAM_NAMES",
+    "BatchTransform",
+    "Context",
+    "Objective",
+    "Penalty",
+    "hparam_names",
+    "objective",
+    "plan_sweep",
     "SweepResult",
     "TrainConfig",
     "TrainState",

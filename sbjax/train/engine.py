@@ -10,6 +10,11 @@ structure) and returns a `Trainer` whose functions are pure in (key, hparams, st
   out of the per-step loop: under `vmap` a `lax.cond` on the step would run both branches.
 * `train(key, hp, data)`: init + the whole budget, the one-seed program of DESIGN.md.
 
+What an update minimises beyond the data loss (penalties with traced strengths, example weights,
+an unlabeled stream, frozen members, a batch transform such as PGD) comes from an `Objective`
+(`sbjax.train.objective`, docs/objective.md); a `Trainer` may train a unit of K coupled members.
+`per_example_loss` stays the one data loss of evaluation, the stop rule and the attacks.
+
 Stopping is per model: a rule that fires sets `stop_step`; updates at or after it are masked, so a
 converged model stops changing while the others go on (REFERENCE.md Sec. 3.2 semantics). Best-model
 selection considers the evaluations the reference makes: those inside the patience window, never
@@ -326,11 +331,11 @@ class Trainer:
         return idx, valid.astype(jnp.float32)
 
     def _unlabeled_batch(self, key: jax.Array, step: jax.Array, hp: dict, data: TrainData):
-        """The unlabeled batch [Bu, ...] of this step: its own keyed epoch order over the pool
-        (epochs of ceil(Nu / Bu) batches, the last one wrapping into the next epoch's order is
-        avoided by clipping positions, as for labelled batches). With the traced mixing ratio
-        hp["unlabeled_mix"] < 1, each row is drawn from the pool with that probability and
-        otherwise from the labelled training inputs (in their own keyed order)."""
+        """(x_u [Bu, ...], valid_u [Bu]): the unlabeled batch of this step, in its own keyed epoch
+        order over the pool (epochs of ceil(Nu / Bu) batches; the last batch of an epoch is padded
+        with copies of one row, marked 0 in valid_u, as for labelled batches). With the traced
+        mixing ratio hp["unlabeled_mix"] < 1, each row is drawn from the pool with that
+        probability and otherwise from the labelled training inputs (in their own keyed order)."""
         bu, nu = self.unlabeled_batch_size, self.n_unlabeled
         spe = -(-nu // bu)
         positions = (step % spe) * bu + jnp.arange(bu, dtype=jnp.int32)
@@ -343,8 +348,10 @@ class Trainer:
         rk_t = epoch_round_keys(jax.random.fold_in(kstream, 1), step // spe_t)
         xt = data.x[permute_positions(jnp.minimum(pos_t, n - 1), rk_t, n)]
         u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(kstream, 2), step), (bu,))
-        take_pool = (u < hp["unlabeled_mix"]).reshape((bu,) + (1,) * (xu.ndim - 1))
-        return jnp.where(take_pool, xu, xt)
+        pool = u < hp["unlabeled_mix"]
+        take_pool = pool.reshape((bu,) + (1,) * (xu.ndim - 1))
+        valid = jnp.where(pool, positions < nu, pos_t < n).astype(jnp.float32)
+        return jnp.where(take_pool, xu, xt), valid
 
     def _update(self, state: TrainState, hp: dict, data: TrainData) -> TrainState:
         cfg, obj, k_units = self.cfg, self.objective, self.unit_size
@@ -369,7 +376,9 @@ class Trainer:
         if self.has_weights:
             ew = members["example_weights"]
             rw = ew[idx] if k_units == 1 else ew[:, idx]
-        xu = self._unlabeled_batch(key0, step0, shared, data) if self.n_unlabeled else None
+        xu = valid_u = None
+        if self.n_unlabeled:
+            xu, valid_u = self._unlabeled_batch(key0, step0, shared, data)
         frozen_logits = frozen_logits_u = None
         if self.n_frozen:
             flog = lambda x: jax.lax.stop_gradient(
@@ -400,8 +409,8 @@ class Trainer:
                 loss = obj.data_loss_weight * loss
             if obj.penalties:
                 loss = loss + self._penalty_sum(params, variables, xs, yb, w, rw, logits, per_ex,
-                                                dkeys, xu, frozen_logits, frozen_logits_u,
-                                                shared, key0, step0)
+                                                dkeys, xu, valid_u, frozen_logits,
+                                                frozen_logits_u, shared, key0, step0)
             return loss, mutated
 
         grads, mutated = jax.grad(loss_fn, has_aux=True)(variables["params"])
@@ -433,7 +442,7 @@ class Trainer:
             step=state.step + 1,
         )
 
-    def _penalty_sum(self, params, variables, xs, yb, w, rw, logits, per_ex, dkeys, xu,
+    def _penalty_sum(self, params, variables, xs, yb, w, rw, logits, per_ex, dkeys, xu, valid_u,
                      frozen_logits, frozen_logits_u, hp, key0, step0):
         """sum_i lambda_i * penalty_i(ctx) on the unit's (member-stacked) outputs."""
         k_units = self.unit_size
@@ -455,7 +464,7 @@ class Trainer:
         ctx = Context(
             logits=st(logits), data_loss=st(per_ex), x=st(xs), y=yb, valid=w, weights=weights,
             params=params_k, variables={**vars_k, "params": params_k}, apply=apply,
-            x_u=xu, logits_u=logits_u, frozen_logits=frozen_logits,
+            x_u=xu, logits_u=logits_u, valid_u=valid_u, frozen_logits=frozen_logits,
             frozen_logits_u=frozen_logits_u, hp=hp,
             key=jax.random.fold_in(jax.random.fold_in(key0, STREAM_PENALTY), step0),
         )

@@ -50,6 +50,7 @@ class Context:
         differentiable in params and x (input gradients, logits on other inputs).
       x_u, logits_u: the unlabeled batch [Bu, ...] and the members' train-mode logits on it
         [K, Bu, 2]; None without an unlabeled stream.
+      valid_u: float32 [Bu]: 0 for the padded rows of the unlabeled epoch's last batch.
       frozen_logits, frozen_logits_u: eval-mode logits [F, B, 2] / [F, Bu, 2] of the unit's
         frozen members (constants); None without frozen members (or without the stream).
       hp: the unit's traced hyperparameters (lambda_* included).
@@ -67,6 +68,7 @@ class Context:
     apply: Callable[[Any, jax.Array], jax.Array]
     x_u: jax.Array | None
     logits_u: jax.Array | None
+    valid_u: jax.Array | None
     frozen_logits: jax.Array | None
     frozen_logits_u: jax.Array | None
     hp: dict
@@ -75,6 +77,10 @@ class Context:
     def batch_mean(self, v: jax.Array) -> jax.Array:
         """Mean over the real rows of a [..., B] array (padded rows carry no weight)."""
         return jnp.sum(v * self.valid, axis=-1) / jnp.sum(self.valid)
+
+    def unlabeled_mean(self, v: jax.Array) -> jax.Array:
+        """Mean over the real rows of a [..., Bu] array of the unlabeled batch."""
+        return jnp.sum(v * self.valid_u, axis=-1) / jnp.sum(self.valid_u)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +178,11 @@ class Objective:
 def spectral_decoupling(default: float = 0.0, name: str = "spectral_decoupling") -> Penalty:
     """Spectral decoupling (Pezeshki et al., NeurIPS 2021): mean(logits^2) over rows and classes.
 
-    `loss = CE + lambda * mean(logits^2)` (BEYOND.md Sec. 5; the paper writes lambda / 2 * ||y||^2,
-    i.e. lambda_here = lambda_paper / 2 * n_classes... here with 2 logits: lambda_paper = lambda).
-    Reference code: mpezeshki/Gradient_Starvation.
+    `loss = CE + lambda * mean(logits^2)` (BEYOND.md Sec. 5). The paper writes
+    (lambda_paper / 2) * ||y_hat||^2 per example; with 2 logits mean(logits^2) = ||y_hat||^2 / 2,
+    so lambda here equals lambda_paper. Reference code: mpezeshki/Gradient_Starvation (where the
+    loss after the switch is sd_coef * (sd + nll): under Adam the overall scale cancels, see
+    BEYOND.md Sec. 5).
     """
 
     def fn(ctx: Context) -> jax.Array:
@@ -232,7 +240,7 @@ def dbat_disagreement(default: float = 0.0, name: str = "dbat") -> Penalty:
         p = jax.nn.softmax(ctx.logits_u, axis=-1)[None]  # [1, K, Bu, 2]
         q = jax.nn.softmax(ctx.frozen_logits_u, axis=-1)[:, None]  # [F, 1, Bu, 2]
         agree_off = q[..., 0] * p[..., 1] + q[..., 1] * p[..., 0]
-        return jnp.sum(jnp.mean(-jnp.log(agree_off + 1e-7), axis=-1))
+        return jnp.sum(ctx.unlabeled_mean(-jnp.log(agree_off + 1e-7)))
 
     return Penalty(name, fn, default, needs=("unlabeled", "frozen"))
 
