@@ -273,6 +273,12 @@ def test_example_weights_in_a_sweep_per_model():
     pred = np.argmax(np.asarray(FCN.logits(jax.tree_util.tree_map(lambda a: a[1], r.params), x)),
                      -1)
     assert np.mean(pred == 0) > 0.9
+    # New weights of the same shape reuse the compiled programs (JTT's second stage).
+    from sbjax.train import sweep as sweep_mod
+
+    n_programs = len(sweep_mod._PROGRAM_CACHE)
+    r2 = train_sweep(CFG, FCN, (x, y), n_seeds=2, example_weights=w[::-1].copy(), progress=False)
+    assert len(sweep_mod._PROGRAM_CACHE) == n_programs and r2.compile_s < 1.0
     for bad in (-np.ones(len(x)), np.ones(len(x) + 1), np.full(len(x), np.nan)):
         with pytest.raises(ValueError, match="example_weights"):
             train_sweep(CFG, FCN, (x, y), example_weights=bad, progress=False)
