@@ -507,3 +507,17 @@ def test_units_with_host_loop_and_lax_map_equal_the_scan_vmap_program():
         _close(a.params, b.params, rtol=1e-5, atol=1e-5)
         for k in a.history:
             np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-5, atol=1e-6)
+
+
+def test_last_layer_retraining_updates_only_the_trainable_parameters():
+    x, y = _data()
+    s1 = train_sweep(CFG, FCN, (x, y), n_seeds=2, progress=False)
+    head = obj.Objective(trainable=("['head']",))
+    w = np.where(y == 1, 3.0, 1.0).astype(np.float32)
+    s2 = train_sweep(CFG, FCN, (x, y), n_seeds=2, init_variables=s1.params, objective=head,
+                     example_weights=w, progress=False)
+    _close(s2.params["params"]["hidden_0"], s1.params["params"]["hidden_0"], rtol=0, atol=0)
+    assert not np.allclose(s2.params["params"]["head"]["kernel"],
+                           s1.params["params"]["head"]["kernel"])
+    with pytest.raises(ValueError, match="trainable"):
+        obj.Objective(trainable="head")

@@ -430,6 +430,11 @@ class Trainer:
 
         updates, opt_state = self._map(member_update, grads, state.opt_state, params,
                                        jnp.arange(k_units) if k_units > 1 else 0)
+        if obj.trainable is not None:
+            def mask(path, u):
+                name = jax.tree_util.keystr(path)
+                return u if any(t in name for t in obj.trainable) else jnp.zeros_like(u)
+            updates = jax.tree_util.tree_map_with_path(mask, updates)
         new_vars = {**variables, **mutated, "params": optax.apply_updates(params, updates)}
         active = state.step < state.stop_step
 

@@ -136,11 +136,16 @@ class Objective:
         other than "none" installs PGD here when this is None.
       data_loss_weight: static factor on the summed data loss (0 trains on penalties alone,
         e.g. a stage that only fits an unlabeled criterion).
+      trainable: None (every parameter trains) or a tuple of substrings: only parameters whose
+        path (`jax.tree_util.keystr`, e.g. "['params']['head']['kernel']") contains one of them
+        are updated (last-layer retraining: ("'head'",)). The others keep their values; BatchNorm
+        running statistics still follow train-mode batches.
     """
 
     penalties: tuple[Penalty, ...] = ()
     batch_transform: BatchTransform | None = None
     data_loss_weight: float = 1.0
+    trainable: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.penalties, tuple) or not all(
@@ -156,6 +161,12 @@ class Objective:
             for need in p.needs:
                 if need not in ("unlabeled", "frozen"):
                     fail(f"penalty {p.name!r} needs", need, "'unlabeled' or 'frozen'")
+        if self.trainable is not None and not (
+            isinstance(self.trainable, tuple) and self.trainable
+            and all(isinstance(t, str) and t for t in self.trainable)
+        ):
+            fail("objective.trainable", self.trainable,
+                 "None or a non-empty tuple of parameter-path substrings, e.g. (\"'head'\",)")
         if self.batch_transform is not None and not isinstance(self.batch_transform, BatchTransform):
             fail("objective.batch_transform", self.batch_transform, "None or a BatchTransform")
 

@@ -219,7 +219,7 @@ def _objective_part(trainer, inputs: ObjectiveInputs) -> str:
         [(p.name, _describe_fn(p.fn), p.default, p.needs) for p in obj.penalties],
         None if obj.batch_transform is None else (obj.batch_transform.name,
                                                   _describe_fn(obj.batch_transform.fn)),
-        obj.data_loss_weight, trainer.unit_size, trainer.unlabeled_batch_size,
+        obj.data_loss_weight, obj.trainable, trainer.unit_size, trainer.unlabeled_batch_size,
     )
     h = hashlib.sha256(repr(desc).encode())
     for a in (inputs.weights, inputs.x_u, *jax.tree_util.tree_leaves(inputs.init),
