@@ -45,10 +45,11 @@ logit_ks_s, logit_ks_sc, stop_step, converged); ``expect`` (what the record shou
 S-removed control is expected to rely on S^c) and, where the paper gives a value, ``paper``
 (metric -> value) with ``paper_source`` (the table or figure cited).
 
-Presets are data (``Preset`` below); change any value with ``--set``, e.g. ``--set
-train.lr=0.05``, ``--set n_train=50000``, ``--set max_steps.lms5=5000``, ``--set
-sc_sweep.width=2000``, ``--set s_removed.lms5.train.max_steps=80000`` (recorded in config.json).
-Figures are saved with their data: ``python -m sbjax.plots RUN_DIR`` redraws them.
+Presets are data (the ``Preset`` dataclass; config.json's ``preset_config`` lists every key); change
+any value with ``--set``, e.g. ``--set train.lr=0.05``, ``--set n_train=50000``, ``--set
+max_steps.lms5=5000``, ``--set sc_sweep.width=2000``, ``--set s_removed.lms5.train.max_steps=80000``
+(recorded in config.json). Figures are saved with their data: ``python -m sbjax.plots RUN_DIR``
+redraws them.
 
     python -m experiments.extreme_sb --preset quick --out runs/extreme_sb
     python -m experiments.extreme_sb --preset paper --out runs/extreme_sb_paper   # GPU/TPU
@@ -90,6 +91,7 @@ from experiments.synthetic import (
     fcn_name,
     make_data,
     per_dataset,
+    select_models,
     stable_tag,
     train_config,
 )
@@ -193,12 +195,12 @@ class Preset:
     """extreme_sb preset.
 
     Attributes:
-      n_seeds: seeds per sweep. n_train: training points. n_test: test points (a number or a
-        {dataset: number} map). d: input dimension of table4 and s_removed.
+      n_seeds: seeds per sweep. n_train: training points. n_test: {dataset: test points}.
+        d: input dimension of table4 and s_removed.
       train: the table4 / sc_sweep recipe (nb01); eval_every required.
       max_steps, patience: {dataset: updates} of table4 (nb01: patience 1 on LMS-5, 1000 on
         MS-(5,7)); patience also applies to sc_sweep.
-      datasets: table4's datasets. models: table4's architectures (a list, or {dataset: list}).
+      datasets: table4's datasets. models: {dataset: table4's architectures}.
       coord_n_test: coordinate-wise randomized accuracy on the first this-many test points
         (None: all).
       sc_sweep: Fig. 3(b). s_removed: {dataset: SRemoved} control.
@@ -226,12 +228,12 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         n_seeds=2,
         n_train=2000,
-        n_test=1000,
+        n_test={"lms5": 1000, "ms57": 1000},
         d=50,
         train=NB01.replace(eval_every=200),
         max_steps={"lms5": 400, "ms57": 400},
         datasets=("lms5",),
-        models=("fcn_100x1",),
+        models={"lms5": ("fcn_100x1",), "ms57": ("fcn_100x1",)},
         coord_n_test=1000,
         # Same shapes as the table4 sweep, so the persistent compilation cache serves it.
         sc_sweep=SCSweep(width=100, n_complex=(49,), datasets=("lms5",), max_steps=400),
@@ -245,7 +247,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         n_seeds=3,
         n_train=20000,
-        n_test=10000,
+        n_test={"lms5": 10000, "ms57": 10000},
         d=50,
         train=NB01.replace(eval_every=1000),
         max_steps={"lms5": 10000, "ms57": 30000},
@@ -271,7 +273,7 @@ PRESETS: dict[str, Preset] = {
         train=NB01.replace(eval_every=5000),
         max_steps={"lms5": 100000, "ms57": 200000},
         datasets=("lms5", "ms57"),
-        models=TABLE4_MODELS,
+        models={"lms5": TABLE4_MODELS, "ms57": TABLE4_MODELS},
         coord_n_test=None,
         sc_sweep=SCSweep(
             width=2000, n_complex=(49, 249), datasets=("lms5", "ms57"), max_steps=200000
@@ -337,24 +339,6 @@ def check_preset(p: Preset) -> None:
             check_positive_int(f"s_removed.{ds}.n_train", spec.n_train)
     check_positive_int("boundary_grid", p.boundary_grid, 2)
     check_names("boundary_model", [p.boundary_model], TABLE4_MODELS)
-
-
-def select_models(preset: Preset, models: str | None) -> Preset:
-    """The preset with table4's models restricted to a comma-separated subset (None: as is)."""
-    if models is None:
-        return preset
-    wanted = [m.strip() for m in models.split(",") if m.strip()]
-    per = preset.models
-    available = sorted(
-        {m for v in per.values() for m in v} if isinstance(per, Mapping) else set(per)
-    )
-    if not wanted or any(m not in available for m in wanted):
-        fail("models", models, "a comma-separated subset of " + ", ".join(available))
-    if isinstance(per, Mapping):
-        new = {k: tuple(m for m in v if m in wanted) for k, v in per.items()}
-    else:
-        new = tuple(m for m in per if m in wanted)
-    return dataclasses.replace(preset, models=new)
 
 
 # ------------------------------------------------------------------------------------------------

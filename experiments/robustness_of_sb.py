@@ -39,10 +39,10 @@ Records: ``part`` (table6 ... table9, fig5), the cell's settings, ``expect`` (wh
 show) and, where App. C prints a value, ``paper`` (S-randomized AUC of the cell; S^c-randomized
 and standard AUC 1.00) with ``paper_source``.
 
-Presets are data (``Preset`` below); change any value with ``--set``, e.g. ``--set
-train.lr=0.05``, ``--set table6.optimizers=['adam']``, ``--set table9.scales=[0.5,2.0]``,
-``--set fig5.alphas=[0.0,1.0]`` (recorded in config.json). ``python -m sbjax.plots RUN_DIR``
-redraws the figures from the data saved with them.
+Presets are data (the ``Preset`` dataclass; config.json's ``preset_config`` lists every key); change
+any value with ``--set``, e.g. ``--set train.lr=0.05``, ``--set table6.optimizers=['adam']``,
+``--set table9.scales=[0.5,2.0]``, ``--set fig5.alphas=[0.0,1.0]`` (recorded in config.json).
+``python -m sbjax.plots RUN_DIR`` redraws the figures from the data saved with them.
 
     python -m experiments.robustness_of_sb --preset quick --out runs/robustness_of_sb
     python -m experiments.robustness_of_sb --preset paper --parts init,dimension --out DIR

@@ -33,10 +33,10 @@ Records: ``mode`` (reference | control | grid_point | grid; also given as ``part
 and, where the paper or nb03 gives a value, ``paper`` with ``paper_source`` (Table 2 per FCN;
 nb03's MS-7 control).
 
-Presets are data (``Preset`` below); change any value with ``--set``, e.g. ``--set
-train.lr=0.05``, ``--set n_train=20000``, ``--set "models=[[300,2]]"``, ``--set
-grid.lr=[0.01,0.1]`` (recorded in config.json). ``python -m sbjax.plots RUN_DIR`` redraws the
-figure from the data saved with it.
+Presets are data (the ``Preset`` dataclass; config.json's ``preset_config`` lists every key); change
+any value with ``--set``, e.g. ``--set train.lr=0.05``, ``--set n_train=20000``, ``--set
+"models=[[300,2]]"``, ``--set grid.lr=[0.01,0.1]`` (recorded in config.json). ``python -m
+sbjax.plots RUN_DIR`` redraws the figure from the data saved with it.
 
     python -m experiments.suboptimal_generalization --preset quick --out runs/subopt
     python -m experiments.suboptimal_generalization --preset paper --grid --out runs/subopt_grid

@@ -11,7 +11,8 @@ imports another). Nothing here imports JAX at module level, so `--help` stays in
   `sbjax.train.TrainConfig` by `train_config`; `check_recipe` validates one.
 * `make_data` -- one train / test draw of a named dataset from a stream fixed by its name, d and
   |S^c| (`stable_tag`), so every experiment and rerun sees the same points.
-* `per_dataset`, `class_sizes`, `check_names` -- small helpers of presets and records.
+* `per_dataset`, `select_models`, `class_sizes`, `check_*` -- small helpers of presets and
+  records.
 """
 
 from __future__ import annotations
@@ -145,6 +146,29 @@ def check_per_dataset(name: str, value: Any, datasets: Iterable[str], check) -> 
             check(f"{name}.{ds}", value[ds])
         else:
             check(name, value)
+
+
+def select_models(preset: Any, models: str | None) -> Any:
+    """A preset (frozen dataclass with a `models` field: a list of names or {dataset: list})
+    with its models restricted to a comma-separated subset (`--models`; None: as is).
+
+    Raises:
+      ValueError: naming "models", the value and the preset's architectures.
+    """
+    if models is None:
+        return preset
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    per = preset.models
+    available = sorted(
+        {m for v in per.values() for m in v} if isinstance(per, Mapping) else set(per)
+    )
+    if not wanted or any(m not in available for m in wanted):
+        fail("models", models, "a comma-separated subset of " + ", ".join(available))
+    if isinstance(per, Mapping):
+        new = {k: tuple(m for m in v if m in wanted) for k, v in per.items()}
+    else:
+        new = tuple(m for m in per if m in wanted)
+    return dataclasses.replace(preset, models=new)
 
 
 def stable_tag(*parts: Any) -> int:

@@ -38,10 +38,10 @@ Records: ``part`` "fig4", ``dataset``, ``model``, ``uap_fit_split``, ``expect`` 
 paper or nb06 gives a value, ``paper`` with ``paper_source`` (Fig. 4: the UAP's share on S,
 99.6 % / 99.9 %; nb06's (200,1)-FCN: PGD / UAP accuracy and PGD budget fraction on S).
 
-Presets are data (``Preset`` below); change any value with ``--set``, e.g. ``--set
-train.lr=0.05``, ``--set max_steps.lms5=5000``, ``--set attacks.lms5.pgd_steps=40``, ``--set
-n_test.ms57=5000`` (recorded in config.json). ``python -m sbjax.plots RUN_DIR`` redraws the
-figures from the data saved with them.
+Presets are data (the ``Preset`` dataclass; config.json's ``preset_config`` lists every key); change
+any value with ``--set``, e.g. ``--set train.lr=0.05``, ``--set max_steps.lms5=5000``, ``--set
+attacks.lms5.pgd_steps=40``, ``--set n_test.ms57=5000`` (recorded in config.json). ``python -m
+sbjax.plots RUN_DIR`` redraws the figures from the data saved with them.
 
     python -m experiments.uaps --preset quick --out runs/uaps
     python -m experiments.uaps --preset paper --out runs/uaps_paper   # GPU/TPU
@@ -69,6 +69,7 @@ from experiments.synthetic import (
     class_sizes,
     make_data,
     per_dataset,
+    select_models,
     train_config,
 )
 from sbjax.validate import check_choice, check_range, fail
@@ -136,9 +137,9 @@ class Preset:
     """uaps preset.
 
     Attributes:
-      n_seeds, n_train, n_test (a number or {dataset: number}), d: sizes.
+      n_seeds, n_train, d: sizes; n_test: {dataset: test points}.
       eval_every, max_steps: {dataset: updates}.
-      datasets: datasets run. models: architectures (a list, or {dataset: list}).
+      datasets: datasets run. models: {dataset: architectures}.
       as_iters_scale: multiplies the AS-UAP iterations per batch.
       train: nb06's optimizer recipe; stop_rule, stop_eps, patience: {dataset: value} (nb06).
       attacks: {dataset: Attack}.
@@ -166,12 +167,12 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         n_seeds=2,
         n_train=2000,
-        n_test=500,
+        n_test={"lms5": 500, "ms57": 500},
         d=50,
         eval_every={"lms5": 200, "ms57": 200},
         max_steps={"lms5": 2000, "ms57": 400},
         datasets=("lms5",),
-        models=("fcn_200x1",),
+        models={"lms5": ("fcn_200x1",), "ms57": ("fcn_200x1",)},
         as_iters_scale=0.1,
     ),
     # 20k training points (nb06: 100k), 2k test points (nb06: 10k / 5k), 3 seeds, evaluation
@@ -180,7 +181,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         n_seeds=3,
         n_train=20000,
-        n_test=2000,
+        n_test={"lms5": 2000, "ms57": 2000},
         d=50,
         eval_every={"lms5": 1000, "ms57": 1000},
         max_steps={"lms5": 10000, "ms57": 30000},
@@ -195,7 +196,7 @@ PRESETS: dict[str, Preset] = {
         eval_every={"lms5": 1000, "ms57": 5000},
         max_steps={"lms5": 100000, "ms57": 200000},
         datasets=("lms5", "ms57"),
-        models=ARCHITECTURES,
+        models={"lms5": ARCHITECTURES, "ms57": ARCHITECTURES},
     ),
 }
 
@@ -255,24 +256,6 @@ def check_preset(p: Preset) -> None:
             check_range(f"attacks.{name}.{f}", getattr(a, f), 0.0, None, lo_open=True)
         for f in ("pgd_steps", "svd_pgd_steps", "as_iters", "as_epochs", "as_batch"):
             check_positive_int(f"attacks.{name}.{f}", getattr(a, f))
-
-
-def select_models(preset: Preset, models: str | None) -> Preset:
-    """The preset with its models restricted to a comma-separated subset (None: as is)."""
-    if models is None:
-        return preset
-    wanted = [m.strip() for m in models.split(",") if m.strip()]
-    per = preset.models
-    available = sorted(
-        {m for v in per.values() for m in v} if isinstance(per, Mapping) else set(per)
-    )
-    if not wanted or any(m not in available for m in wanted):
-        fail("models", models, "a comma-separated subset of " + ", ".join(available))
-    if isinstance(per, Mapping):
-        new = {k: tuple(m for m in v if m in wanted) for k, v in per.items()}
-    else:
-        new = tuple(m for m in per if m in wanted)
-    return dataclasses.replace(preset, models=new)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -287,3 +287,25 @@ def test_fig3b_copes_with_failed_and_single_seed_records(tmp_path):
     rows = [rec(49, 0.9, 0.01), rec(99, 0.8, None), rec(249, None, None)]
     plots.randomized_auc_vs_sc(rows, tmp_path / "fig.png")
     assert_figure(tmp_path / "fig.png")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.lr=0.05",
+        "n_train=50000",
+        "max_steps.lms5=5000",
+        "sc_sweep.width=2000",
+        "s_removed.lms5.train.max_steps=80000",
+        "n_test.ms57=20000",
+        "models.lms5=['fcn_100x1']",
+    ],
+)
+def test_documented_overrides_fit_every_preset(item):
+    """The --set examples of the docstring / README are valid on every preset."""
+    from experiments.common import apply_overrides
+
+    for name, preset in E.PRESETS.items():
+        new = apply_overrides(preset, [item])
+        E.check_preset(new)
+        assert new != preset or name, name

@@ -300,3 +300,24 @@ def test_a_learning_rate_that_diverges_is_excluded_and_counted(tmp_path):
     )
     assert run.figures == ["tables6to9_randomized_auc.png"]
     assert_figure(run.out / "tables6to9_randomized_auc.png")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.lr=0.05",
+        "table6.optimizers=['adam']",
+        "table7.dropouts=[0.0,0.05]",
+        "table9.scales=[0.5,2.0]",
+        "fig5.alphas=[0.0,1.0]",
+        "fig5.slab_train.max_steps=40000",
+    ],
+)
+def test_documented_overrides_fit_every_preset(item):
+    """The --set examples of the docstring / README are valid on every preset."""
+    from experiments.common import apply_overrides
+
+    for name, preset in R.PRESETS.items():
+        new = apply_overrides(preset, [item])
+        R.check_preset(new)
+        assert new != preset or name, name

@@ -244,3 +244,23 @@ def test_bad_preset_values_fail_before_any_work(tmp_path, item, match):
     with pytest.raises(ValueError, match=match):
         S.main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--set", item])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.lr=0.05",
+        "n_train=20000",
+        "models=[[300,2]]",
+        "grid.lr=[0.01,0.1]",
+        "grid_train.max_steps=8000",
+    ],
+)
+def test_documented_overrides_fit_every_preset(item):
+    """The --set examples of the docstring / README are valid on every preset."""
+    from experiments.common import apply_overrides
+
+    for name, preset in S.PRESETS.items():
+        new = apply_overrides(preset, [item])
+        S.check_preset(new)
+        assert new != preset or name, name

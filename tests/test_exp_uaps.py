@@ -170,3 +170,23 @@ def test_figures_are_redrawn_from_the_run(smoke, tmp_path):
     assert redo.returncode == 0, redo.stderr
     for name in FIGURES:
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.lr=0.05",
+        "max_steps.lms5=5000",
+        "attacks.lms5.pgd_steps=40",
+        "n_test.ms57=5000",
+        "stop_eps.ms57=0.005",
+    ],
+)
+def test_documented_overrides_fit_every_preset(item):
+    """The --set examples of the docstring / README are valid on every preset."""
+    from experiments.common import apply_overrides
+
+    for name, preset in U.PRESETS.items():
+        new = apply_overrides(preset, [item])
+        U.check_preset(new)
+        assert new != preset or name, name
