@@ -52,7 +52,11 @@ def test_shapes_dtypes_and_class_balance(name):
     assert set(np.unique(y)) == {0, 1}
     assert abs(y.mean() - 0.5) < 4 * sigma(0.5, N)
     assert set(ds.simple_coords).isdisjoint(ds.complex_coords)
-    assert all(0 <= c < ds.d for c in ds.simple_coords + ds.complex_coords)
+    # The canonical layout of each dataset (S first), not just "indices in range".
+    expected = {"lsn": ((0,), (1,)), "adv_ms": (tuple(range(ds.d // 2)),
+                                                tuple(range(ds.d // 2, ds.d)))}
+    assert (ds.simple_coords, ds.complex_coords) == expected.get(
+        name, ((0,), tuple(range(1, ds.d))))
     assert ds.params["d"] == ds.d
 
 
