@@ -56,13 +56,18 @@ def data_preview(
     edges = np.linspace(-lim, lim, bins + 1)
     step = cols // n_top
     for i, (name, blk) in enumerate(blocks.items()):
-        ax = fig.add_subplot(gs[0, step * i: step * (i + 1)])
+        ax = fig.add_subplot(gs[0, step * i : step * (i + 1)])
         x = np.asarray(blk["x"], np.float64).reshape(-1)
         y = np.asarray(blk["y"]).reshape(-1)
         top = 0.0
         for c in (0, 1):
-            counts, _, _ = ax.hist(x[y == c], bins=edges, color=CLASS_COLORS[c], alpha=0.75,
-                                   label=f"y={c} (paper {'-1' if c == 0 else '+1'})")
+            counts, _, _ = ax.hist(
+                x[y == c],
+                bins=edges,
+                color=CLASS_COLORS[c],
+                alpha=0.75,
+                label=f"y={c} (paper {'-1' if c == 0 else '+1'})",
+            )
             top = max(top, float(np.max(counts, initial=0.0)))
         ax.set_ylim(0, 1.3 * top if top > 0 else 1.0)  # head room for the legend
         ax.set_title(str(name))
@@ -74,14 +79,22 @@ def data_preview(
             ax.legend(loc="upper center", fontsize=8, frameon=False, ncol=2)
     step = cols // n_bottom
     for i, (name, ds) in enumerate(datasets.items()):
-        ax = fig.add_subplot(gs[1, step * i: step * (i + 1)])
+        ax = fig.add_subplot(gs[1, step * i : step * (i + 1)])
         z = np.asarray(ds["z"], np.float64)
         y = np.asarray(ds["y"]).reshape(-1)
         for c in (0, 1):
-            ax.scatter(z[y == c, 0], z[y == c, 1], s=3, color=CLASS_COLORS[c], alpha=0.6,
-                       linewidths=0, label=f"y={c}")
-        ax.set_title(f"{name}, d={d} (canonical basis)" if d is not None else
-                     f"{name} (canonical basis)")
+            ax.scatter(
+                z[y == c, 0],
+                z[y == c, 1],
+                s=3,
+                color=CLASS_COLORS[c],
+                alpha=0.6,
+                linewidths=0,
+                label=f"y={c}",
+            )
+        ax.set_title(
+            f"{name}, d={d} (canonical basis)" if d is not None else f"{name} (canonical basis)"
+        )
         ax.set_xlabel("coordinate 0 (S)")
         ax.set_ylabel("coordinate 1 (one of S^c)")
         ax.set_xlim(-lim, lim)

@@ -71,17 +71,29 @@ def ensembles_accuracy_vs_size(
             if r.get("aggregation", "logits") not in aggs:
                 aggs.append(r.get("aggregation", "logits"))
         for agg in aggs:
-            by_size = {int(r["ensemble_size"]): r for r in recs
-                       if r.get("aggregation", "logits") == agg}
-            ms = np.array([_mean_std(by_size[k]["metrics"][metric]) if k in by_size
-                           else (np.nan, 0.0) for k in sizes])
-            ax.errorbar(sizes, ms[:, 0], yerr=ms[:, 1], fmt=_AGG_STYLE.get(agg, "^-."),
-                        capsize=3, label=f"ensemble ({agg} averaged)")
+            by_size = {
+                int(r["ensemble_size"]): r for r in recs if r.get("aggregation", "logits") == agg
+            }
+            ms = np.array(
+                [
+                    _mean_std(by_size[k]["metrics"][metric]) if k in by_size else (np.nan, 0.0)
+                    for k in sizes
+                ]
+            )
+            ax.errorbar(
+                sizes,
+                ms[:, 0],
+                yerr=ms[:, 1],
+                fmt=_AGG_STYLE.get(agg, "^-."),
+                capsize=3,
+                label=f"ensemble ({agg} averaged)",
+            )
         single = np.asarray(member_acc.get(ds, []), np.float64).reshape(-1)
         single = single[np.isfinite(single)]
         if single.size:
-            ax.axhline(single.mean(), color="gray", ls=":",
-                       label=f"mean of the {single.size} used members")
+            ax.axhline(
+                single.mean(), color="gray", ls=":", label=f"mean of the {single.size} used members"
+            )
         lo = min(0.45, float(single.min()) - 0.02) if single.size else 0.45
         ax.set_xticks(sizes)
         ax.set_xlabel("ensemble size")
@@ -112,16 +124,25 @@ def ensembles_randomized_auc(
     """
     if not records:
         fail("records", records, "a non-empty sequence of ensemble records")
-    labels = {"test_auc": "standard", "s_rand_auc": "S-randomized",
-              "sc_rand_auc": "S$^c$-randomized"}
+    labels = {
+        "test_auc": "standard",
+        "s_rand_auc": "S-randomized",
+        "sc_rand_auc": "S$^c$-randomized",
+    }
     xs = np.arange(len(records))
     fig = Figure(figsize=(max(6.0, 0.7 * len(records)), 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(metrics)
     for j, key in enumerate(metrics):
         ms = np.array([_mean_std(r["metrics"][key]) for r in records]).reshape(-1, 2)
-        ax.bar(xs + (j - (len(metrics) - 1) / 2) * width, ms[:, 0], width, yerr=ms[:, 1],
-               capsize=2, label=labels.get(key, key))
+        ax.bar(
+            xs + (j - (len(metrics) - 1) / 2) * width,
+            ms[:, 0],
+            width,
+            yerr=ms[:, 1],
+            capsize=2,
+            label=labels.get(key, key),
+        )
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_xticks(xs, [f"{r['dataset']}\nk={r['ensemble_size']}" for r in records], fontsize=7)
     ax.set_ylabel("ensemble AUC")
