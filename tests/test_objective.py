@@ -67,6 +67,25 @@ REF_CASES = {
 }
 
 
+# small_cnn (BatchNorm) with Linf PGD in train-mode BN (statistics threaded through the attack
+# passes), 16 x 8x8x3 images per batch, 2 seeds; recorded like REFERENCE.
+REFERENCE_BN = {"params": {"['batch_stats']['bn_0']['mean']": [-0.15605861134827137, -0.49002163857221603], "['batch_stats']['bn_0']['var']": [0.35922421514987946, 0.3621406555175781], "['batch_stats']['bn_1']['mean']": [-0.2823506756685674, 0.16175903007388115], "['batch_stats']['bn_1']['var']": [0.8642544448375702, 1.036498710513115], "['batch_stats']['bn_2']['mean']": [-0.5168686136603355, 0.5820473432540894], "['batch_stats']['bn_2']['var']": [1.748743861913681, 1.756407454609871], "['batch_stats']['bn_3']['mean']": [0.04409798979759216, -0.0665932446718216], "['batch_stats']['bn_3']['var']": [1.6226208209991455, 1.5837076306343079], "['params']['bn_0']['bias']": [0.04045103210955858, 0.01870581228286028], "['params']['bn_0']['scale']": [1.9999194145202637, 1.999967873096466], "['params']['bn_1']['bias']": [0.009995368774980307, -0.009749961318448186], "['params']['bn_1']['scale']": [3.9999274015426636, 4.000109136104584], "['params']['bn_2']['bias']": [0.024555661308113486, 0.015373543370515108], "['params']['bn_2']['scale']": [7.999950528144836, 8.000002443790436], "['params']['bn_3']['bias']": [-0.07113268368993886, -0.1320311278104782], "['params']['bn_3']['scale']": [7.881434619426727, 7.790609002113342], "['params']['conv_0']['kernel']": [-0.597646638401784, -1.5308004533872008], "['params']['conv_1']['kernel']": [-1.0300539559684694, 0.9848898928612471], "['params']['conv_2']['kernel']": [-3.2246988867991604, 1.1167421105201356], "['params']['conv_3']['kernel']": [-2.2640971840082784, -0.31252613801916596], "['params']['head']['bias']": [-0.37271519005298615, 0.42471754364669323], "['params']['head']['kernel']": [0.013687311671674252, -0.5815453170798719]}, "train_loss": [[0.6991580128669739, 0.6942601799964905], [0.6864025592803955, 0.6740872263908386]]}
+
+
+def test_adversarial_training_with_batchnorm_gives_the_numbers_before_the_seam():
+    cfg = TrainConfig(lr=0.05, momentum=0.9, batch_size=16, max_steps=6, eval_every=3,
+                      stop_rule="none", adv_norm="linf", adv_eps=0.03, adv_steps=2,
+                      adv_bounds=(0.0, 1.0))
+    model = make_model({"name": "small_cnn", "filters": 2})
+    x, y = _images()
+    r = train_sweep(cfg, model, (x, y), (x[:32], y[:32]), n_seeds=2, progress=False)
+    for path, a in jax.tree_util.tree_leaves_with_path(r.params):
+        got = [float(np.asarray(a[i], np.float64).sum()) for i in range(2)]
+        np.testing.assert_allclose(got, REFERENCE_BN["params"][jax.tree_util.keystr(path)],
+                                   rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(r.history["train_loss"], REFERENCE_BN["train_loss"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("case", sorted(REF_CASES))
 def test_default_path_gives_the_numbers_of_the_engine_before_the_seam(case):
     cfg = TrainConfig(**REF_CASES[case])
