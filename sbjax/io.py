@@ -7,14 +7,15 @@ never leaves a half-written file, and an existing run folder is never reused wit
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,33 +25,42 @@ import numpy as np
 RUN_MARKER = "config.json"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _fsync_dir(folder: Path) -> None:
+    """Makes a rename in `folder` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder and one rename.
+    """Writes `data` to `path` through a flushed temporary file in the same folder and one rename.
 
     A reader (or a resumed run) sees either the old file or the new one, never a torn one. The
-    file gets the permissions a plain `open(path, "w")` would give (0666 minus the umask; the
-    temporary file of `mkstemp` is 0600).
+    temporary file is created with mode 0o666 and O_EXCL, so the kernel applies the umask (and
+    default ACLs) exactly as for any file the user creates (mkstemp would leave it 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 _atomic_write_bytes = atomic_write_bytes  # old private name, kept for callers

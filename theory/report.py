@@ -16,13 +16,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sbjax import io
 from sbjax.io import append_jsonl, write_csv, write_json
 from theory.claims import (
     MEDIAN_ABS_Z,
@@ -59,16 +58,7 @@ PROTOTYPE = {
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    io.atomic_write_bytes(path, data)
 
 
 def _fmt(x: Any, digits: int = 4) -> str:

@@ -50,7 +50,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -399,41 +398,8 @@ def _chunk_plan(remaining: int, target: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoint files. Private writers (not `sbjax.io`) because the commit protocol needs the bytes'
-# hash and files created with the user's permissions; `io._atomic_write_bytes` uses mkstemp (0600).
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; some platforms (Windows) cannot open a folder: skip there.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` by an atomic rename of a flushed temporary file in the same folder.
-
-    The temporary file is created with mode 0o666 and O_EXCL, so the kernel applies the umask (and
-    default ACLs) exactly as for any file the user creates; mkstemp would leave it 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+# Checkpoint files, written through `sbjax.io.atomic_write_bytes` (one rename each, the user's
+# file permissions); the npz is named by the hash of its bytes, the manifest commits it.
 
 
 def _npz_bytes(tree: Any) -> bytes:
@@ -533,7 +499,7 @@ def _write_checkpoint(out: Path, updates_done: int, state: TrainState,
     data = _npz_bytes({"state": host, "history": hist})
     digest = hashlib.sha256(data).hexdigest()
     name = f"{CHECKPOINT_PREFIX}{digest[:16]}.npz"
-    _atomic_write(out / name, data)
+    io.atomic_write_bytes(out / name, data)
     _write_manifest(out, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
                           "fingerprint_parts": dict(parts), "updates_done": int(updates_done),
                           "npz": name, "sha256": digest})
@@ -541,7 +507,7 @@ def _write_checkpoint(out: Path, updates_done: int, state: TrainState,
 
 
 def _write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
-    _atomic_write(out / CHECKPOINT_META, (json.dumps(manifest, indent=2) + "\n").encode())
+    io.atomic_write_bytes(out / CHECKPOINT_META, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def _metric_rows(rows: Mapping[str, np.ndarray], first_period: int, m: int, n_grid: int,
@@ -960,7 +926,7 @@ class Checkpointer:
             # killed append, and leftovers of a run killed before its first checkpoint all go, as
             # do temporary files of killed writes and npz files no manifest names.
             _clean_folder(out, keep_npz=self.manifest["npz"] if self.manifest else None)
-            _atomic_write(out / METRICS, _jsonl_bytes(recs))
+            io.atomic_write_bytes(out / METRICS, _jsonl_bytes(recs))
         return state, history
 
     def commit(self, periods_done: int, n_new: int, state, history, rows) -> None:
