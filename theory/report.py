@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sbjax import io
-from sbjax.io import append_jsonl, write_csv, write_json
+from sbjax.io import append_jsonl, atomic_write_bytes, write_csv, write_json
 from theory.claims import (
     MEDIAN_ABS_Z,
     _finite,
@@ -58,7 +57,7 @@ PROTOTYPE = {
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    io.atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
