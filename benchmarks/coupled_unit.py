@@ -38,18 +38,28 @@ def main() -> None:
     y = (x @ rng.normal(size=50) > 0).astype(np.int32)
     model = make_model({"name": "fcn", "width": 100, "depth": 1})
     steps = args.epochs * int(np.ceil(len(x) / 256))
-    cfg = TrainConfig(lr=0.1, batch_size=256, max_steps=steps, eval_every=steps,
-                      stop_rule="none", train_eval_size=4096)
+    cfg = TrainConfig(
+        lr=0.1,
+        batch_size=256,
+        max_steps=steps,
+        eval_every=steps,
+        stop_rule="none",
+        train_eval_size=4096,
+    )
     s, k = args.seeds, args.k
     cases = {
         "independent (unit_size 1)": dict(n_members=k),
         "unit, no coupling": dict(n_members=k, unit_size=k),
         "unit + member_agreement": dict(
-            n_members=k, unit_size=k,
-            objective=obj.Objective(penalties=(obj.member_agreement(default=0.1),))),
+            n_members=k,
+            unit_size=k,
+            objective=obj.Objective(penalties=(obj.member_agreement(default=0.1),)),
+        ),
         "independent + SD grid x4": dict(
-            n_members=k, objective=obj.Objective(penalties=(obj.spectral_decoupling(),)),
-            grid={"lambda_spectral_decoupling": [0.0, 1e-3, 1e-2, 1e-1]}),
+            n_members=k,
+            objective=obj.Objective(penalties=(obj.spectral_decoupling(),)),
+            grid={"lambda_spectral_decoupling": [0.0, 1e-3, 1e-2, 1e-1]},
+        ),
     }
     rows = []
     for name, kw in cases.items():
@@ -60,16 +70,25 @@ def main() -> None:
         r = train_sweep(cfg, model, (x, y), n_seeds=s, progress=False, **kw)
         wall = time.perf_counter() - t0
         n_models = r.n_models
-        rows.append({"case": name, "models": n_models, "wall_s": round(wall, 2),
-                     "compile_s": round(first.compile_s, 2), "programs_compiled": compiled,
-                     "s_per_model": round(wall / n_models, 3),
-                     "train_acc_min": float(np.min(r.history["train_acc"][:, -1]))})
+        rows.append(
+            {
+                "case": name,
+                "models": n_models,
+                "wall_s": round(wall, 2),
+                "compile_s": round(first.compile_s, 2),
+                "programs_compiled": compiled,
+                "s_per_model": round(wall / n_models, 3),
+                "train_acc_min": float(np.min(r.history["train_acc"][:, -1])),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     print("| case | models | wall s | s / model | compile s | programs compiled | min train acc |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['case']} | {r['models']} | {r['wall_s']} | {r['s_per_model']} | "
-              f"{r['compile_s']} | {r['programs_compiled']} | {r['train_acc_min']:.3f} |")
+        print(
+            f"| {r['case']} | {r['models']} | {r['wall_s']} | {r['s_per_model']} | "
+            f"{r['compile_s']} | {r['programs_compiled']} | {r['train_acc_min']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -156,8 +156,9 @@ def train_best(
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     # Warm-up on a slice (thread pool start, first-call allocations), timed apart as "compile".
     t0 = time.perf_counter()
-    _train_batched(xt[: 2 * batch_size], yt[: 2 * batch_size], n_seeds, 1, width, lr, batch_size,
-                   seed)
+    _train_batched(
+        xt[: 2 * batch_size], yt[: 2 * batch_size], n_seeds, 1, width, lr, batch_size, seed
+    )
     warmup = time.perf_counter() - t0
     c0 = time.process_time()
     t0 = time.perf_counter()

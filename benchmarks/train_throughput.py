@@ -182,10 +182,19 @@ def _sbjax_setup(x, y, epochs):
     from sbjax.train import TrainConfig
 
     steps = epochs * math.ceil(x.shape[0] / BATCH)
-    cfg = TrainConfig(optimizer="sgd", lr=LR, batch_size=BATCH, drop_last=False, loss="ce",
-                      max_steps=steps, eval_every=steps, stop_rule="none")
-    model = make_model({"name": "fcn", "width": WIDTH, "depth": 1, "activation": "relu",
-                        "init": "torch"})
+    cfg = TrainConfig(
+        optimizer="sgd",
+        lr=LR,
+        batch_size=BATCH,
+        drop_last=False,
+        loss="ce",
+        max_steps=steps,
+        eval_every=steps,
+        stop_rule="none",
+    )
+    model = make_model(
+        {"name": "fcn", "width": WIDTH, "depth": 1, "activation": "relu", "init": "torch"}
+    )
     return cfg, model
 
 
@@ -210,8 +219,12 @@ def _run_sbjax(x, y, n_seeds, epochs, warm=True):
         compile_s = res.compile_s if compile_s is None else compile_s
     acc = np.asarray(res.history["train_acc"])[:, -1]
     # cpu_s is the measured call's CPU time (it includes compile CPU only without warm-up).
-    return {"wall_s": res.wall_s - res.compile_s, "compile_s": compile_s,
-            "cpu_s": cpu, "train_acc": acc.tolist()}
+    return {
+        "wall_s": res.wall_s - res.compile_s,
+        "compile_s": compile_s,
+        "cpu_s": cpu,
+        "train_acc": acc.tolist(),
+    }
 
 
 def _run_sbjax_loop(x, y, n_seeds, epochs, warm=True):
@@ -313,16 +326,28 @@ def worker_env(impl: str, cores: int) -> dict:
 
 def run_in_subprocess(impl, n_seeds, epochs, n_train, cores, timeout) -> dict:
     """Launch ``worker`` in a fresh interpreter and parse its tagged JSON line."""
-    cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--worker", impl,
-           "--seeds", str(n_seeds), "--epochs", str(epochs), "--n-train", str(n_train)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.train_throughput",
+        "--worker",
+        impl,
+        "--seeds",
+        str(n_seeds),
+        "--epochs",
+        str(epochs),
+        "--n-train",
+        str(n_train),
+    ]
     try:
-        proc = subprocess.run(cmd, env=worker_env(impl, cores), capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            cmd, env=worker_env(impl, cores), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {"impl": impl, "seeds": n_seeds, "epochs": epochs, "error": f"timeout {timeout}s"}
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
     return {"impl": impl, "seeds": n_seeds, "epochs": epochs, "error": tail[0]}
 
@@ -361,9 +386,12 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                           capture_output=True, text=True,
-                                           cwd=os.path.dirname(__file__)).stdout.strip()
+        out["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(__file__),
+        ).stdout.strip()
     except OSError:
         pass
     return out
@@ -378,8 +406,10 @@ def peak_in_subprocess(cores: int) -> dict:
 
 def markdown_table(results: list[dict], peak: float) -> str:
     """Results as a Markdown table (one row per impl and K)."""
-    head = ("| impl | K | wall s | compile s | model-samples/s | GFLOP/s | % of peak | peak RSS MB "
-            "| train acc mean (min) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    head = (
+        "| impl | K | wall s | compile s | model-samples/s | GFLOP/s | % of peak | peak RSS MB "
+        "| train acc mean (min) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
     rows = [head]
     for r in results:
         if "error" in r:
@@ -389,7 +419,8 @@ def markdown_table(results: list[dict], peak: float) -> str:
             f"| {r['impl']} | {r['seeds']} | {r['wall_s']:.2f} | {r['compile_s']:.2f} "
             f"| {r['model_samples_per_s']:.3g} | {r['gflops']:.1f} "
             f"| {100 * r['gflops'] / peak:.1f} | {r['peak_rss_mb']:.0f} "
-            f"| {r['train_acc_mean']:.3f} ({r['train_acc_min']:.3f}) |")
+            f"| {r['train_acc_mean']:.3f} ({r['train_acc_min']:.3f}) |"
+        )
     return "\n".join(rows)
 
 
@@ -403,16 +434,21 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--seeds", default="1,4,16,64", help="comma-separated K values")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--n-train", type=int, default=50_000, help="training points N")
-    p.add_argument("--impl", default=",".join(IMPLS),
-                   help=f"comma-separated subset of {IMPLS + EXTRA_IMPLS}")
+    p.add_argument(
+        "--impl", default=",".join(IMPLS), help=f"comma-separated subset of {IMPLS + EXTRA_IMPLS}"
+    )
     p.add_argument("--json", default=None, help="write the results JSON here")
-    p.add_argument("--quick", action="store_true",
-                   help="fast look: K in {1, 4}, 2 epochs, N = 10,000 (overrides those options)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fast look: K in {1, 4}, 2 epochs, N = 10,000 (overrides those options)",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per (impl, K) worker")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul-peak measurement")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -433,26 +469,35 @@ def main(argv=None) -> dict | None:
         if impl not in IMPLS + EXTRA_IMPLS:
             raise ValueError(f"impl={impl!r} is invalid: expected one of {IMPLS + EXTRA_IMPLS}")
     if any(k < 1 for k in seeds) or args.epochs < 1 or args.n_train < BATCH:
-        raise ValueError(f"seeds={seeds}, epochs={args.epochs}, n_train={args.n_train} are "
-                         f"invalid: expected K >= 1, epochs >= 1, n_train >= {BATCH}")
+        raise ValueError(
+            f"seeds={seeds}, epochs={args.epochs}, n_train={args.n_train} are "
+            f"invalid: expected K >= 1, epochs >= 1, n_train >= {BATCH}"
+        )
     cores = os.cpu_count() or 1
     peak = {"matmul_peak_gflops": float("nan"), "by_backend": {}}
     if not args.no_peak:
         peak = peak_in_subprocess(cores)
-        print(f"matmul peak {peak['matmul_peak_gflops']:.0f} GFLOP/s {peak['by_backend']}",
-              file=sys.stderr, flush=True)
+        print(
+            f"matmul peak {peak['matmul_peak_gflops']:.0f} GFLOP/s {peak['by_backend']}",
+            file=sys.stderr,
+            flush=True,
+        )
     report = {
         "matmul_peak_gflops": peak["matmul_peak_gflops"],
         "matmul_peak_by_backend": peak["by_backend"],
         "machine": machine_info(),
         "versions": versions(),
-        "command": "python -m benchmarks.train_throughput " + shlex.join(sys.argv[1:]
-                                                                          if argv is None
-                                                                          else argv),
-        "workload": {"model": f"FCN Linear({D},{WIDTH})-ReLU-Linear({WIDTH},2), torch init",
-                     "n_params": N_PARAMS, "data": f"LMS-5, d={D}, N={args.n_train}",
-                     "optimizer": f"SGD lr {LR}", "batch": BATCH, "last_partial_batch": "kept",
-                     "flops_per_sample": 6 * N_PARAMS},
+        "command": "python -m benchmarks.train_throughput "
+        + shlex.join(sys.argv[1:] if argv is None else argv),
+        "workload": {
+            "model": f"FCN Linear({D},{WIDTH})-ReLU-Linear({WIDTH},2), torch init",
+            "n_params": N_PARAMS,
+            "data": f"LMS-5, d={D}, N={args.n_train}",
+            "optimizer": f"SGD lr {LR}",
+            "batch": BATCH,
+            "last_partial_batch": "kept",
+            "flops_per_sample": 6 * N_PARAMS,
+        },
         "results": [],
     }
     for impl in impls:

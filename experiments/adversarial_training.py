@@ -108,20 +108,48 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # Seconds: a tiny width, 2 budgets, a handful of epochs (plumbing only).
-    "smoke": Preset(n_seeds=1, widths=(32,), eps_grid=(0.0, 0.3), epochs=6,
-                    lr_boundaries_epochs=(), n_train=1000, n_val=500, n_test=1000, momentum=0.9,
-                    adv_steps=3, adv_step_frac=0.5, eval_steps=5, eval_step_frac=0.4, evals=2),
+    "smoke": Preset(
+        n_seeds=1,
+        widths=(32,),
+        eps_grid=(0.0, 0.3),
+        epochs=6,
+        lr_boundaries_epochs=(),
+        n_train=1000,
+        n_val=500,
+        n_test=1000,
+        momentum=0.9,
+        adv_steps=3,
+        adv_step_frac=0.5,
+        eval_steps=5,
+        eval_step_frac=0.4,
+        evals=2,
+    ),
     # CPU minutes: width 200 only, 100 epochs instead of 4000 with momentum 0.9 (plain SGD at lr 0.1
     # needs ~100 epochs just to leave the 50 % plateau), lr x0.1 at epochs 60 and 85, 5-step PGD
     # in training (step 0.5 eps), 10-step PGD (step 0.25 eps) for robust accuracy, 2 seeds.
-    "quick": Preset(n_seeds=2, widths=(200,), eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
-                    epochs=100, lr_boundaries_epochs=(60, 85), momentum=0.9, adv_steps=5,
-                    adv_step_frac=0.5, eval_steps=10, eval_step_frac=0.25, evals=10),
+    "quick": Preset(
+        n_seeds=2,
+        widths=(200,),
+        eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+        epochs=100,
+        lr_boundaries_epochs=(60, 85),
+        momentum=0.9,
+        adv_steps=5,
+        adv_step_frac=0.5,
+        eval_steps=10,
+        eval_step_frac=0.25,
+        evals=10,
+    ),
     # Paper App. E.2.1 / App. B: widths 200/1000/2000, 4000 epochs, lr 0.1 x0.1 every 1000
     # epochs, PGD 40 steps with step 0.1 eps, 5 seeds (GPU/TPU).
-    "paper": Preset(n_seeds=5, widths=(200, 1000, 2000),
-                    eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
-                    epochs=4000, lr_boundaries_epochs=(1000, 2000, 3000), evals=40),
+    "paper": Preset(
+        n_seeds=5,
+        widths=(200, 1000, 2000),
+        eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6),
+        epochs=4000,
+        lr_boundaries_epochs=(1000, 2000, 3000),
+        evals=40,
+    ),
 }
 
 PRESET_HELP = {
@@ -149,11 +177,16 @@ def check_preset(p: Preset) -> None:
         check_range("eps_grid", e, 0.0, None)
     check_int("epochs", p.epochs, min_value=1)
     bounds = list(p.lr_boundaries_epochs)
-    if (any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
-            or bounds != sorted(set(bounds)) or (bounds and not 1 <= bounds[0] <= bounds[-1]
-                                                   < p.epochs)):
-        fail("lr_boundaries_epochs", p.lr_boundaries_epochs,
-             f"increasing epochs in 1..epochs - 1 = {p.epochs - 1}")
+    if (
+        any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
+        or bounds != sorted(set(bounds))
+        or (bounds and not 1 <= bounds[0] <= bounds[-1] < p.epochs)
+    ):
+        fail(
+            "lr_boundaries_epochs",
+            p.lr_boundaries_epochs,
+            f"increasing epochs in 1..epochs - 1 = {p.epochs - 1}",
+        )
     for name in ("n_train", "n_val", "n_test"):
         check_int(name, getattr(p, name), min_value=2)
     check_int("batch_size", p.batch_size, min_value=1)
@@ -188,15 +221,17 @@ def expectation(width: int, eps: float) -> tuple[str | None, dict[str, float]]:
         return None, {}
     ok, fails = PAPER_REGIMES[width]
     if eps <= ok + 1e-9:
-        return (f"eps <= {ok:g}: ~100 % standard and robust accuracy, relies on the 5-slabs only "
-                "(S-rand acc 0.5, S^c-rand acc unchanged)",
-                {"test_acc": 1.0, "robust_acc": 1.0, "s_rand_acc": 0.5, "sc_rand_acc": 1.0})
+        return (
+            f"eps <= {ok:g}: ~100 % standard and robust accuracy, relies on the 5-slabs only "
+            "(S-rand acc 0.5, S^c-rand acc unchanged)",
+            {"test_acc": 1.0, "robust_acc": 1.0, "s_rand_acc": 0.5, "sc_rand_acc": 1.0},
+        )
     if eps >= fails - 1e-9:
-        return (f"eps >= {fails:g}: training fails, ~50 % standard and robust accuracy",
-                {"test_acc": 0.5, "robust_acc": 0.5})
-    return f"between the paper's working (eps <= {ok:g}) and failing (eps >= {fails:g}) " \
-        "regimes", {}
-
+        return (
+            f"eps >= {fails:g}: training fails, ~50 % standard and robust accuracy",
+            {"test_acc": 0.5, "robust_acc": 0.5},
+        )
+    return f"between the paper's working (eps <= {ok:g}) and failing (eps >= {fails:g}) regimes", {}
 
 
 def _data(run, preset: Preset):
@@ -230,35 +265,62 @@ def run_width(run, preset: Preset, width: int, ds, train, val, test, bounds, key
     eval_every = max(1, max_steps // preset.evals)
     max_steps = eval_every * (max_steps // eval_every)
     cfg = TrainConfig(
-        lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
-        batch_size=preset.batch_size, max_steps=max_steps, eval_every=eval_every,
-        stop_rule="none", lr_boundaries=tuple(preset.lr_boundaries_epochs),
-        lr_decay=preset.lr_decay, adv_norm="l2", adv_steps=preset.adv_steps,
-        adv_step_frac=preset.adv_step_frac, adv_bounds=bounds, select_metric="val_robust_acc",
+        lr=preset.lr,
+        momentum=preset.momentum,
+        weight_decay=preset.weight_decay,
+        batch_size=preset.batch_size,
+        max_steps=max_steps,
+        eval_every=eval_every,
+        stop_rule="none",
+        lr_boundaries=tuple(preset.lr_boundaries_epochs),
+        lr_decay=preset.lr_decay,
+        adv_norm="l2",
+        adv_steps=preset.adv_steps,
+        adv_step_frac=preset.adv_step_frac,
+        adv_bounds=bounds,
+        select_metric="val_robust_acc",
     )
     model_name = f"fcn_{width}x{preset.depth}"
     model = make_model({"name": "fcn", "width": width, "depth": preset.depth})
-    r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds,
-                    grid={"adv_eps": list(preset.eps_grid)}, seed=run.seed,
-                    **run.sweep_kwargs(f"adv_ms57_{model_name}"))
+    r = train_sweep(
+        cfg,
+        model,
+        train,
+        val,
+        n_seeds=run.n_seeds,
+        grid={"adv_eps": list(preset.eps_grid)},
+        seed=run.seed,
+        **run.sweep_kwargs(f"adv_ms57_{model_name}"),
+    )
     run.save_params(f"adv_ms57_{model_name}", r.best_params)
     params = r.best_params
     x_tr, y_tr = train
     x_te, y_te = test
-    train_acc = np.asarray(accuracy_from_logits(
-        stacked_logits(model.logits, params, x_tr, batch_size=4096), y_tr))
-    rep = randomization_report(model.logits, params, x_te, y_te, jax.random.fold_in(key, 3), ds,
-                               batch_size=4096)
+    train_acc = np.asarray(
+        accuracy_from_logits(stacked_logits(model.logits, params, x_tr, batch_size=4096), y_tr)
+    )
+    rep = randomization_report(
+        model.logits, params, x_te, y_te, jax.random.fold_in(key, 3), ds, batch_size=4096
+    )
     # Robust accuracy: L2 PGD at each model's own training eps (eps = 0: the clean accuracy).
     # eps is traced in `pgd_attack`, so the grid points share one compiled attack.
     robust = np.asarray(rep["standard"]["accuracy"], np.float64).copy()
     for g, eps in enumerate(preset.eps_grid):
         sel = np.asarray(r.grid_index) == g
         if eps > 0:
-            res = A.pgd_attack(model.logits, r.select(params, sel), x_te, y_te,
-                               jax.random.fold_in(key, 4), norm="l2", eps=float(eps),
-                               step_size=preset.eval_step_frac * float(eps),
-                               n_iter=preset.eval_steps, bounds=bounds, batch_size=4096)
+            res = A.pgd_attack(
+                model.logits,
+                r.select(params, sel),
+                x_te,
+                y_te,
+                jax.random.fold_in(key, 4),
+                norm="l2",
+                eps=float(eps),
+                step_size=preset.eval_step_frac * float(eps),
+                n_iter=preset.eval_steps,
+                bounds=bounds,
+                batch_size=4096,
+            )
             robust[sel] = np.asarray(res.accuracy)
 
     def by_grid(a):  # [M] -> [n_grid, n_seeds]
@@ -276,15 +338,27 @@ def run_width(run, preset: Preset, width: int, ds, train, val, test, bounds, key
     }
     grids = {k: by_grid(v) for k, v in cols.items()}
     reasons = by_grid(np.asarray(r.stop_reason))  # [n_grid, n_seeds]
-    records = add_records(run, model_name, width, preset.eps_grid, grids, reasons,
-                          np.asarray(y_te))
-    return {"width": width, "grids": grids, "records": records,
-            "runtime_s": time.perf_counter() - t0, "compile_s": r.compile_s,
-            "best_step": by_grid(r.best_step), "stop_reason": reasons.tolist()}
+    records = add_records(run, model_name, width, preset.eps_grid, grids, reasons, np.asarray(y_te))
+    return {
+        "width": width,
+        "grids": grids,
+        "records": records,
+        "runtime_s": time.perf_counter() - t0,
+        "compile_s": r.compile_s,
+        "best_step": by_grid(r.best_step),
+        "stop_reason": reasons.tolist(),
+    }
 
 
-def add_records(run, model_name: str, width: int, eps_grid: Sequence[float],
-                grids: dict[str, np.ndarray], reasons: Any, y_test: np.ndarray) -> list[dict]:
+def add_records(
+    run,
+    model_name: str,
+    width: int,
+    eps_grid: Sequence[float],
+    grids: dict[str, np.ndarray],
+    reasons: Any,
+    y_test: np.ndarray,
+) -> list[dict]:
     """Adds one record per eps of one width; diverged models are excluded and counted.
 
     Args:
@@ -301,22 +375,37 @@ def add_records(run, model_name: str, width: int, eps_grid: Sequence[float],
     for g, eps in enumerate(eps_grid):
         expect, paper = expectation(width, float(eps))
         extra = {"expect": expect} if expect else {}
-        records.append(run.add_result(
-            dataset="adv_ms57", model=model_name, metrics={k: v[g] for k, v in grids.items()},
-            status=[str(x) for x in reasons[g]], require_converged=REQUIRE_CONVERGED,
-            test_size=test_size, paper=paper, part=f"width {width}, eps {float(eps):g}", **extra,
-            width=width, eps=float(eps)))
+        records.append(
+            run.add_result(
+                dataset="adv_ms57",
+                model=model_name,
+                metrics={k: v[g] for k, v in grids.items()},
+                status=[str(x) for x in reasons[g]],
+                require_converged=REQUIRE_CONVERGED,
+                test_size=test_size,
+                paper=paper,
+                part=f"width {width}, eps {float(eps):g}",
+                **extra,
+                width=width,
+                eps=float(eps),
+            )
+        )
     return records
 
 
 def draw_figure(run, preset: Preset, records: Sequence[dict[str, Any]]) -> None:
     """Fig. 7 (accuracies vs training eps, one panel per width) from the records, with its data."""
     labels = {r["model"]: f"({r['width']},{preset.depth})-FCN" for r in records}
-    run.figure("fig7_adversarial_training.png", "adversarial_accuracy_vs_eps", records=records,
-               gamma_s=GAMMA_S, labels=labels,
-               title="L2 adversarial training on AdvMS-(5,7) (paper App. E.2.1, Fig. 7)\n"
-               "mean ± std over non-diverged seeds; S-randomized ~0.5 = reliance on the 5-slabs "
-               "only")
+    run.figure(
+        "fig7_adversarial_training.png",
+        "adversarial_accuracy_vs_eps",
+        records=records,
+        gamma_s=GAMMA_S,
+        labels=labels,
+        title="L2 adversarial training on AdvMS-(5,7) (paper App. E.2.1, Fig. 7)\n"
+        "mean ± std over non-diverged seeds; S-randomized ~0.5 = reliance on the 5-slabs "
+        "only",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -326,8 +415,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     check_preset(preset)
     run = start_run(NAME, args, preset)
     ds, train, val, test, bounds, key = _data(run, preset)
-    outcomes = [run_width(run, preset, w, ds, train, val, test, bounds, key)
-                for w in preset.widths]
+    outcomes = [run_width(run, preset, w, ds, train, val, test, bounds, key) for w in preset.widths]
     draw_figure(run, preset, [r for oc in outcomes for r in oc["records"]])
     extra = {
         "attack_bounds": list(bounds),

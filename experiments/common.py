@@ -62,14 +62,25 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or "default:" in text or default is None or default is False
-                or default == [] or default is argparse.SUPPRESS or not action.option_strings):
+        if (
+            "%(default)" in text
+            or "default:" in text
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         return text + " (default: %(default)s)"
 
 
-def make_parser(name: str, description: str | None, presets: Mapping[str, Any],
-                preset_help: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+def make_parser(
+    name: str,
+    description: str | None,
+    presets: Mapping[str, Any],
+    preset_help: Mapping[str, str] | None = None,
+) -> argparse.ArgumentParser:
     """The common CLI: --preset, --set, --out, --seeds, --seed, --resume, --overwrite, --devices.
 
     Args:
@@ -87,29 +98,57 @@ def make_parser(name: str, description: str | None, presets: Mapping[str, Any],
     missing = [k for k in presets if k not in helps]
     if missing:
         raise ValueError(f"preset_help is missing a line for preset(s) {missing}")
-    p.add_argument("--preset", choices=sorted(presets), default="quick",
-                   help="; ".join(f"{k}: {helps[k]}" for k in sorted(presets)))
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one preset value, e.g. --set train.lr=0.05 --set n_train=50000 "
-                   "(dotted path into the preset; repeatable; recorded in config.json)")
-    p.add_argument("--out", default=f"runs/{name}", help="run folder (must not exist unless "
-                   "--resume or --overwrite)")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds (default: the preset's)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(presets),
+        default="quick",
+        help="; ".join(f"{k}: {helps[k]}" for k in sorted(presets)),
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one preset value, e.g. --set train.lr=0.05 --set n_train=50000 "
+        "(dotted path into the preset; repeatable; recorded in config.json)",
+    )
+    p.add_argument(
+        "--out",
+        default=f"runs/{name}",
+        help="run folder (must not exist unless --resume or --overwrite)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the preset's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="root PRNG seed")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true",
-                   help="continue a killed run in --out from its checkpoints")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace --out, only if it is a run folder of this experiment")
-    p.add_argument("--devices", type=int, default=None,
-                   help="CPU only: number of CPU devices, 1..cores (default: $SBJAX_CPU_DEVICES, "
-                   "else one per core); recorded in env.json")
-    p.add_argument("--no-compile-cache", action="store_true",
-                   help="do not use the persistent XLA compilation cache (~/.cache/sbjax/xla, "
-                   "or $SBJAX_COMPILATION_CACHE)")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host: call jax.distributed.initialize() first")
+    g.add_argument(
+        "--resume", action="store_true", help="continue a killed run in --out from its checkpoints"
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out, only if it is a run folder of this experiment",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="CPU only: number of CPU devices, 1..cores (default: $SBJAX_CPU_DEVICES, "
+        "else one per core); recorded in env.json",
+    )
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use the persistent XLA compilation cache (~/.cache/sbjax/xla, "
+        "or $SBJAX_COMPILATION_CACHE)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -174,8 +213,10 @@ def _coerce(old: Any, new: Any, item: str) -> Any:
             return dict(new)
     else:
         return new
-    raise ValueError(f"--set {item!r} is invalid: expected a value of type "
-                     f"{type(old).__name__} like the preset's {old!r}")
+    raise ValueError(
+        f"--set {item!r} is invalid: expected a value of type "
+        f"{type(old).__name__} like the preset's {old!r}"
+    )
 
 
 def _override(node: Any, path: list[str], text: str, item: str) -> Any:
@@ -183,26 +224,36 @@ def _override(node: Any, path: list[str], text: str, item: str) -> Any:
     if dataclasses.is_dataclass(node):
         names = [f.name for f in dataclasses.fields(node)]
         if key not in names:
-            raise ValueError(f"--set {item!r} is invalid: {key!r} is not a preset key; expected "
-                             "one of " + ", ".join(names))
+            raise ValueError(
+                f"--set {item!r} is invalid: {key!r} is not a preset key; expected "
+                "one of " + ", ".join(names)
+            )
         old = getattr(node, key)
         new = _override(old, rest, text, item) if rest else _coerce(old, _parse_literal(text), item)
         return dataclasses.replace(node, **{key: new})
     if isinstance(node, Mapping):
         if key not in node:
-            raise ValueError(f"--set {item!r} is invalid: {key!r} is not a preset key; expected "
-                             "one of " + ", ".join(map(str, node)))
+            raise ValueError(
+                f"--set {item!r} is invalid: {key!r} is not a preset key; expected "
+                "one of " + ", ".join(map(str, node))
+            )
         old = node[key]
         new = _override(old, rest, text, item) if rest else _coerce(old, _parse_literal(text), item)
         return {**node, key: new}
-    raise ValueError(f"--set {item!r} is invalid: {key!r} goes below a {type(node).__name__} "
-                     f"value ({node!r})")
+    raise ValueError(
+        f"--set {item!r} is invalid: {key!r} goes below a {type(node).__name__} value ({node!r})"
+    )
 
 
 # Per-seed status labels in summary records. "unconverged_used": the model hit its budget where
 # the experiment does not require convergence, so it is used in means (and still counted).
 SEED_OK, SEED_DIVERGED, SEED_UNCONVERGED, SEED_UNCONVERGED_USED, SEED_NONFINITE = (
-    "ok", "diverged", "unconverged", "unconverged_used", "nonfinite_metric")
+    "ok",
+    "diverged",
+    "unconverged",
+    "unconverged_used",
+    "nonfinite_metric",
+)
 _USED = (SEED_OK, SEED_UNCONVERGED_USED)
 
 
@@ -302,8 +353,9 @@ class Run:
         leaves nothing behind and a retry is not refused.
         """
         if not self._ready:
-            io.prepare_run_dir(self.out, experiment=self.name, overwrite=self.overwrite,
-                               resume=self.resume)
+            io.prepare_run_dir(
+                self.out, experiment=self.name, overwrite=self.overwrite, resume=self.resume
+            )
             io.write_json(self.out / io.RUN_MARKER, self.config)
             io.write_json(self.out / "env.json", io.environment_info())
             self._ready = True
@@ -323,10 +375,18 @@ class Run:
         """A file of the run folder (created first if needed)."""
         return self.ensure_folder() / filename
 
-    def add_result(self, *, dataset: str, model: str, metrics: Mapping[str, Any],
-                   status: Any = None, require_converged: bool = False,
-                   paper: Mapping[str, Any] | None = None,
-                   test_size: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None, **settings: Any) -> dict:
+    def add_result(
+        self,
+        *,
+        dataset: str,
+        model: str,
+        metrics: Mapping[str, Any],
+        status: Any = None,
+        require_converged: bool = False,
+        paper: Mapping[str, Any] | None = None,
+        test_size: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None,
+        **settings: Any,
+    ) -> dict:
         """Appends one summary record; failed models are excluded from every mean and counted.
 
         Args:
@@ -367,9 +427,14 @@ class Run:
             st = list(status)
         if len(st) != n_total:
             raise ValueError(f"status has {len(st)} entries for {n_total} seeds")
-        finite = np.all([np.isfinite(v) for v in per_seed.values()], axis=0) if per_seed else (
-            np.ones(n_total, bool))
-        st = [SEED_NONFINITE if s in _USED and not f else s for s, f in zip(st, finite, strict=True)]
+        finite = (
+            np.all([np.isfinite(v) for v in per_seed.values()], axis=0)
+            if per_seed
+            else (np.ones(n_total, bool))
+        )
+        st = [
+            SEED_NONFINITE if s in _USED and not f else s for s, f in zip(st, finite, strict=True)
+        ]
         used = np.asarray([s in _USED for s in st], bool)
         per = {k: stats(v, used) for k, v in per_seed.items()}
         if test_size is not None:
@@ -396,17 +461,31 @@ class Run:
         self.results.append(rec)
         for name, s in per.items():
             for i, v in enumerate(s["per_seed"]):
-                row = {"dataset": dataset, "model": model, **io.to_jsonable(settings),
-                       "metric": name, "seed": i, "status": st[i], "value": v}
+                row = {
+                    "dataset": dataset,
+                    "model": model,
+                    **io.to_jsonable(settings),
+                    "metric": name,
+                    "seed": i,
+                    "status": st[i],
+                    "value": v,
+                }
                 self.rows.append(row)
         label = record_label(rec)
         if rec.get("status"):
             log.warning("%s: all %d models failed (%s)", label, n_total, st)
         else:
             shown = {k: v for k, v in per.items() if not paper or k in paper} or per
-            log.info("%s (%d of %d seeds used): %s", label, rec["n_seeds"], n_total,
-                     ", ".join(f"{k}={_fmt(v)}" + (f" (paper {paper[k]})" if paper and k in paper
-                                                   else "") for k, v in shown.items()))
+            log.info(
+                "%s (%d of %d seeds used): %s",
+                label,
+                rec["n_seeds"],
+                n_total,
+                ", ".join(
+                    f"{k}={_fmt(v)}" + (f" (paper {paper[k]})" if paper and k in paper else "")
+                    for k, v in shown.items()
+                ),
+            )
         return rec
 
     def figure(self, filename: str, kind: str, **args: Any) -> Path:
@@ -452,8 +531,12 @@ class Run:
         return summary
 
 
-def start_run(name: str, args: argparse.Namespace, preset_config: Any,
-              extra_config: Mapping[str, Any] | None = None) -> Run:
+def start_run(
+    name: str,
+    args: argparse.Namespace,
+    preset_config: Any,
+    extra_config: Mapping[str, Any] | None = None,
+) -> Run:
     """Sets up devices, logging and the compilation cache, and checks the run folder.
 
     Call it after the experiment's own arguments, data and model names are checked, and before
@@ -462,8 +545,10 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
     deleted here: `Run.ensure_folder` does that when the first file is written. On --resume, the
     stored config must equal this run's, so a resumed run cannot silently mix settings.
     """
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     quiet_third_party_loggers(args.verbose)
     from sbjax.runtime import configure_cpu_devices, init_distributed
 
@@ -480,8 +565,7 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
         "preset_config": io.to_jsonable(preset_config),
         **io.to_jsonable(dict(extra_config or {})),
     }
-    out = io.check_run_dir(args.out, experiment=name, overwrite=args.overwrite,
-                           resume=args.resume)
+    out = io.check_run_dir(args.out, experiment=name, overwrite=args.overwrite, resume=args.resume)
     cfg_path = out / io.RUN_MARKER
     if args.resume and cfg_path.exists():
         old = io.read_json(cfg_path)
@@ -497,10 +581,18 @@ def start_run(name: str, args: argparse.Namespace, preset_config: Any,
 
     if jax.default_backend() == "cpu" and len(jax.devices("cpu")) != n_devices:
         raise RuntimeError(f"asked XLA for {n_devices} CPU devices, got {len(jax.devices('cpu'))}")
-    return Run(name=name, out=out, preset=args.preset, preset_config=preset_config,
-               n_seeds=n_seeds, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
-               config=config,
-               progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None)
+    return Run(
+        name=name,
+        out=out,
+        preset=args.preset,
+        preset_config=preset_config,
+        n_seeds=n_seeds,
+        seed=args.seed,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        config=config,
+        progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None,
+    )
 
 
 def quiet_third_party_loggers(verbose: bool = False) -> None:
@@ -567,8 +659,9 @@ def results_table(results: Sequence[Mapping[str, Any]], max_metrics: int = 4) ->
         if rec.get("status"):
             cells = [rec["status"]]
         else:
-            cells = [f"{k} {_fmt(per[k])}" + (f" [{paper[k]}]" if k in paper else "")
-                     for k in names]
+            cells = [
+                f"{k} {_fmt(per[k])}" + (f" [{paper[k]}]" if k in paper else "") for k in names
+            ]
         used = f"{rec.get('n_seeds', '?')}/{rec.get('n_total', '?')} seeds"
         lines.append(f"  {record_label(rec)}: " + "; ".join(cells) + f"  ({used})")
     return "\n".join(lines)
@@ -599,8 +692,18 @@ def used_mask(rec: Mapping[str, Any]) -> np.ndarray:
     return np.asarray([s in _USED for s in rec["seed_status"]], bool)
 
 
-def run_sweep(run: Run, name: str, cfg: Any, model: Any, train: Any, val: Any, *,
-              save: str | None = "params", timings: dict | None = None, **kwargs: Any):
+def run_sweep(
+    run: Run,
+    name: str,
+    cfg: Any,
+    model: Any,
+    train: Any,
+    val: Any,
+    *,
+    save: str | None = "params",
+    timings: dict | None = None,
+    **kwargs: Any,
+):
     """`sbjax.train.train_sweep` of run.n_seeds seeds with the run's checkpoints and progress.
 
     Saves the stacked `save` field of the result ("params", "best_params" or None) to
@@ -616,19 +719,34 @@ def run_sweep(run: Run, name: str, cfg: Any, model: Any, train: Any, val: Any, *
     from sbjax.train import train_sweep
 
     t0 = time.perf_counter()
-    r = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed, **kwargs,
-                    **run.sweep_kwargs(name))
+    r = train_sweep(
+        cfg,
+        model,
+        train,
+        val,
+        n_seeds=run.n_seeds,
+        seed=run.seed,
+        **kwargs,
+        **run.sweep_kwargs(name),
+    )
     wall = time.perf_counter() - t0
     if save:
         run.save_params(name, getattr(r, save))
     if timings is not None:
-        timings[name] = {"compile_s": float(getattr(r, "compile_s", float("nan"))),
-                         "wall_s": float(getattr(r, "wall_s", wall)), "call_s": float(wall)}
+        timings[name] = {
+            "compile_s": float(getattr(r, "compile_s", float("nan"))),
+            "wall_s": float(getattr(r, "wall_s", wall)),
+            "call_s": float(wall),
+        }
     reasons = list(r.stop_reason)
     bad = {s: [i for i, v in enumerate(reasons) if v == s] for s in ("diverged", "max_steps")}
     if bad["diverged"]:
         log.warning("%s: models %s of %d diverged", name, bad["diverged"], len(reasons))
     if bad["max_steps"]:
-        log.info("%s: models %s of %d used their whole budget (did not converge)", name,
-                 bad["max_steps"], len(reasons))
+        log.info(
+            "%s: models %s of %d used their whole budget (did not converge)",
+            name,
+            bad["max_steps"],
+            len(reasons),
+        )
     return r

@@ -134,23 +134,65 @@ class Preset:
     studies: dict[str, Study]
 
 
-def _studies(*, lms_train: int, lms_test: int, small_train: int, test: int, val: int,
-             lms_members: int, members: int, sizes: tuple[int, ...], lms_steps: int,
-             small_steps: int, eval_every: int, lms_eval_every: int) -> dict[str, Study]:
+def _studies(
+    *,
+    lms_train: int,
+    lms_test: int,
+    small_train: int,
+    test: int,
+    val: int,
+    lms_members: int,
+    members: int,
+    sizes: tuple[int, ...],
+    lms_steps: int,
+    small_steps: int,
+    eval_every: int,
+    lms_eval_every: int,
+) -> dict[str, Study]:
     studies = (
         # nb04: LMS-5, 100k/10k, lr 0.1, wd 5e-5, gap 5000, acc >= 0.9999, patience 1000,
         # best member on the test set, ENS_SIZE 3.
-        Study("lms5", "lms", {"k": 5, "d": 50}, lms_train, lms_test, 0, lms_members,
-              tuple(s for s in (1, 3, 5, 10) if s <= lms_members), max_steps=lms_steps,
-              eval_every=lms_eval_every, patience=1000 if lms_steps > 5000 else 1),
+        Study(
+            "lms5",
+            "lms",
+            {"k": 5, "d": 50},
+            lms_train,
+            lms_test,
+            0,
+            lms_members,
+            tuple(s for s in (1, 3, 5, 10) if s <= lms_members),
+            max_steps=lms_steps,
+            eval_every=lms_eval_every,
+            patience=1000 if lms_steps > 5000 else 1,
+        ),
         # App. E.1: sample size chosen so single models overfit (the paper does not give it;
         # 4500 points give ~75 % single-model accuracy here).
-        Study("ms5", "ms", {"k": 5, "d": 50}, small_train, test, val, members, sizes,
-              max_steps=small_steps, eval_every=eval_every),
+        Study(
+            "ms5",
+            "ms",
+            {"k": 5, "d": 50},
+            small_train,
+            test,
+            val,
+            members,
+            sizes,
+            max_steps=small_steps,
+            eval_every=eval_every,
+        ),
         # App. E.1: noisy LMS-7 with 50 % linear noise (margin noise model: the best linear
         # classifier gets 1 - 0.5 / 2 = 0.75), same sample size.
-        Study("noisy_lms7", "noisy_lms", {"k": 7, "d": 50, "p": 0.5}, small_train, test,
-              val, members, sizes, max_steps=small_steps, eval_every=eval_every),
+        Study(
+            "noisy_lms7",
+            "noisy_lms",
+            {"k": 7, "d": 50, "p": 0.5},
+            small_train,
+            test,
+            val,
+            members,
+            sizes,
+            max_steps=small_steps,
+            eval_every=eval_every,
+        ),
     )
     return {st.key: st for st in studies}
 
@@ -158,21 +200,68 @@ def _studies(*, lms_train: int, lms_test: int, small_train: int, test: int, val:
 PRESETS: dict[str, Preset] = {
     # Seconds: LMS-5 only (4000 points, 2 seeds of 3 members); checks the plumbing and the
     # ensemble's invariance to S^c.
-    "smoke": Preset(n_seeds=2, width=100, depth=2, studies=dict(lms5=_studies(
-        lms_train=4000, lms_test=2000, small_train=1000, test=1000, val=500, lms_members=3,
-        members=3, sizes=(1, 3), lms_steps=600, small_steps=200, eval_every=100,
-        lms_eval_every=200)["lms5"])),
+    "smoke": Preset(
+        n_seeds=2,
+        width=100,
+        depth=2,
+        studies=dict(
+            lms5=_studies(
+                lms_train=4000,
+                lms_test=2000,
+                small_train=1000,
+                test=1000,
+                val=500,
+                lms_members=3,
+                members=3,
+                sizes=(1, 3),
+                lms_steps=600,
+                small_steps=200,
+                eval_every=100,
+                lms_eval_every=200,
+            )["lms5"]
+        ),
+    ),
     # CPU minutes: LMS-5 with 20k training points instead of 100k, 3 seeds; MS-5 / noisy LMS-7
     # at the paper's sizes for App. E.1 (which does not state them) with 3 seeds of 10 members.
-    "quick": Preset(n_seeds=3, width=100, depth=2, studies=_studies(
-        lms_train=20_000, lms_test=10_000, small_train=4500, test=10_000, val=2000,
-        lms_members=3, members=10, sizes=(1, 3, 5, 10), lms_steps=5000, small_steps=6000,
-        eval_every=600, lms_eval_every=1000)),
+    "quick": Preset(
+        n_seeds=3,
+        width=100,
+        depth=2,
+        studies=_studies(
+            lms_train=20_000,
+            lms_test=10_000,
+            small_train=4500,
+            test=10_000,
+            val=2000,
+            lms_members=3,
+            members=10,
+            sizes=(1, 3, 5, 10),
+            lms_steps=5000,
+            small_steps=6000,
+            eval_every=600,
+            lms_eval_every=1000,
+        ),
+    ),
     # Reference / paper sizes: LMS-5 100k/10k, 5 seeds of 10 members (ensembles 1, 3, 5, 10).
-    "paper": Preset(n_seeds=5, width=100, depth=2, studies=_studies(
-        lms_train=100_000, lms_test=10_000, small_train=4500, test=10_000, val=2000,
-        lms_members=10, members=10, sizes=(1, 3, 5, 10), lms_steps=50_000, small_steps=20_000,
-        eval_every=500, lms_eval_every=5000)),
+    "paper": Preset(
+        n_seeds=5,
+        width=100,
+        depth=2,
+        studies=_studies(
+            lms_train=100_000,
+            lms_test=10_000,
+            small_train=4500,
+            test=10_000,
+            val=2000,
+            lms_members=10,
+            members=10,
+            sizes=(1, 3, 5, 10),
+            lms_steps=50_000,
+            small_steps=20_000,
+            eval_every=500,
+            lms_eval_every=5000,
+        ),
+    ),
 }
 
 PRESET_HELP = {
@@ -207,12 +296,19 @@ def check_preset(preset: Preset) -> None:
         if st.batch_size > st.n_train:
             fail(at + "batch_size", st.batch_size, f"at most n_train = {st.n_train}")
         sizes = st.ensemble_sizes
-        if (not isinstance(sizes, tuple | list) or not sizes
-                or any(isinstance(k, bool) or not isinstance(k, int) for k in sizes)
-                or list(sizes) != sorted(set(sizes)) or sizes[0] < 1
-                or sizes[-1] > st.n_members):
-            fail(at + "ensemble_sizes", sizes, "increasing integers in 1..n_members = "
-                 f"{st.n_members}, e.g. (1, 3)")
+        if (
+            not isinstance(sizes, tuple | list)
+            or not sizes
+            or any(isinstance(k, bool) or not isinstance(k, int) for k in sizes)
+            or list(sizes) != sorted(set(sizes))
+            or sizes[0] < 1
+            or sizes[-1] > st.n_members
+        ):
+            fail(
+                at + "ensemble_sizes",
+                sizes,
+                f"increasing integers in 1..n_members = {st.n_members}, e.g. (1, 3)",
+            )
         check_range(at + "lr", st.lr, 0.0, None, lo_open=True)
         check_range(at + "weight_decay", st.weight_decay, 0.0, None)
         check_range(at + "stop_eps", st.stop_eps, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -229,23 +325,31 @@ def expectation(study_key: str, k: int, aggregation: str) -> tuple[str | None, d
     """
     if study_key == "lms5":
         if k == 1:
-            return ("single models: S-rand AUC ~0.5, S^c-rand AUC 1",
-                    {"s_rand_auc": 0.49, "sc_rand_auc": 1.0})
-        paper = ({"test_auc": 1.0, "s_rand_auc": 0.507, "sc_rand_auc": 1.0}
-                 if k == 3 and aggregation == "logits" else {})
+            return (
+                "single models: S-rand AUC ~0.5, S^c-rand AUC 1",
+                {"s_rand_auc": 0.49, "sc_rand_auc": 1.0},
+            )
+        paper = (
+            {"test_auc": 1.0, "s_rand_auc": 0.507, "sc_rand_auc": 1.0}
+            if k == 3 and aggregation == "logits"
+            else {}
+        )
         return "the ensemble still ignores the 5-slabs: S-rand AUC ~0.5, S^c-rand AUC 1", paper
     if study_key == "ms5":
         if k == 1:
             return "single models overfit: test acc ~0.75", {"test_acc": 0.75}
         gain = {5: 0.15, 10: 0.20}.get(k)
-        return ("members use different slabs: the ensemble beats its own members "
-                "(paper ~+15 / +20 points at k = 5 / 10)",
-                {"gain_vs_members_mean": gain} if gain is not None else {})
+        return (
+            "members use different slabs: the ensemble beats its own members "
+            "(paper ~+15 / +20 points at k = 5 / 10)",
+            {"gain_vs_members_mean": gain} if gain is not None else {},
+        )
     if study_key == "noisy_lms7":
-        return ("every member uses the noisy linear coordinate: accuracy stays ~0.75, no gain",
-                {"ensemble_test_acc": 0.75})
+        return (
+            "every member uses the noisy linear coordinate: accuracy stays ~0.75, no gain",
+            {"ensemble_test_acc": 0.75},
+        )
     return None, {}
-
 
 
 def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
@@ -265,19 +369,35 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     val = ds.sample(jax.random.fold_in(key, 1), study.n_val) if study.n_val else test
     model_name = f"fcn_{preset.width}x{preset.depth}"
     model = make_model({"name": "fcn", "width": preset.width, "depth": preset.depth})
-    cfg = TrainConfig(lr=study.lr, weight_decay=study.weight_decay, batch_size=study.batch_size,
-                      max_steps=study.max_steps, eval_every=study.eval_every, stop_rule="acc",
-                      stop_eps=study.stop_eps, patience=study.patience)
+    cfg = TrainConfig(
+        lr=study.lr,
+        weight_decay=study.weight_decay,
+        batch_size=study.batch_size,
+        max_steps=study.max_steps,
+        eval_every=study.eval_every,
+        stop_rule="acc",
+        stop_eps=study.stop_eps,
+        patience=study.patience,
+    )
     n_s, n_k = run.n_seeds, study.n_members
-    r = train_sweep(cfg, model, train, val, n_seeds=n_s, n_members=n_k, seed=run.seed,
-                    **run.sweep_kwargs(f"{study.key}_{model_name}_x{n_k}"))
+    r = train_sweep(
+        cfg,
+        model,
+        train,
+        val,
+        n_seeds=n_s,
+        n_members=n_k,
+        seed=run.seed,
+        **run.sweep_kwargs(f"{study.key}_{model_name}_x{n_k}"),
+    )
     run.save_params(f"{study.key}_{model_name}", r.best_params)
     params = r.best_params  # the reference keeps each member's best evaluation
 
     x_tr, y_tr = train
     x_te, y_te = test
-    member_train = np.asarray(accuracy_from_logits(
-        stacked_logits(model.logits, params, x_tr, batch_size=4096), y_tr)).reshape(n_s, n_k)
+    member_train = np.asarray(
+        accuracy_from_logits(stacked_logits(model.logits, params, x_tr, batch_size=4096), y_tr)
+    ).reshape(n_s, n_k)
 
     # Member logits on the test set and on ONE S- and ONE S^c-randomized copy of it (reference
     # permutation, shared by all members and ensembles: paired comparisons), computed once;
@@ -286,21 +406,29 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     rkey = jax.random.fold_in(key, 2)
     sets = {
         "standard": x_te,
-        "s_rand": randomize_block(jax.random.fold_in(rkey, 0), x_te, basis.simple_coords,
-                                  basis.rotation),
-        "sc_rand": randomize_block(jax.random.fold_in(rkey, 1), x_te, basis.complex_coords,
-                                   basis.rotation),
+        "s_rand": randomize_block(
+            jax.random.fold_in(rkey, 0), x_te, basis.simple_coords, basis.rotation
+        ),
+        "sc_rand": randomize_block(
+            jax.random.fold_in(rkey, 1), x_te, basis.complex_coords, basis.rotation
+        ),
     }
     logits = {
         name: np.asarray(stacked_logits(model.logits, params, xs, batch_size=4096)).reshape(
-            (n_s, n_k) + (x_te.shape[0], 2))
+            (n_s, n_k) + (x_te.shape[0], 2)
+        )
         for name, xs in sets.items()
     }
     member_test = np.asarray(accuracy_from_logits(logits["standard"], y_te))  # [S, K]
-    curves = add_records(run, study, model_name, r.stop_reason, member_train, member_test, logits,
-                         np.asarray(y_te))
-    member_used = np.asarray([s in (SEED_OK, SEED_UNCONVERGED_USED) for s in seed_status(
-        r.stop_reason, require_converged=REQUIRE_CONVERGED)]).reshape(n_s, n_k)
+    curves = add_records(
+        run, study, model_name, r.stop_reason, member_train, member_test, logits, np.asarray(y_te)
+    )
+    member_used = np.asarray(
+        [
+            s in (SEED_OK, SEED_UNCONVERGED_USED)
+            for s in seed_status(r.stop_reason, require_converged=REQUIRE_CONVERGED)
+        ]
+    ).reshape(n_s, n_k)
     return {
         "dataset": study.key,
         "member_test_acc": member_test,
@@ -312,9 +440,16 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     }
 
 
-def add_records(run, study: Study, model_name: str, stop_reason: Sequence[str],
-                member_train: np.ndarray, member_test: np.ndarray,
-                logits: dict[str, np.ndarray], y_test: np.ndarray) -> dict[str, dict[int, dict]]:
+def add_records(
+    run,
+    study: Study,
+    model_name: str,
+    stop_reason: Sequence[str],
+    member_train: np.ndarray,
+    member_test: np.ndarray,
+    logits: dict[str, np.ndarray],
+    y_test: np.ndarray,
+) -> dict[str, dict[int, dict]]:
     """Adds one record per (ensemble size, aggregation) of a study from its members' results.
 
     Args:
@@ -341,8 +476,10 @@ def add_records(run, study: Study, model_name: str, stop_reason: Sequence[str],
         status = ensemble_stop_reasons(list(stop_reason), n_k, size=k)
         members_mean = member_test[:, :k].mean(axis=1)
         for agg in AGGREGATIONS:
-            m = {name: metrics_from_logits(aggregate_logits(lg[:, :k], agg), y_test)
-                 for name, lg in logits.items()}
+            m = {
+                name: metrics_from_logits(aggregate_logits(lg[:, :k], agg), y_test)
+                for name, lg in logits.items()
+            }
             ens_acc = np.asarray(m["standard"]["accuracy"], np.float64)
             metrics = {
                 "test_acc": members_mean,
@@ -359,10 +496,19 @@ def add_records(run, study: Study, model_name: str, stop_reason: Sequence[str],
             expect, paper = expectation(study.key, k, agg)
             extra = {"expect": expect} if expect else {}
             curves[agg][k] = run.add_result(
-                dataset=study.key, model=model_name, metrics=metrics, status=status,
-                require_converged=REQUIRE_CONVERGED, test_size=test_size, paper=paper,
-                part=f"ensemble of {k}, {agg}-averaged", **extra, ensemble_size=k,
-                aggregation=agg, n_train=study.n_train)
+                dataset=study.key,
+                model=model_name,
+                metrics=metrics,
+                status=status,
+                require_converged=REQUIRE_CONVERGED,
+                test_size=test_size,
+                paper=paper,
+                part=f"ensemble of {k}, {agg}-averaged",
+                **extra,
+                ensemble_size=k,
+                aggregation=agg,
+                n_train=study.n_train,
+            )
     return curves
 
 
@@ -374,15 +520,26 @@ def draw_figures(run, outcomes: Sequence[dict[str, Any]]) -> None:
     """
     datasets = {oc["dataset"] for oc in outcomes}
     recs = [r for r in run.results if r["dataset"] in datasets]
-    member_acc = {oc["dataset"]: np.asarray(oc["member_test_acc"], np.float64)[
-        np.asarray(oc["member_used"], bool)] for oc in outcomes}
-    run.figure("fig6_ensembles.png", "ensembles_accuracy_vs_size", records=recs,
-               member_acc=member_acc,
-               title="Ensembles of (100,2)-FCNs (paper App. E.1, Fig. 6); mean ± std over the "
-               "ensembles without a failed member")
-    run.figure("ensembles_randomized_auc.png", "ensembles_randomized_auc",
-               records=[r for r in recs if r["aggregation"] == "logits"],
-               title="Randomized AUC of logit-averaged ensembles (S = coordinate 0)")
+    member_acc = {
+        oc["dataset"]: np.asarray(oc["member_test_acc"], np.float64)[
+            np.asarray(oc["member_used"], bool)
+        ]
+        for oc in outcomes
+    }
+    run.figure(
+        "fig6_ensembles.png",
+        "ensembles_accuracy_vs_size",
+        records=recs,
+        member_acc=member_acc,
+        title="Ensembles of (100,2)-FCNs (paper App. E.1, Fig. 6); mean ± std over the "
+        "ensembles without a failed member",
+    )
+    run.figure(
+        "ensembles_randomized_auc.png",
+        "ensembles_randomized_auc",
+        records=[r for r in recs if r["aggregation"] == "logits"],
+        title="Randomized AUC of logit-averaged ensembles (S = coordinate 0)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -81,8 +81,13 @@ NAME = "mnist_cifar"
 PARTS = ("standard", "cifar_only", "ensemble", "adversarial", "uap")
 # Whether a model that hit its budget before its stop rule is a failed model, per part (see the
 # module docstring for the reasons); `Preset.require_converged=False` turns it off (smoke).
-REQUIRE_CONVERGED = {"standard": True, "cifar_only": False, "ensemble": True,
-                     "adversarial": False, "uap": True}
+REQUIRE_CONVERGED = {
+    "standard": True,
+    "cifar_only": False,
+    "ensemble": True,
+    "adversarial": False,
+    "uap": True,
+}
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 
@@ -120,10 +125,25 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset(n_seeds=1, models=("small_cnn",), source="subset", filters=4, n_train=None,
-                    n_test=None, batch_size=32, max_steps=20, eval_every=10, n_members=2,
-                    adv_steps=2, adv_max_steps=10, adv_eval_every=10, adv_lr_boundaries=(),
-                    uap_steps=3, pgd_eval_steps=2, require_converged=False),
+    "smoke": Preset(
+        n_seeds=1,
+        models=("small_cnn",),
+        source="subset",
+        filters=4,
+        n_train=None,
+        n_test=None,
+        batch_size=32,
+        max_steps=20,
+        eval_every=10,
+        n_members=2,
+        adv_steps=2,
+        adv_max_steps=10,
+        adv_eval_every=10,
+        adv_lr_boundaries=(),
+        uap_steps=3,
+        pgd_eval_steps=2,
+        require_converged=False,
+    ),
     # max_steps 1000 (was 400): in the saved quick run (docs/results/mnist_cifar_quick) seed 0 of
     # the standard model ended at the 400-update cap, so with convergence required it would keep
     # 1 of 2 seeds. A probe of the quick standard and CIFAR-only parts with a 1200 cap met train
@@ -131,11 +151,23 @@ PRESETS = {
     # (seed 1) for the standard models, 625 / 700 for the CIFAR-only control; 1000 leaves 2.5x
     # the standard models' need and 1.4x the control's. Converged models stop, so only slower
     # seeds pay for the larger cap (the control's two seeds: ~1325 instead of 800 updates).
-    "quick": Preset(n_seeds=2, models=("small_cnn",), source="subset", filters=16,
-                    batch_size=64, max_steps=1000, eval_every=25, adv_max_steps=150,
-                    adv_eval_every=50, adv_lr_boundaries=(), uap_steps=30, aux_seeds=1),
-    "paper": Preset(n_seeds=5, models=("resnet50", "mobilenetv2", "densenet121", "googlenet"),
-                    source="auto"),
+    "quick": Preset(
+        n_seeds=2,
+        models=("small_cnn",),
+        source="subset",
+        filters=16,
+        batch_size=64,
+        max_steps=1000,
+        eval_every=25,
+        adv_max_steps=150,
+        adv_eval_every=50,
+        adv_lr_boundaries=(),
+        uap_steps=30,
+        aux_seeds=1,
+    ),
+    "paper": Preset(
+        n_seeds=5, models=("resnet50", "mobilenetv2", "densenet121", "googlenet"), source="auto"
+    ),
 }
 
 PRESET_HELP = {
@@ -165,16 +197,28 @@ def check_preset(p: Preset) -> None:
     for name in ("n_train", "n_test", "aux_seeds"):
         if getattr(p, name) is not None:
             check_int(name, getattr(p, name), min_value=1)
-    for name in ("batch_size", "max_steps", "eval_every", "n_members", "adv_steps",
-                 "adv_max_steps", "adv_eval_every", "uap_steps", "pgd_eval_steps"):
+    for name in (
+        "batch_size",
+        "max_steps",
+        "eval_every",
+        "n_members",
+        "adv_steps",
+        "adv_max_steps",
+        "adv_eval_every",
+        "uap_steps",
+        "pgd_eval_steps",
+    ):
         check_int(name, getattr(p, name), min_value=1)
     for name in ("lr", "stop_eps", "adv_eps", "adv_step_frac", "uap_eps"):
         check_range(name, getattr(p, name), 0.0, None, lo_open=True)
     check_range("momentum", p.momentum, 0.0, 1.0, hi_open=True)
     check_range("weight_decay", p.weight_decay, 0.0, None)
     bounds = list(p.adv_lr_boundaries)
-    if (any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
-            or bounds != sorted(set(bounds)) or (bounds and bounds[0] < 1)):
+    if (
+        any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
+        or bounds != sorted(set(bounds))
+        or (bounds and bounds[0] < 1)
+    ):
         fail("adv_lr_boundaries", p.adv_lr_boundaries, "increasing epochs >= 1")
     for name in ("bn_unbiased", "require_converged"):
         if not isinstance(getattr(p, name), bool):
@@ -210,8 +254,11 @@ def paper_values(part: str, arch: str, version: str) -> dict[str, float]:
     out: dict[str, float] = {}
     if part == "standard":
         if arch in _TABLE5_S_RAND_AUC[version]:
-            out = {"test_auc": 1.0, "s_rand_auc": _TABLE5_S_RAND_AUC[version][arch],
-                   "sc_rand_auc": 1.0}
+            out = {
+                "test_auc": 1.0,
+                "s_rand_auc": _TABLE5_S_RAND_AUC[version][arch],
+                "sc_rand_auc": 1.0,
+            }
         if version == "A" and arch in _TABLE11:
             out["test_acc"] = _TABLE11[arch][0]
     elif version != "A":
@@ -232,7 +279,6 @@ def paper_values(part: str, arch: str, version: str) -> dict[str, float]:
 def _named(part: str, arch: str, p: Preset) -> dict[str, Any]:
     """The `part`, `expect` and `paper` arguments of a record of `part`."""
     return {"part": part, "expect": EXPECT[part], "paper": paper_values(part, arch, p.version)}
-
 
 
 def _model_name(name: str, p: Preset) -> str:
@@ -274,9 +320,18 @@ def _standard_metrics(logits_fn, variables, data) -> tuple[dict, dict]:
 def _train_cfg(p: Preset, **over):
     from sbjax.train import TrainConfig
 
-    kw = dict(lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, batch_size=p.batch_size,
-              max_steps=p.max_steps, eval_every=p.eval_every, stop_rule="loss",
-              stop_eps=p.stop_eps, patience=1, eval_batch_size=512)
+    kw = dict(
+        lr=p.lr,
+        momentum=p.momentum,
+        weight_decay=p.weight_decay,
+        batch_size=p.batch_size,
+        max_steps=p.max_steps,
+        eval_every=p.eval_every,
+        stop_rule="loss",
+        stop_eps=p.stop_eps,
+        patience=1,
+        eval_batch_size=512,
+    )
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -300,8 +355,14 @@ def _first_used(rec: dict) -> int | None:
     return None
 
 
-def _logit_figure(run, filename: str, logits: dict[str, np.ndarray], y: dict[str, np.ndarray],
-                  title: str, seed: int = 0) -> None:
+def _logit_figure(
+    run,
+    filename: str,
+    logits: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    title: str,
+    seed: int = 0,
+) -> None:
     """Fig. 3(a): histograms of logit1 - logit0 of one model (`seed`), standard vs randomized sets,
     saved with their data (kind logit_histograms).
 
@@ -310,28 +371,47 @@ def _logit_figure(run, filename: str, logits: dict[str, np.ndarray], y: dict[str
     names = {"test": "standard", "s_rand": "s_randomized", "sc_rand": "sc_randomized"}
     panels = {}
     for label, cls in (("true positives (y = 1)", 1), ("true negatives (y = 0)", 0)):
-        panels[label] = {names[t]: (lg[seed, :, 1] - lg[seed, :, 0])[y[t] == cls]
-                         for t, lg in logits.items()}
-    run.figure(filename, "logit_histograms", panels=panels, bins=30,
-               title=f"MNIST-CIFAR, {title}")
+        panels[label] = {
+            names[t]: (lg[seed, :, 1] - lg[seed, :, 0])[y[t] == cls] for t, lg in logits.items()
+        }
+    run.figure(filename, "logit_histograms", panels=panels, bins=30, title=f"MNIST-CIFAR, {title}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    parser.add_argument("--parts", default=",".join(PARTS),
-                        help="comma-separated subset of: " + ", ".join(PARTS))
-    parser.add_argument("--models", default=None,
-                        help="comma-separated image models (default: the preset's), e.g. "
-                        "resnet50,mobilenetv2,densenet121,googlenet,resnet18,small_cnn")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with MNIST/CIFAR-10 files, tfds data dir, or the subset")
-    parser.add_argument("--source", default=None, choices=("auto", "files", "tfds", "subset"),
-                        help="data source (default: the preset's)")
-    parser.add_argument("--version", default=None, choices=("A", "B", "C"),
-                        help="MNIST-CIFAR version (default: the preset's, A)")
-    parser.add_argument("--loop", default="auto", choices=("auto", "scan", "host"),
-                        help="auto = host on CPU (XLA:CPU runs convolutions inside lax.scan ~20x "
-                        "slower than single steps), scan elsewhere")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS)
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated image models (default: the preset's), e.g. "
+        "resnet50,mobilenetv2,densenet121,googlenet,resnet18,small_cnn",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with MNIST/CIFAR-10 files, tfds data dir, or the subset",
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        choices=("auto", "files", "tfds", "subset"),
+        help="data source (default: the preset's)",
+    )
+    parser.add_argument(
+        "--version",
+        default=None,
+        choices=("A", "B", "C"),
+        help="MNIST-CIFAR version (default: the preset's, A)",
+    )
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=("auto", "scan", "host"),
+        help="auto = host on CPU (XLA:CPU runs convolutions inside lax.scan ~20x "
+        "slower than single steps), scan elsewhere",
+    )
     args = parser.parse_args(argv)
     p = resolve_preset(PRESETS, args)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
@@ -359,8 +439,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from sbjax.data.mnist_cifar import cifar_only, load_mnist_cifar
     from sbjax.train import train_sweep
 
-    data = load_mnist_cifar(version=p.version, source=p.source, data_dir=args.data_dir,
-                            seed=run.seed, n_train=p.n_train, n_test=p.n_test)
+    data = load_mnist_cifar(
+        version=p.version,
+        source=p.source,
+        data_dir=args.data_dir,
+        seed=run.seed,
+        n_train=p.n_train,
+        n_test=p.n_test,
+    )
     meta = data.metadata
     dataset = meta["dataset"]
     log.info("MNIST-CIFAR %s from %s: %s", p.version, meta["source"], meta["sizes"])
@@ -376,74 +462,149 @@ def main(argv: Sequence[str] | None = None) -> dict:
         std_params = None
 
         if "standard" in parts or "uap" in parts:
-            r = train_sweep(_train_cfg(p), model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_standard"))
+            r = train_sweep(
+                _train_cfg(p),
+                model,
+                train,
+                val,
+                n_seeds=run.n_seeds,
+                seed=run.seed,
+                loop=loop,
+                devices=devices,
+                **run.sweep_kwargs(f"{mname}_standard"),
+            )
             std_params = r.params  # the reference uses the final model (nb02)
             met, logits = _standard_metrics(model.logits, std_params, data)
             met["train_acc"] = r.history["train_acc"][:, -1]
             met["updates"] = r.stop_step
             std_reasons = list(r.stop_reason)
-            rec = run.add_result(dataset=dataset, model=mname, metrics={
-                "train_acc": met["train_acc"], "test_acc": met["test_acc"],
-                "test_auc": met["test_auc"], "s_rand_auc": met["s_rand_auc"],
-                "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
-                "sc_rand_acc": met["sc_rand_acc"], "updates": met["updates"],
-            }, status=std_reasons, require_converged=_require(p, "standard"),
-                test_size=_test_size(data.test.y), **_named("standard", arch, p),
-                training="standard")
+            rec = run.add_result(
+                dataset=dataset,
+                model=mname,
+                metrics={
+                    "train_acc": met["train_acc"],
+                    "test_acc": met["test_acc"],
+                    "test_auc": met["test_auc"],
+                    "s_rand_auc": met["s_rand_auc"],
+                    "sc_rand_auc": met["sc_rand_auc"],
+                    "s_rand_acc": met["s_rand_acc"],
+                    "sc_rand_acc": met["sc_rand_acc"],
+                    "updates": met["updates"],
+                },
+                status=std_reasons,
+                require_converged=_require(p, "standard"),
+                test_size=_test_size(data.test.y),
+                **_named("standard", arch, p),
+                training="standard",
+            )
             extra.setdefault("stop_reason", {})[f"{mname}_standard"] = std_reasons
             run.save_params(f"{mname}_standard", std_params)
             i = _first_used(rec)
             if i is None:
                 log.warning("%s: every standard model failed; no logit histogram", mname)
             else:
-                _logit_figure(run, f"fig3a_logits_{mname}.png", logits, ys,
-                              f"{mname} (seed {i})", seed=i)
+                _logit_figure(
+                    run, f"fig3a_logits_{mname}.png", logits, ys, f"{mname} (seed {i})", seed=i
+                )
 
         if "cifar_only" in parts:
             ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
-            r = train_sweep(_train_cfg(p), model, (ctrain.x, ctrain.y), (ctest.x, ctest.y),
-                            n_seeds=run.n_seeds, seed=run.seed,
-                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_cifar_only"))
+            r = train_sweep(
+                _train_cfg(p),
+                model,
+                (ctrain.x, ctrain.y),
+                (ctest.x, ctest.y),
+                n_seeds=run.n_seeds,
+                seed=run.seed,
+                loop=loop,
+                devices=devices,
+                **run.sweep_kwargs(f"{mname}_cifar_only"),
+            )
             from sbjax.eval.metrics import evaluate
 
             m = evaluate(model.logits, r.params, ctest.x, ctest.y, batch_size=512)
-            run.add_result(dataset=f"cifar_{p.version.lower()}_only", model=mname, metrics={
-                "train_acc": r.history["train_acc"][:, -1],
-                "test_acc": np.asarray(m["accuracy"]), "test_auc": np.asarray(m["roc_auc"]),
-            }, status=list(r.stop_reason), require_converged=_require(p, "cifar_only"),
-                test_size=_test_size(ctest.y), **_named("cifar_only", arch, p),
-                training="standard")
+            run.add_result(
+                dataset=f"cifar_{p.version.lower()}_only",
+                model=mname,
+                metrics={
+                    "train_acc": r.history["train_acc"][:, -1],
+                    "test_acc": np.asarray(m["accuracy"]),
+                    "test_auc": np.asarray(m["roc_auc"]),
+                },
+                status=list(r.stop_reason),
+                require_converged=_require(p, "cifar_only"),
+                test_size=_test_size(ctest.y),
+                **_named("cifar_only", arch, p),
+                training="standard",
+            )
             extra.setdefault("stop_reason", {})[f"{mname}_cifar_only"] = list(r.stop_reason)
 
         if "ensemble" in parts:
-            r = train_sweep(_train_cfg(p), model, train, val, n_seeds=aux_seeds,
-                            n_members=p.n_members, seed=run.seed,
-                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_ensemble"))
+            r = train_sweep(
+                _train_cfg(p),
+                model,
+                train,
+                val,
+                n_seeds=aux_seeds,
+                n_members=p.n_members,
+                seed=run.seed,
+                loop=loop,
+                devices=devices,
+                **run.sweep_kwargs(f"{mname}_ensemble"),
+            )
             _ensemble_part(run, model, arch, mname, dataset, data, r, p)
             extra.setdefault("stop_reason", {})[f"{mname}_ensemble"] = list(r.stop_reason)
 
         if "adversarial" in parts:
             cfg = _train_cfg(
-                p, max_steps=p.adv_max_steps, eval_every=p.adv_eval_every, stop_rule="loss",
-                stop_eps=1e-3, adv_norm="linf", adv_eps=p.adv_eps, adv_steps=p.adv_steps,
-                adv_step_frac=p.adv_step_frac, adv_bounds=(0.0, 1.0), adv_bn_mode="train",
-                select_metric="val_robust_acc", lr_boundaries=p.adv_lr_boundaries,
+                p,
+                max_steps=p.adv_max_steps,
+                eval_every=p.adv_eval_every,
+                stop_rule="loss",
+                stop_eps=1e-3,
+                adv_norm="linf",
+                adv_eps=p.adv_eps,
+                adv_steps=p.adv_steps,
+                adv_step_frac=p.adv_step_frac,
+                adv_bounds=(0.0, 1.0),
+                adv_bn_mode="train",
+                select_metric="val_robust_acc",
+                lr_boundaries=p.adv_lr_boundaries,
                 lr_decay=0.2,
             )
-            r = train_sweep(cfg, model, train, val, n_seeds=aux_seeds, seed=run.seed,
-                            loop=loop, devices=devices, **run.sweep_kwargs(f"{mname}_adversarial"))
+            r = train_sweep(
+                cfg,
+                model,
+                train,
+                val,
+                n_seeds=aux_seeds,
+                seed=run.seed,
+                loop=loop,
+                devices=devices,
+                **run.sweep_kwargs(f"{mname}_adversarial"),
+            )
             met, _ = _standard_metrics(model.logits, r.best_params, data)
             rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
-            run.add_result(dataset=dataset, model=mname, metrics={
-                "test_acc": met["test_acc"], "robust_acc": rob,
-                "test_auc": met["test_auc"], "s_rand_auc": met["s_rand_auc"],
-                "sc_rand_auc": met["sc_rand_auc"], "s_rand_acc": met["s_rand_acc"],
-                "sc_rand_acc": met["sc_rand_acc"],
-                "best_update": r.best_step,
-            }, status=list(r.stop_reason), require_converged=_require(p, "adversarial"),
-                test_size=_test_size(data.test.y), **_named("adversarial", arch, p),
-                training="adversarial_linf", eps=p.adv_eps)
+            run.add_result(
+                dataset=dataset,
+                model=mname,
+                metrics={
+                    "test_acc": met["test_acc"],
+                    "robust_acc": rob,
+                    "test_auc": met["test_auc"],
+                    "s_rand_auc": met["s_rand_auc"],
+                    "sc_rand_auc": met["sc_rand_auc"],
+                    "s_rand_acc": met["s_rand_acc"],
+                    "sc_rand_acc": met["sc_rand_acc"],
+                    "best_update": r.best_step,
+                },
+                status=list(r.stop_reason),
+                require_converged=_require(p, "adversarial"),
+                test_size=_test_size(data.test.y),
+                **_named("adversarial", arch, p),
+                training="adversarial_linf",
+                eps=p.adv_eps,
+            )
             extra.setdefault("stop_reason", {})[f"{mname}_adversarial"] = list(r.stop_reason)
             run.save_params(f"{mname}_adversarial", r.best_params)
             if std_params is not None:
@@ -462,9 +623,19 @@ def _robust_accuracy(model, variables, split, p: Preset, key_seed: int) -> np.nd
 
     from sbjax.eval.attacks import pgd_attack
 
-    res = pgd_attack(model.logits, variables, split.x, split.y, jax.random.key(key_seed),
-                     norm="linf", eps=p.adv_eps, step_size=p.adv_step_frac * p.adv_eps,
-                     n_iter=p.pgd_eval_steps, bounds=(0.0, 1.0), batch_size=256)
+    res = pgd_attack(
+        model.logits,
+        variables,
+        split.x,
+        split.y,
+        jax.random.key(key_seed),
+        norm="linf",
+        eps=p.adv_eps,
+        step_size=p.adv_step_frac * p.adv_eps,
+        n_iter=p.pgd_eval_steps,
+        bounds=(0.0, 1.0),
+        batch_size=256,
+    )
     return np.asarray(res.accuracy)
 
 
@@ -488,14 +659,23 @@ def _ensemble_part(run, model, arch, mname, dataset, data, r, p: Preset) -> None
         res[f"{prefix}_acc"] = np.asarray(e["accuracy"])
         res[f"{prefix}_auc"] = np.asarray(e["roc_auc"])
     single = evaluate(model.logits, members, data.test.x, data.test.y, batch_size=512)
-    run.add_result(dataset=dataset, model=mname, metrics={
-        "test_acc": np.asarray(single["accuracy"]).reshape(m, k).mean(1),
-        "ensemble_test_acc": res["ensemble_test_acc"],
-        "test_auc": res["ensemble_test_auc"], "s_rand_auc": res["ensemble_s_rand_auc"],
-        "sc_rand_auc": res["ensemble_sc_rand_auc"],
-    }, status=ensemble_stop_reasons(list(r.stop_reason), k),
-        require_converged=_require(p, "ensemble"), test_size=_test_size(data.test.y),
-        **_named("ensemble", arch, p), training="standard", ensemble_size=k)
+    run.add_result(
+        dataset=dataset,
+        model=mname,
+        metrics={
+            "test_acc": np.asarray(single["accuracy"]).reshape(m, k).mean(1),
+            "ensemble_test_acc": res["ensemble_test_acc"],
+            "test_auc": res["ensemble_test_auc"],
+            "s_rand_auc": res["ensemble_s_rand_auc"],
+            "sc_rand_auc": res["ensemble_sc_rand_auc"],
+        },
+        status=ensemble_stop_reasons(list(r.stop_reason), k),
+        require_converged=_require(p, "ensemble"),
+        test_size=_test_size(data.test.y),
+        **_named("ensemble", arch, p),
+        training="standard",
+        ensemble_size=k,
+    )
 
 
 def _uap_part(run, model, arch, mname, dataset, data, params, stop_reason, p: Preset) -> None:
@@ -510,23 +690,59 @@ def _uap_part(run, model, arch, mname, dataset, data, params, stop_reason, p: Pr
 
     key = jax.random.key(run.seed)
     x, y = data.test.x, data.test.y  # fit and evaluate on the test set, as the reference does
-    u = np.asarray(U.svd_uap(model.logits, params, x, y, key, eps=p.uap_eps,
-                             step_size=0.1 * p.uap_eps, n_iter=p.uap_steps, bounds=(0.0, 1.0),
-                             batch_size=256))  # [M, 64, 32, 3], unit norm
-    acc = np.asarray(U.uap_accuracy(model.logits, params, x, y, u, eps=p.uap_eps,
-                                    both_signs=True, bounds=(0.0, 1.0), batch_size=256))
+    u = np.asarray(
+        U.svd_uap(
+            model.logits,
+            params,
+            x,
+            y,
+            key,
+            eps=p.uap_eps,
+            step_size=0.1 * p.uap_eps,
+            n_iter=p.uap_steps,
+            bounds=(0.0, 1.0),
+            batch_size=256,
+        )
+    )  # [M, 64, 32, 3], unit norm
+    acc = np.asarray(
+        U.uap_accuracy(
+            model.logits,
+            params,
+            x,
+            y,
+            u,
+            eps=p.uap_eps,
+            both_signs=True,
+            bounds=(0.0, 1.0),
+            batch_size=256,
+        )
+    )
     frac = np.asarray(E.budget_fraction(u, E.image_basis(u.shape[1:])))  # ||u_MNIST|| / ||u||
-    rec = run.add_result(dataset=dataset, model=mname, metrics={
-        "uap_acc": acc, "uap_frac_on_s": frac,
-        "uap_energy_on_s": frac ** 2,
-    }, status=list(stop_reason), require_converged=_require(p, "uap"), test_size=_test_size(y),
-        **_named("uap", arch, p), attack="svd_uap_l2", eps=p.uap_eps)
+    rec = run.add_result(
+        dataset=dataset,
+        model=mname,
+        metrics={
+            "uap_acc": acc,
+            "uap_frac_on_s": frac,
+            "uap_energy_on_s": frac**2,
+        },
+        status=list(stop_reason),
+        require_converged=_require(p, "uap"),
+        test_size=_test_size(y),
+        **_named("uap", arch, p),
+        attack="svd_uap_l2",
+        eps=p.uap_eps,
+    )
     i = _first_used(rec)
     if i is None:
         log.warning("%s: every standard model failed; no UAP heatmap", mname)
         return
-    run.figure(f"fig4_uap_{mname}.png", "uap_image_heatmap", uap=u[i],
-               title=f"{mname} (seed {i}): {frac[i]:.1%} of the UAP's L2 norm on MNIST")
+    run.figure(
+        f"fig4_uap_{mname}.png",
+        "uap_image_heatmap",
+        uap=u[i],
+        title=f"{mname} (seed {i}): {frac[i]:.1%} of the UAP's L2 norm on MNIST",
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--out", default="runs/show_data", help="output folder (must be empty or "
-                   "absent unless --overwrite)")
+    p.add_argument(
+        "--out",
+        default="runs/show_data",
+        help="output folder (must be empty or absent unless --overwrite)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--n", type=int, default=20_000, help="points per 1-D block")
     p.add_argument("--n-scatter", type=int, default=1_500, help="points per 2-D scatter panel")
@@ -58,21 +61,40 @@ def _intervals(kind: str, k: int | None, margin: float, width: float, p: float) 
 
     m = margin * width
     if kind == "linear":
-        return [{"label": 0, "lo": -width, "hi": -m, "prob": 1.0},
-                {"label": 1, "lo": m, "hi": width, "prob": 1.0}]
+        return [
+            {"label": 0, "lo": -width, "hi": -m, "prob": 1.0},
+            {"label": 1, "lo": m, "hi": width, "prob": 1.0},
+        ]
     if kind == "noisy_linear":
-        return [{"label": 0, "lo": -width, "hi": -m, "prob": 1 - p},
-                {"label": 0, "lo": -m, "hi": m, "prob": p},
-                {"label": 1, "lo": -m, "hi": m, "prob": p},
-                {"label": 1, "lo": m, "hi": width, "prob": 1 - p}]
+        return [
+            {"label": 0, "lo": -width, "hi": -m, "prob": 1 - p},
+            {"label": 0, "lo": -m, "hi": m, "prob": p},
+            {"label": 1, "lo": -m, "hi": m, "prob": p},
+            {"label": 1, "lo": m, "hi": width, "prob": 1 - p},
+        ]
     probs = B.default_level_probs(k)
-    return [{"label": g["label"], "j": g["j"], "lo": g["lo"], "hi": g["hi"],
-             "prob": probs[g["level"]] * (1.0 if g["j"] == 0 else 0.5)}
-            for g in B.slab_geometry(k, margin, width)]
+    return [
+        {
+            "label": g["label"],
+            "j": g["j"],
+            "lo": g["lo"],
+            "hi": g["hi"],
+            "prob": probs[g["level"]] * (1.0 if g["j"] == 0 else 0.5),
+        }
+        for g in B.slab_geometry(k, margin, width)
+    ]
 
 
-def block_stats(x, y, kind: str, *, k: int | None = None, margin: float = 0.1,
-                width: float = 1.0, p: float = 0.0) -> dict[str, Any]:
+def block_stats(
+    x,
+    y,
+    kind: str,
+    *,
+    k: int | None = None,
+    margin: float = 0.1,
+    width: float = 1.0,
+    p: float = 0.0,
+) -> dict[str, Any]:
     """Empirical statistics of one 1-D block's samples (``x`` float [n], ``y`` int [n])."""
     import numpy as np
 
@@ -83,11 +105,19 @@ def block_stats(x, y, kind: str, *, k: int | None = None, margin: float = 0.1,
     if k is not None:
         out["k"] = k
         out["slab_width"] = B.slab_width(k, margin, width)
-    out["params"] = {"margin": margin, "width": width, **({"p": p} if kind == "noisy_linear" else {})}
+    out["params"] = {
+        "margin": margin,
+        "width": width,
+        **({"p": p} if kind == "noisy_linear" else {}),
+    }
     out["classes"] = {
-        str(c): {"n": int((y == c).sum()), "min": float(x[y == c].min()),
-                 "max": float(x[y == c].max()), "mean": float(x[y == c].mean()),
-                 "E_x2": float((x[y == c] ** 2).mean())}
+        str(c): {
+            "n": int((y == c).sum()),
+            "min": float(x[y == c].min()),
+            "max": float(x[y == c].max()),
+            "mean": float(x[y == c].mean()),
+            "E_x2": float((x[y == c] ** 2).mean()),
+        }
         for c in (0, 1)
     }
     tol = 1e-6
@@ -101,11 +131,15 @@ def block_stats(x, y, kind: str, *, k: int | None = None, margin: float = 0.1,
             band = np.abs(xc) < margin * width
             hit = band if iv["lo"] == -margin * width else hit & ~band
         sel = xc[hit]
-        supports.append({
-            **iv, "n_hit": int(hit.sum()), "fraction_of_class": float(hit.mean()),
-            "emp_min": float(sel.min()) if sel.size else None,
-            "emp_max": float(sel.max()) if sel.size else None,
-        })
+        supports.append(
+            {
+                **iv,
+                "n_hit": int(hit.sum()),
+                "fraction_of_class": float(hit.mean()),
+                "emp_min": float(sel.min()) if sel.size else None,
+                "emp_max": float(sel.max()) if sel.size else None,
+            }
+        )
     out["supports"] = supports
     out["n_outside_supports"] = int(x.size - sum(s["n_hit"] for s in supports))
     if kind in ("linear", "noisy_linear"):
@@ -131,10 +165,17 @@ def _sample_all(args: argparse.Namespace):
     mw = {"margin": args.margin, "width": args.width}
     blocks = {
         "linear": (dict(kind="linear"), lambda key, y: B.linear(key, y, **mw)),
-        "noisy_linear": (dict(kind="noisy_linear", p=args.p),
-                         lambda key, y: B.noisy_linear(key, y, p=args.p, **mw)),
-        **{f"slab{k}": (dict(kind="slab", k=k), (lambda kk: lambda key, y: B.slab(
-            key, y, k=kk, **mw))(k)) for k in (3, 5, 7)},
+        "noisy_linear": (
+            dict(kind="noisy_linear", p=args.p),
+            lambda key, y: B.noisy_linear(key, y, p=args.p, **mw),
+        ),
+        **{
+            f"slab{k}": (
+                dict(kind="slab", k=k),
+                (lambda kk: lambda key, y: B.slab(key, y, k=kk, **mw))(k),
+            )
+            for k in (3, 5, 7)
+        },
     }
     datasets = {
         "LMS-5": make_dataset("lms", k=5, d=args.d, **mw),
@@ -145,8 +186,10 @@ def _sample_all(args: argparse.Namespace):
     def run(key):
         ky, kb, kd = jax.random.split(key, 3)
         y = jax.random.bernoulli(ky, 0.5, (args.n,)).astype(jnp.int32)
-        xb = {name: fn(jax.random.fold_in(kb, i), y) for i, (name, (_, fn)) in
-              enumerate(blocks.items())}
+        xb = {
+            name: fn(jax.random.fold_in(kb, i), y)
+            for i, (name, (_, fn)) in enumerate(blocks.items())
+        }
         xd = {}
         for i, (name, ds) in enumerate(datasets.items()):
             x, yd = ds.sample(jax.random.fold_in(kd, i), args.n_scatter)
@@ -164,25 +207,38 @@ def _figure(out, blocks, xd_order, y, xb, xd, args) -> None:
     from sbjax import plots
 
     y = np.asarray(y)
-    titles = {"linear": "linear", "noisy_linear": f"noisy linear (p={args.p:g})",
-              "slab3": "3-slab", "slab5": "5-slab", "slab7": "7-slab"}
+    titles = {
+        "linear": "linear",
+        "noisy_linear": f"noisy linear (p={args.p:g})",
+        "slab3": "3-slab",
+        "slab5": "5-slab",
+        "slab7": "7-slab",
+    }
     # Iterate the datasets in their own order (jit returns dicts with sorted keys); the scatter
     # panels need S and one S^c coordinate only.
     plots.save_and_draw(
-        out, "data_preview.png", "data_preview",
+        out,
+        "data_preview.png",
+        "data_preview",
         blocks={titles[name]: {"x": np.asarray(xb[name]), "y": y} for name in blocks},
-        datasets={name: {"z": np.asarray(xd[name][1])[:, :2], "y": np.asarray(xd[name][2])}
-                  for name in xd_order},
-        width=args.width, d=args.d,
+        datasets={
+            name: {"z": np.asarray(xd[name][1])[:, :2], "y": np.asarray(xd[name][2])}
+            for name in xd_order
+        },
+        width=args.width,
+        d=args.d,
         title="Synthetic blocks and datasets (Shah et al. 2020, Fig. 2 style): "
-        f"margin {args.margin:g}, width {args.width:g}, labels y in {{0, 1}}")
+        f"margin {args.margin:g}, width {args.width:g}, labels y in {{0, 1}}",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the preview; returns the statistics written to blocks.json."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from sbjax import io, validate
     from sbjax.data import blocks as B
 
@@ -205,26 +261,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stats["blocks"][name] = block_stats(xb[name], y, meta["kind"], **kw, **mw)
     for name, ds in datasets.items():
         x, z, yd = (np.asarray(a) for a in xd[name])
-        s_rule = (B.linear_rule(z[:, 0]) if ds.name in ("lms", "noisy_lms")
-                  else B.slab_rule(z[:, 0], ds.params.get("k_simple", 5), **mw))
+        s_rule = (
+            B.linear_rule(z[:, 0])
+            if ds.name in ("lms", "noisy_lms")
+            else B.slab_rule(z[:, 0], ds.params.get("k_simple", 5), **mw)
+        )
         k_c = ds.params.get("k_complex") or ds.params["k"]
         stats["datasets"][name] = {
-            "name": ds.name, "params": ds.params, "n": int(yd.size),
+            "name": ds.name,
+            "params": ds.params,
+            "n": int(yd.size),
             "class_balance": float(yd.mean()),
             "S_rule_accuracy": float((np.asarray(s_rule) == yd).mean()),
-            "Sc_coord1_rule_accuracy": float((np.asarray(B.slab_rule(z[:, 1], k_c, **mw)) == yd)
-                                             .mean()),
+            "Sc_coord1_rule_accuracy": float(
+                (np.asarray(B.slab_rule(z[:, 1], k_c, **mw)) == yd).mean()
+            ),
             "drange_rotated": float(x.max() - x.min()),
         }
     _figure(out, blocks, list(datasets), y, xb, xd, args)
     stats["runtime_s"] = time.perf_counter() - t0
     io.write_json(out / "blocks.json", stats)
     for name, st in stats["blocks"].items():
-        log.info("%-13s balance %.3f  E[x^2] %.4f / %.4f  Bayes acc %.4f (expected %.4f)", name,
-                 st["class_balance"], st["classes"]["0"]["E_x2"], st["classes"]["1"]["E_x2"],
-                 st["bayes_accuracy"], st["bayes_accuracy_expected"])
-    log.info("wrote %s and %s (%.1f s)", out / "data_preview.png", out / "blocks.json",
-             stats["runtime_s"])
+        log.info(
+            "%-13s balance %.3f  E[x^2] %.4f / %.4f  Bayes acc %.4f (expected %.4f)",
+            name,
+            st["class_balance"],
+            st["classes"]["0"]["E_x2"],
+            st["classes"]["1"]["E_x2"],
+            st["bayes_accuracy"],
+            st["bayes_accuracy_expected"],
+        )
+    log.info(
+        "wrote %s and %s (%.1f s)",
+        out / "data_preview.png",
+        out / "blocks.json",
+        stats["runtime_s"],
+    )
     return stats
 
 

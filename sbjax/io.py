@@ -303,8 +303,11 @@ def check_run_dir(
         if not is_run_dir(out_p, experiment):
             verb = "replace" if overwrite else "resume"
             found = read_json(out_p / RUN_MARKER).get("experiment") if is_run_dir(out_p) else None
-            what = (f"a run folder of experiment {found!r}" if found is not None
-                    else f"not an sbjax run folder (no {RUN_MARKER} written by sbjax)")
+            what = (
+                f"a run folder of experiment {found!r}"
+                if found is not None
+                else f"not an sbjax run folder (no {RUN_MARKER} written by sbjax)"
+            )
             raise FileExistsError(
                 f"refusing to {verb} {str(out)!r}: it is {what}, expected a run folder of "
                 f"{experiment!r}; choose another --out"
@@ -345,10 +348,19 @@ def _git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -367,8 +379,9 @@ def _cpu_info() -> dict[str, Any]:
                     info["cpu_model"] = val.strip()
                 elif key == "flags" and "cpu_flags" not in info:
                     flags = val.split()
-                    info["cpu_flags"] = sorted(f for f in flags if f.startswith(
-                        ("avx", "fma", "sse4", "amx", "f16c")))
+                    info["cpu_flags"] = sorted(
+                        f for f in flags if f.startswith(("avx", "fma", "sse4", "amx", "f16c"))
+                    )
     except OSError:
         pass
     return info

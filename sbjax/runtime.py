@@ -45,11 +45,14 @@ def resolve_cpu_devices(n: int | None = None) -> int:
         if isinstance(n, bool) or str(value) != str(n).strip():
             raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"{name}={n!r} is invalid: expected an integer in [1, {cores}] "
-                         "(this machine's cores)") from None
+        raise ValueError(
+            f"{name}={n!r} is invalid: expected an integer in [1, {cores}] (this machine's cores)"
+        ) from None
     if not 1 <= value <= cores:
-        raise ValueError(f"{name}={value!r} is invalid: expected an integer in [1, {cores}] "
-                         "(this machine's cores)")
+        raise ValueError(
+            f"{name}={value!r} is invalid: expected an integer in [1, {cores}] "
+            "(this machine's cores)"
+        )
     return value
 
 

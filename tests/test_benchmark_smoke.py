@@ -12,8 +12,16 @@ import pytest
 from benchmarks import train_throughput as tt
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-KEYS = {"impl", "seeds", "epochs", "wall_s", "compile_s", "model_samples_per_s", "gflops",
-        "peak_rss_mb"}
+KEYS = {
+    "impl",
+    "seeds",
+    "epochs",
+    "wall_s",
+    "compile_s",
+    "model_samples_per_s",
+    "gflops",
+    "peak_rss_mb",
+}
 
 
 def test_param_count_matches_fcn():
@@ -69,15 +77,29 @@ def test_torch_workers_train(impl):
 @pytest.mark.skipif(not HAS_TORCH, reason="torch (the bench extra) is not installed")
 def test_cli_writes_json_with_schema(tmp_path):
     out = tmp_path / "bench.json"
-    report = tt.main(["--impl", "torch_best", "--seeds", "2", "--epochs", "1", "--n-train",
-                      "512", "--no-peak", "--json", str(out)])
+    report = tt.main(
+        [
+            "--impl",
+            "torch_best",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--n-train",
+            "512",
+            "--no-peak",
+            "--json",
+            str(out),
+        ]
+    )
     on_disk = json.loads(out.read_text())
     assert on_disk["results"] == json.loads(json.dumps(report["results"]))
     assert {"matmul_peak_gflops", "machine", "versions", "command", "results"} <= set(on_disk)
     assert [r["seeds"] for r in on_disk["results"]] == [2]
     for r in on_disk["results"]:
-        _check_row({**r, "train_acc_mean": 1.0}, "torch_best", r["seeds"], 1, 512,
-                   in_process=False)  # each pair runs in its own subprocess
+        _check_row(
+            {**r, "train_acc_mean": 1.0}, "torch_best", r["seeds"], 1, 512, in_process=False
+        )  # each pair runs in its own subprocess
 
 
 def test_bad_impl_raises():

@@ -36,10 +36,13 @@ class _Killed(Exception):
 
 
 def _same_result(a, b):
-    chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray, a.params),
-                                jax.tree_util.tree_map(np.asarray, b.params))
-    chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray, a.best_params),
-                                jax.tree_util.tree_map(np.asarray, b.best_params))
+    chex.assert_trees_all_equal(
+        jax.tree_util.tree_map(np.asarray, a.params), jax.tree_util.tree_map(np.asarray, b.params)
+    )
+    chex.assert_trees_all_equal(
+        jax.tree_util.tree_map(np.asarray, a.best_params),
+        jax.tree_util.tree_map(np.asarray, b.best_params),
+    )
     for k in a.history:
         np.testing.assert_array_equal(a.history[k], b.history[k], err_msg=k)
     np.testing.assert_array_equal(a.stop_step, b.stop_step)
@@ -63,13 +66,13 @@ def full(tmp_path_factory):
 
 def test_resume_with_another_chunk_size_continues_from_updates_done(tmp_path, full):
     full_r, full_rows = full
-    part = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, periods_per_chunk=2, max_chunks=1,
-                       **KW)
+    part = train_sweep(
+        CFG, MODEL, _data(), out_dir=tmp_path, periods_per_chunk=2, max_chunks=1, **KW
+    )
     assert part.history["step"].shape[1] == 2
     manifest = read_json(tmp_path / "checkpoint.json")
     assert manifest["updates_done"] == 20 and manifest["npz"] in _npz_files(tmp_path)
-    res = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=1,
-                      **KW)
+    res = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=1, **KW)
     np.testing.assert_array_equal(res.history["step"], [[10, 20, 30, 40]] * 2)
     _same_result(full_r, res)
     assert _rows(tmp_path) == full_rows  # every (model, period) exactly once, in order
@@ -81,8 +84,7 @@ def test_chunk_size_that_does_not_divide_the_budget_ends_exactly_at_it(tmp_path)
     ref = train_sweep(cfg, MODEL, _data(), periods_per_chunk=1, **KW)
     # 7 periods: chunks of 5 then 2 (a divisor would be 1); resumed after 1 period: 5 then 1.
     train_sweep(cfg, MODEL, _data(), out_dir=tmp_path, periods_per_chunk=1, max_chunks=1, **KW)
-    res = train_sweep(cfg, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=5,
-                      **KW)
+    res = train_sweep(cfg, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=5, **KW)
     np.testing.assert_array_equal(res.history["step"][0], np.arange(1, 8) * 10)
     _same_result(ref, res)
     assert read_json(tmp_path / "checkpoint.json")["updates_done"] == 70
@@ -97,8 +99,9 @@ def test_chunk_plan_adds_up_to_the_remaining_periods(remaining, target):
     assert len(plan) <= -(-remaining // target) * 2  # never many more chunks than asked for
 
 
-def test_kill_between_npz_and_manifest_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch,
-                                                                         full):
+def test_kill_between_npz_and_manifest_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch, full
+):
     full_r, full_rows = full
     real_replace = os.replace
     commits = []
@@ -116,8 +119,7 @@ def test_kill_between_npz_and_manifest_resumes_to_the_uninterrupted_result(tmp_p
     monkeypatch.undo()
     assert read_json(tmp_path / "checkpoint.json")["updates_done"] == 10
     assert len(_npz_files(tmp_path)) == 2  # the committed one and the orphan
-    res = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=1,
-                      **KW)
+    res = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=1, **KW)
     _same_result(full_r, res)
     assert _rows(tmp_path) == full_rows
     assert _npz_files(tmp_path) == [read_json(tmp_path / "checkpoint.json")["npz"]]
@@ -129,13 +131,15 @@ def test_torn_metrics_line_newer_rows_and_stale_tmp_files_are_cleaned(tmp_path, 
     newer = dict(_rows(tmp_path)[-1], period=2, step=30.0, updates=30.0)
     with open(tmp_path / "metrics.jsonl", "a") as f:  # a row past the checkpoint, then a torn one
         f.write(json.dumps(newer) + "\n" + '{"period": 3, "model": 0, "se')
-    stale = [".checkpoint.json.1a2b3c.tmp", ".checkpoint-0123456789abcdef.npz.ffee.tmp",
-             ".metrics.jsonl.x9y8.tmp"]
+    stale = [
+        ".checkpoint.json.1a2b3c.tmp",
+        ".checkpoint-0123456789abcdef.npz.ffee.tmp",
+        ".metrics.jsonl.x9y8.tmp",
+    ]
     for name in stale:
         (tmp_path / name).write_bytes(b"partial")
     (tmp_path / "notes.txt").write_text("not ours")
-    res = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=1,
-                      **KW)
+    res = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, resume=True, periods_per_chunk=1, **KW)
     _same_result(full_r, res)
     assert _rows(tmp_path) == full_rows
     assert not [n for n in stale if (tmp_path / n).exists()]
@@ -147,8 +151,9 @@ def test_overwrite_deletes_only_the_checkpoint_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not ours")
     with pytest.raises(FileExistsError, match="resume"):
         train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, periods_per_chunk=1, **KW)
-    r = train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, overwrite=True, periods_per_chunk=1,
-                    **KW)
+    r = train_sweep(
+        CFG, MODEL, _data(), out_dir=tmp_path, overwrite=True, periods_per_chunk=1, **KW
+    )
     assert r.history["step"].shape[1] == 4
     assert (tmp_path / "notes.txt").read_text() == "not ours"
     assert len(_npz_files(tmp_path)) == 1 and len(_rows(tmp_path)) == 2 * 4
@@ -158,8 +163,7 @@ def test_overwrite_deletes_only_the_checkpoint_files(tmp_path):
 def test_files_get_the_users_normal_permissions(tmp_path, umask):
     old = os.umask(umask)
     try:
-        train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, periods_per_chunk=1, max_chunks=1,
-                    **KW)
+        train_sweep(CFG, MODEL, _data(), out_dir=tmp_path, periods_per_chunk=1, max_chunks=1, **KW)
     finally:
         os.umask(old)
     files = ["checkpoint.json", "metrics.jsonl", *_npz_files(tmp_path)]
@@ -169,8 +173,16 @@ def test_files_get_the_users_normal_permissions(tmp_path, umask):
 
 
 def test_metrics_rows_carry_the_true_seed_index(tmp_path):
-    r = train_sweep(CFG, MODEL, _data(), seed_indices=[3, 5], out_dir=tmp_path,
-                    periods_per_chunk=1, max_chunks=2, progress=False)
+    r = train_sweep(
+        CFG,
+        MODEL,
+        _data(),
+        seed_indices=[3, 5],
+        out_dir=tmp_path,
+        periods_per_chunk=1,
+        max_chunks=2,
+        progress=False,
+    )
     assert list(r.seed_index) == [3, 5]
     rows = _rows(tmp_path)
     assert {(row["model"], row["seed"]) for row in rows} == {(0, 3), (1, 5)}
@@ -185,19 +197,23 @@ def _forbid_work(monkeypatch):
     monkeypatch.setattr(sweep_mod, "_compiled_programs", forbidden)
 
 
-@pytest.mark.parametrize("kwargs, name, shown", [
-    ({"devices": []}, "devices", "[]"),
-    ({"devices": ()}, "devices", "()"),
-    ({"periods_per_chunk": 0}, "periods_per_chunk", "0"),
-    ({"periods_per_chunk": -2}, "periods_per_chunk", "-2"),
-    ({"periods_per_chunk": 1.5}, "periods_per_chunk", "1.5"),
-    ({"periods_per_chunk": True}, "periods_per_chunk", "True"),
-    ({"max_chunks": -1}, "max_chunks", "-1"),
-    ({"out_dir": "FILE"}, "out_dir", "FILE"),
-    ({"out_dir": "FILE/sub"}, "out_dir", "FILE"),
-])
-def test_bad_arguments_fail_in_milliseconds_before_any_work(tmp_path, monkeypatch, kwargs, name,
-                                                            shown):
+@pytest.mark.parametrize(
+    "kwargs, name, shown",
+    [
+        ({"devices": []}, "devices", "[]"),
+        ({"devices": ()}, "devices", "()"),
+        ({"periods_per_chunk": 0}, "periods_per_chunk", "0"),
+        ({"periods_per_chunk": -2}, "periods_per_chunk", "-2"),
+        ({"periods_per_chunk": 1.5}, "periods_per_chunk", "1.5"),
+        ({"periods_per_chunk": True}, "periods_per_chunk", "True"),
+        ({"max_chunks": -1}, "max_chunks", "-1"),
+        ({"out_dir": "FILE"}, "out_dir", "FILE"),
+        ({"out_dir": "FILE/sub"}, "out_dir", "FILE"),
+    ],
+)
+def test_bad_arguments_fail_in_milliseconds_before_any_work(
+    tmp_path, monkeypatch, kwargs, name, shown
+):
     (tmp_path / "FILE").write_text("a file, not a folder")
     kwargs = {k: (str(tmp_path / v) if k == "out_dir" else v) for k, v in kwargs.items()}
     _forbid_work(monkeypatch)
@@ -233,8 +249,15 @@ def test_fingerprint_covers_every_part_and_is_checked_before_compiling(tmp_path,
         if "seed_indices" in kw:
             kw.pop("n_seeds")
         with pytest.raises(ValueError, match=f"differing parts: {part};"):
-            train_sweep(kw.pop("cfg"), kw.pop("model"), kw.pop("train"), kw.pop("val"),
-                        out_dir=tmp_path, resume=True, **kw)
+            train_sweep(
+                kw.pop("cfg"),
+                kw.pop("model"),
+                kw.pop("train"),
+                kw.pop("val"),
+                out_dir=tmp_path,
+                resume=True,
+                **kw,
+            )
     # A checkpoint of the old layout (chunks_done, no format) is refused with a clear message.
     (tmp_path / "checkpoint.json").write_text(json.dumps({"fingerprint": "x", "chunks_done": 1}))
     with pytest.raises(ValueError, match="format"):

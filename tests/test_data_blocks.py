@@ -18,6 +18,8 @@ def assert_f32_close(a, b, ulps=4):
     """Equal up to a few float32 roundings of the elementwise maps that turn random bits into
     values in [-1, 1] (absolute: a rounding near 0 is relative to the range, not the value)."""
     np.testing.assert_allclose(a, b, rtol=ulps * F32_EPS, atol=ulps * F32_EPS)
+
+
 # Geometry table of REFERENCE.md Sec. 1.2 (B = 1, gamma = 0.1): per k, {label: [(lo, hi), ...]}.
 TABLE = {
     3: {0: [(-0.266667, 0.266667)], 1: [(-1.0, -0.466667), (0.466667, 1.0)]},
@@ -39,8 +41,12 @@ def labels():
 
 @functools.cache
 def _jitted(name, **kw):
-    fn = {"linear": B.linear, "noisy_linear": B.noisy_linear, "slab": B.slab,
-          "noisy_slab": B.noisy_slab}[name]
+    fn = {
+        "linear": B.linear,
+        "noisy_linear": B.noisy_linear,
+        "slab": B.slab,
+        "noisy_slab": B.noisy_slab,
+    }[name]
     return jax.jit(functools.partial(fn, **kw))
 
 

@@ -53,10 +53,13 @@ def test_shapes_dtypes_and_class_balance(name):
     assert abs(y.mean() - 0.5) < 4 * sigma(0.5, N)
     assert set(ds.simple_coords).isdisjoint(ds.complex_coords)
     # The canonical layout of each dataset (S first), not just "indices in range".
-    expected = {"lsn": ((0,), (1,)), "adv_ms": (tuple(range(ds.d // 2)),
-                                                tuple(range(ds.d // 2, ds.d)))}
+    expected = {
+        "lsn": ((0,), (1,)),
+        "adv_ms": (tuple(range(ds.d // 2)), tuple(range(ds.d // 2, ds.d))),
+    }
     assert (ds.simple_coords, ds.complex_coords) == expected.get(
-        name, ((0,), tuple(range(1, ds.d))))
+        name, ((0,), tuple(range(1, ds.d)))
+    )
     assert ds.params["d"] == ds.d
 
 
@@ -339,8 +342,7 @@ def test_registry_adds_a_dataset_and_never_falls_through():
         make_dataset("adv_ms2")  # an unlisted name is an error, never another dataset
     name = "lms_test_registry"
     if name not in S.dataset_names():
-        S.register_dataset(name, {**S._PAPER_DEFAULTS["lms"], "k": 3},
-                           lambda p: S._build_lms(p))
+        S.register_dataset(name, {**S._PAPER_DEFAULTS["lms"], "k": 3}, lambda p: S._build_lms(p))
     ds = make_dataset(name, d=6)
     assert ds.name == name and ds.simple_coords == (0,) and ds.complex_coords == (1, 2, 3, 4, 5)
     assert dict(ds.blocks[1].args)["k"] == 3

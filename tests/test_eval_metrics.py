@@ -139,14 +139,17 @@ def test_stacked_evaluate_equals_loop_over_models(auc_kind, model_chunk, batch_s
         # an AUC term where a positive and a negative score are that close (none, usually).
         n_flip, n_pairs = _rounding_sensitive(score, np.asarray(y), tol=1e-4)
         n_pos = int(np.sum(np.asarray(y)))
-        assert out["accuracy"][i] == pytest.approx(np.mean(li.argmax(1) == np.asarray(y)),
-                                                   abs=1e-7 + n_flip / n)
+        assert out["accuracy"][i] == pytest.approx(
+            np.mean(li.argmax(1) == np.asarray(y)), abs=1e-7 + n_flip / n
+        )
         if auc_kind in ("roc", "both"):
             assert out["roc_auc"][i] == pytest.approx(
-                roc_auc_score(y, score), abs=1e-5 + n_pairs / (n_pos * (n - n_pos)))
+                roc_auc_score(y, score), abs=1e-5 + n_pairs / (n_pos * (n - n_pos))
+            )
         if auc_kind in ("pr", "both"):
             assert out["pr_auc"][i] == pytest.approx(
-                average_precision_score(y, score), abs=1e-5 + 2 * n_pairs / n_pos)
+                average_precision_score(y, score), abs=1e-5 + 2 * n_pairs / n_pos
+            )
     assert float(m.auc(linear_logits, variables, x, y, kind="roc")[0]) == pytest.approx(
         roc_auc_score(y, np.asarray(logits[0, :, 1] - logits[0, :, 0])), abs=1e-5
     )

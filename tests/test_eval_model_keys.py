@@ -81,8 +81,9 @@ def test_randomized_logits_and_metrics_per_model_keys_equal_loop(setup, mode):
     )
     assert got.shape == (M, N, 2)
     for i in range(M):
-        want = r.randomized_logits(linear_logits, one(variables, i), x, keys[i], [0, 2], w,
-                                   mode=mode)
+        want = r.randomized_logits(
+            linear_logits, one(variables, i), x, keys[i], [0, 2], w, mode=mode
+        )
         close(got[i], want[0], err_msg=f"model {i}")
         want_m = r.randomized_metrics(
             linear_logits, one(variables, i), x, y, keys[i], [0, 2], w, mode=mode, auc_kind="both"
@@ -94,11 +95,13 @@ def test_randomized_logits_and_metrics_per_model_keys_equal_loop(setup, mode):
 def test_resample_from_source_per_model_keys_equal_loop(setup):
     x, y, w, variables, keys = setup
     src = sample_canonical(jax.random.key(9), N + 100)[0] @ w
-    got = r.randomized_metrics(linear_logits, variables, x, y, keys, [0], w, mode="resample",
-                               source=src)
+    got = r.randomized_metrics(
+        linear_logits, variables, x, y, keys, [0], w, mode="resample", source=src
+    )
     for i in range(M):
-        want = r.randomized_metrics(linear_logits, one(variables, i), x, y, keys[i], [0], w,
-                                    mode="resample", source=src)
+        want = r.randomized_metrics(
+            linear_logits, one(variables, i), x, y, keys[i], [0], w, mode="resample", source=src
+        )
         for k in want:
             close(got[k][i], want[k][0], err_msg=f"{k}, model {i}")
 
@@ -107,11 +110,29 @@ def test_resample_from_source_per_model_keys_equal_loop(setup):
 def test_randomization_report_per_model_keys_equal_loop(setup, model_chunk):
     x, y, w, variables, keys = setup
     basis = r.as_basis(rotation=w, simple_coords=[0])
-    rep = r.randomization_report(linear_logits, variables, x, y, keys, basis, auc_kind="both",
-                                 return_scores=True, model_chunk=model_chunk, batch_size=500)
+    rep = r.randomization_report(
+        linear_logits,
+        variables,
+        x,
+        y,
+        keys,
+        basis,
+        auc_kind="both",
+        return_scores=True,
+        model_chunk=model_chunk,
+        batch_size=500,
+    )
     for i in range(M):
-        ri = r.randomization_report(linear_logits, one(variables, i), x, y, keys[i], basis,
-                                    auc_kind="both", return_scores=True)
+        ri = r.randomization_report(
+            linear_logits,
+            one(variables, i),
+            x,
+            y,
+            keys[i],
+            basis,
+            auc_kind="both",
+            return_scores=True,
+        )
         for block in ("standard", "s_randomized", "sc_randomized", "logit_ks", "scores"):
             for k, v in rep[block].items():
                 close(v[i], ri[block][k][0], err_msg=f"{block}/{k}, model {i}")
@@ -120,12 +141,14 @@ def test_randomization_report_per_model_keys_equal_loop(setup, model_chunk):
 
 def test_per_coordinate_per_model_keys_equal_loop(setup):
     x, y, w, variables, keys = setup
-    got = r.per_coordinate_randomized(linear_logits, variables, x, y, keys, w, coords=[4, 0, 2],
-                                      auc_kind="roc", model_chunk=2)
+    got = r.per_coordinate_randomized(
+        linear_logits, variables, x, y, keys, w, coords=[4, 0, 2], auc_kind="roc", model_chunk=2
+    )
     assert got["accuracy"].shape == (M, 3)
     for i in range(M):
-        want = r.per_coordinate_randomized(linear_logits, one(variables, i), x, y, keys[i], w,
-                                           coords=[4, 0, 2], auc_kind="roc")
+        want = r.per_coordinate_randomized(
+            linear_logits, one(variables, i), x, y, keys[i], w, coords=[4, 0, 2], auc_kind="roc"
+        )
         for k in want:
             close(got[k][i], want[k][0], err_msg=f"{k}, model {i}")
 
@@ -175,16 +198,19 @@ def test_single_key_is_one_shared_draw(setup):
     rep = r.randomization_report(linear_logits, variables, x, y, key, basis, return_scores=True)
     # The definition: randomize once (S with fold_in(key, 0), S^c with fold_in(key, 1)) and
     # evaluate every model on the same randomized set.
-    for name, coords, k in (("s_randomized", basis.simple_coords, 0),
-                            ("sc_randomized", basis.complex_coords, 1)):
+    for name, coords, k in (
+        ("s_randomized", basis.simple_coords, 0),
+        ("sc_randomized", basis.complex_coords, 1),
+    ):
         xr = r.randomize_block(jax.random.fold_in(key, k), x, coords, w)
         want = m.evaluate(linear_logits, variables, xr, y)
         for metric in want:
             close(rep[name][metric], want[metric], err_msg=f"{name}/{metric}")
     # One key == the same key given to every model.
     same = jnp.stack([key] * M)
-    rep_same = r.randomization_report(linear_logits, variables, x, y, same, basis,
-                                      return_scores=True)
+    rep_same = r.randomization_report(
+        linear_logits, variables, x, y, same, basis, return_scores=True
+    )
     for block in ("standard", "s_randomized", "sc_randomized", "logit_ks", "scores"):
         assert_tree_close(rep_same[block], rep[block])
     got = r.randomized_logits(linear_logits, variables, x, key, [1], w)
@@ -262,8 +288,9 @@ def test_s_only_model_has_sc_randomized_auc_equal_standard_with_per_model_keys(s
     variables = {"w": jnp.asarray(wm), "b": jnp.asarray(bm)}
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(M))
     basis = r.as_basis(rotation=w, simple_coords=[0])
-    rep = r.randomization_report(linear_logits, variables, x, y, keys, basis, auc_kind="both",
-                                 return_scores=True)
+    rep = r.randomization_report(
+        linear_logits, variables, x, y, keys, basis, auc_kind="both", return_scores=True
+    )
     std, sc = rep["standard"], rep["sc_randomized"]
     for k in ("roc_auc", "pr_auc", "accuracy"):
         np.testing.assert_array_equal(sc[k], std[k], err_msg=k)
@@ -312,11 +339,21 @@ def test_pgd_attack_and_svd_uap_per_model_keys_equal_loop(setup):
         close(got.accuracy[i], want.accuracy[0])
     shared = A.pgd_attack(linear_logits, variables, x, y, keys[0], **kw)
     assert not np.allclose(np.asarray(got.delta[1]), np.asarray(shared.delta[1]))
-    u = U.svd_uap(linear_logits, variables, x, y, keys, eps=0.5, step_size=0.05, n_iter=5,
-                  rand_init=0.5)
+    u = U.svd_uap(
+        linear_logits, variables, x, y, keys, eps=0.5, step_size=0.05, n_iter=5, rand_init=0.5
+    )
     for i in range(M):
-        want = U.svd_uap(linear_logits, one(variables, i), x, y, keys[i], eps=0.5, step_size=0.05,
-                         n_iter=5, rand_init=0.5)
+        want = U.svd_uap(
+            linear_logits,
+            one(variables, i),
+            x,
+            y,
+            keys[i],
+            eps=0.5,
+            step_size=0.05,
+            n_iter=5,
+            rand_init=0.5,
+        )
         close(u[i], want[0])
     with pytest.raises(ValueError, match="key"):
         A.pgd_attack(linear_logits, variables, x, y, keys[:2], **kw)

@@ -161,14 +161,18 @@ def test_reliance_summary_classifies_models(data):
 def _check_default_tolerances(tol, n_pos, n_neg):
     n = n_pos + n_neg
     pi = n_pos / n
-    se = {"accuracy": math.sqrt(0.25 / n), "roc_auc": math.sqrt((n + 1) / (12 * n_pos * n_neg)),
-          "pr_auc": math.sqrt(pi * (1 - pi) / n)}
+    se = {
+        "accuracy": math.sqrt(0.25 / n),
+        "roc_auc": math.sqrt((n + 1) / (12 * n_pos * n_neg)),
+        "pr_auc": math.sqrt(pi * (1 - pi) / n),
+    }
     assert {"accuracy", "roc_auc"} <= set(tol["chance_tol"]) <= set(se)
     for k, v in tol["chance_tol"].items():
         assert v == pytest.approx(max(0.03, 3 * se[k]), rel=1e-12), k
     n_small = min(n_pos, n_neg)
-    assert tol["ks_tol_s"] == pytest.approx(1.949 * math.sqrt((n_small + n) / (n_small * n)),
-                                            rel=1e-3)
+    assert tol["ks_tol_s"] == pytest.approx(
+        1.949 * math.sqrt((n_small + n) / (n_small * n)), rel=1e-3
+    )
     assert tol["ks_tol_sc"] == pytest.approx(1.949 * math.sqrt(2 / n_small), rel=1e-3)
 
 

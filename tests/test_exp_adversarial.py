@@ -23,8 +23,16 @@ from experiments.common import Run
 from tests.helpers import assert_figure
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADLINE = ("train_acc", "test_acc", "test_auc", "robust_acc", "s_rand_acc", "s_rand_auc",
-            "sc_rand_acc", "sc_rand_auc")
+HEADLINE = (
+    "train_acc",
+    "test_acc",
+    "test_auc",
+    "robust_acc",
+    "s_rand_acc",
+    "s_rand_auc",
+    "sc_rand_acc",
+    "sc_rand_auc",
+)
 
 
 def test_presets():
@@ -47,15 +55,18 @@ def test_experiment_imports_no_matplotlib_and_no_other_experiment():
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 
 
-@pytest.mark.parametrize("item,match", [
-    ("epochs=0", "^epochs=0"),
-    ("lr_boundaries_epochs=(3, 9)", "^lr_boundaries_epochs="),
-    ("eps_grid=(0.0, -0.1)", "^eps_grid=-0.1"),
-    ("batch_size=5000", "^batch_size=5000"),
-    ("momentum=1.0", "^momentum="),
-    ("evals=1000", "^evals="),
-    ("epoch=3", "'epoch' is not a preset key"),
-])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("epochs=0", "^epochs=0"),
+        ("lr_boundaries_epochs=(3, 9)", "^lr_boundaries_epochs="),
+        ("eps_grid=(0.0, -0.1)", "^eps_grid=-0.1"),
+        ("batch_size=5000", "^batch_size=5000"),
+        ("momentum=1.0", "^momentum="),
+        ("evals=1000", "^evals="),
+        ("epoch=3", "'epoch' is not a preset key"),
+    ],
+)
 def test_bad_overrides_fail_before_any_work(tmp_path, item, match):
     out = tmp_path / "adv"
     with pytest.raises(ValueError, match=match):
@@ -76,15 +87,23 @@ def test_diverged_models_are_excluded_and_unconverged_ones_used(tmp_path):
     """Fixed budget, no stop rule: "max_steps" models are used; a diverged one is out."""
     assert A.REQUIRE_CONVERGED is False
     eps_grid = (0.0, 0.1, 0.3)
-    reasons = np.array([["max_steps"] * 3, ["max_steps", "diverged", "max_steps"],
-                        ["diverged"] * 3])
+    reasons = np.array(
+        [["max_steps"] * 3, ["max_steps", "diverged", "max_steps"], ["diverged"] * 3]
+    )
     acc = np.array([[1.0, 0.98, 0.99], [0.97, 0.5, 0.95], [0.5, 0.5, 0.5]])  # diverged: 0.5
     auc = np.where(reasons == "diverged", np.nan, 0.99)
-    grids = {k: acc for k in ("train_acc", "test_acc", "robust_acc", "s_rand_acc",
-                              "sc_rand_acc")}
+    grids = {k: acc for k in ("train_acc", "test_acc", "robust_acc", "s_rand_acc", "sc_rand_acc")}
     grids.update({k: auc for k in ("test_auc", "s_rand_auc", "sc_rand_auc")})
-    run = Run(name=A.NAME, out=tmp_path / "run", preset="test", preset_config=None, n_seeds=3,
-              seed=0, resume=False, progress=False)
+    run = Run(
+        name=A.NAME,
+        out=tmp_path / "run",
+        preset="test",
+        preset_config=None,
+        n_seeds=3,
+        seed=0,
+        resume=False,
+        progress=False,
+    )
     y = np.array([0, 1] * 50)
     recs = A.add_records(run, "fcn_8x2", 8, eps_grid, grids, reasons, y)
     r0, r1, r2 = recs
@@ -97,18 +116,38 @@ def test_diverged_models_are_excluded_and_unconverged_ones_used(tmp_path):
     assert r1["metrics"]["test_acc"]["mean"] == pytest.approx(0.96)
     assert r1["metrics"]["test_acc"]["sampling_se"] == pytest.approx(np.sqrt(0.96 * 0.04 / 100))
     assert r2["status"] == "all models failed" and r2["metrics"]["test_acc"]["mean"] is None
-    A.draw_figure(run, A.Preset(n_seeds=3, widths=(8,), eps_grid=eps_grid, epochs=1,
-                                lr_boundaries_epochs=()), recs)
+    A.draw_figure(
+        run,
+        A.Preset(n_seeds=3, widths=(8,), eps_grid=eps_grid, epochs=1, lr_boundaries_epochs=()),
+        recs,
+    )
     assert_figure(tmp_path / "run" / "fig7_adversarial_training.png")
 
 
 def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "adv"
     # --set reaches the preset (one epoch fewer, a wider model) and lands in config.json.
-    A.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--set", "epochs=5",
-            "--set", "widths=(40,)"])
-    for f in ("config.json", "env.json", "summary.json", "metrics.csv",
-              "fig7_adversarial_training.png", "params/adv_ms57_fcn_40x2.npz"):
+    A.main(
+        [
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "epochs=5",
+            "--set",
+            "widths=(40,)",
+        ]
+    )
+    for f in (
+        "config.json",
+        "env.json",
+        "summary.json",
+        "metrics.csv",
+        "fig7_adversarial_training.png",
+        "params/adv_ms57_fcn_40x2.npz",
+    ):
         assert (out / f).exists(), f
     config = json.loads((out / "config.json").read_text())
     assert config["overrides"] == ["epochs=5", "widths=(40,)"]
@@ -118,13 +157,19 @@ def test_smoke_end_to_end(tmp_path):
     preset = dataclasses.replace(A.PRESETS["smoke"], epochs=5, widths=(40,))
     # Fig. 7 is redrawn from the run folder alone, to the same picture.
     redrawn = tmp_path / "redrawn"
-    r = subprocess.run([sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in redrawn.glob("*.png")) == ["fig7_adversarial_training.png"]
     assert_figure(redrawn / "fig7_adversarial_training.png")
     assert (redrawn / "fig7_adversarial_training.png").read_bytes() == (
-        out / "fig7_adversarial_training.png").read_bytes()
+        out / "fig7_adversarial_training.png"
+    ).read_bytes()
     assert len(s["results"]) == len(preset.widths) * len(preset.eps_grid)
     assert len(s["stop_reason"]["40"]) == len(preset.eps_grid)
     lo, hi = s["attack_bounds"]
@@ -138,8 +183,11 @@ def test_smoke_end_to_end(tmp_path):
         assert "sampling_se" in r["metrics"]["test_auc"]
         m = {k: v["mean"] for k, v in r["metrics"].items()}
         for k, st in r["metrics"].items():  # the mean is over exactly the used seeds
-            used = [v for v, s_ in zip(st["per_seed"], r["seed_status"], strict=True)
-                    if s_ in ("ok", "unconverged_used")]
+            used = [
+                v
+                for v, s_ in zip(st["per_seed"], r["seed_status"], strict=True)
+                if s_ in ("ok", "unconverged_used")
+            ]
             assert st["mean"] == pytest.approx(float(np.mean(used))), k
         if r["eps"] == 0.0:
             assert m["robust_acc"] == pytest.approx(m["test_acc"])

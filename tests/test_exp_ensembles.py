@@ -22,14 +22,25 @@ from experiments import ensembles as E
 from experiments.common import Run
 from tests.helpers import assert_figure
 
-HEADLINE = ("test_acc", "train_acc", "ensemble_test_acc", "gain_vs_members_mean",
-            "gain_vs_member0", "test_auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc",
-            "sc_rand_auc")
+HEADLINE = (
+    "test_acc",
+    "train_acc",
+    "ensemble_test_acc",
+    "gain_vs_members_mean",
+    "gain_vs_member0",
+    "test_auc",
+    "s_rand_acc",
+    "s_rand_auc",
+    "sc_rand_acc",
+    "sc_rand_auc",
+)
+
 
 def test_aggregations_match_the_library():
     from sbjax.eval.ensemble import AGGREGATIONS
 
     assert E.AGGREGATIONS == AGGREGATIONS
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,13 +66,16 @@ def test_experiment_imports_no_matplotlib_and_no_other_experiment():
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 
 
-@pytest.mark.parametrize("item,match", [
-    ("studies.lms5.ensemble_sizes=(1, 5)", "studies.lms5.ensemble_sizes"),
-    ("studies.lms5.batch_size=100000", "studies.lms5.batch_size"),
-    ("studies.lms5.lr=-0.1", "studies.lms5.lr"),
-    ("studies.ms5.lr=0.1", "'ms5' is not a preset key"),
-    ("n_seeds=0", "n_seeds"),
-])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("studies.lms5.ensemble_sizes=(1, 5)", "studies.lms5.ensemble_sizes"),
+        ("studies.lms5.batch_size=100000", "studies.lms5.batch_size"),
+        ("studies.lms5.lr=-0.1", "studies.lms5.lr"),
+        ("studies.ms5.lr=0.1", "'ms5' is not a preset key"),
+        ("n_seeds=0", "n_seeds"),
+    ],
+)
 def test_bad_overrides_fail_before_any_work(tmp_path, item, match):
     out = tmp_path / "ens"
     with pytest.raises(ValueError, match=match):
@@ -70,18 +84,30 @@ def test_bad_overrides_fail_before_any_work(tmp_path, item, match):
 
 
 def test_expectations_name_the_paper_values():
-    assert E.expectation("lms5", 3, "logits")[1] == {"test_auc": 1.0, "s_rand_auc": 0.507,
-                                                       "sc_rand_auc": 1.0}
+    assert E.expectation("lms5", 3, "logits")[1] == {
+        "test_auc": 1.0,
+        "s_rand_auc": 0.507,
+        "sc_rand_auc": 1.0,
+    }
     assert E.expectation("ms5", 10, "probs")[1] == {"gain_vs_members_mean": 0.20}
     assert E.expectation("noisy_lms7", 5, "logits")[1] == {"ensemble_test_acc": 0.75}
     assert E.expectation("other", 1, "logits") == (None, {})
 
+
 def test_ensemble_stop_reasons():
     from sbjax.eval.ensemble import ensemble_stop_reasons
 
-    reasons = ["converged", "converged", "diverged",      # seed 0: member 2 diverged
-               "converged", "max_steps", "converged",     # seed 1: member 1 out of budget
-               "diverged", "max_steps", "converged"]      # seed 2: diverged wins
+    reasons = [
+        "converged",
+        "converged",
+        "diverged",  # seed 0: member 2 diverged
+        "converged",
+        "max_steps",
+        "converged",  # seed 1: member 1 out of budget
+        "diverged",
+        "max_steps",
+        "converged",
+    ]  # seed 2: diverged wins
     assert ensemble_stop_reasons(reasons, 3) == ["diverged", "max_steps", "diverged"]
     assert ensemble_stop_reasons(reasons, 3, size=2) == ["converged", "max_steps", "diverged"]
     assert ensemble_stop_reasons(reasons, 3, size=1) == ["converged", "converged", "diverged"]
@@ -92,9 +118,19 @@ def test_ensemble_stop_reasons():
     with pytest.raises(ValueError):
         ensemble_stop_reasons(["ok"] * 3, 3)
 
+
 def _run(tmp_path, n_seeds):
-    return Run(name=E.NAME, out=tmp_path / "run", preset="test", preset_config=None, n_seeds=n_seeds,
-               seed=0, resume=False, progress=False)
+    return Run(
+        name=E.NAME,
+        out=tmp_path / "run",
+        preset="test",
+        preset_config=None,
+        n_seeds=n_seeds,
+        seed=0,
+        resume=False,
+        progress=False,
+    )
+
 
 def _fake_members(n_s, n_k, n=40, seed=0):
     """Member logits that are mostly right, and the members' accuracies (argmax, as the real
@@ -105,14 +141,16 @@ def _fake_members(n_s, n_k, n=40, seed=0):
     lg[..., 1] += 1.5 * (2 * y - 1)
     return lg, y
 
+
 def _acc(lg, y):
     return (np.argmax(lg, axis=-1) == y).mean(axis=-1)
+
 
 def test_an_ensemble_with_a_failed_member_is_excluded_and_counted(tmp_path):
     n_s, n_k = 3, 3
     lg, y = _fake_members(n_s, n_k)
     reasons = ["converged"] * (n_s * n_k)
-    reasons[1 * n_k + 2] = "diverged"   # seed 1, member 2: NaN logits, accuracy still finite
+    reasons[1 * n_k + 2] = "diverged"  # seed 1, member 2: NaN logits, accuracy still finite
     reasons[2 * n_k + 1] = "max_steps"  # seed 2, member 1: never met the stop rule
     lg[1, 2] = np.nan
     logits = {"standard": lg, "s_rand": lg[..., ::-1], "sc_rand": lg}
@@ -146,9 +184,13 @@ def test_an_ensemble_with_a_failed_member_is_excluded_and_counted(tmp_path):
     assert "sampling_se" in m["test_auc"] and "sampling_se" in m["ensemble_test_acc"]
     assert "sampling_se" not in m["gain_vs_members_mean"]
     # Per-seed rows of metrics.csv carry the status.
-    rows = [r for r in run.rows if r["ensemble_size"] == 3 and r["metric"] == "test_acc"
-            and r["aggregation"] == "logits"]
+    rows = [
+        r
+        for r in run.rows
+        if r["ensemble_size"] == 3 and r["metric"] == "test_acc" and r["aggregation"] == "logits"
+    ]
     assert [r["status"] for r in rows] == ["ok", "diverged", "unconverged"]
+
 
 def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_path):
     n_s, n_k = 2, 2
@@ -166,8 +208,12 @@ def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_pa
     assert k1["metrics"]["test_acc"]["std"] is None  # one seed: no std
     assert k2["status"] == "all models failed" and k2["n_seeds"] == 0 and k2["n_diverged"] == 2
     assert all(st["mean"] is None and st["std"] is None for st in k2["metrics"].values())
-    oc = {"dataset": "fake", "member_test_acc": member_test, "curves": curves,
-          "member_used": np.array([[True, False], [False, True]])}
+    oc = {
+        "dataset": "fake",
+        "member_test_acc": member_test,
+        "curves": curves,
+        "member_used": np.array([[True, False], [False, True]]),
+    }
     E.draw_figures(run, [oc])
     assert_figure(tmp_path / "run" / "fig6_ensembles.png")
     assert_figure(tmp_path / "run" / "ensembles_randomized_auc.png")
@@ -175,11 +221,25 @@ def test_a_record_whose_ensembles_all_failed_says_so_and_the_figures_cope(tmp_pa
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["results"][-1]["status"] == "all models failed"
 
+
 @pytest.mark.slow
 def test_a_real_diverging_sweep_is_marked_failed(tmp_path):
     """Through the experiment's own training: a huge learning rate makes every member diverge."""
-    study = E.Study("lms5", "lms", {"k": 5, "d": 10}, 256, 256, 0, 2, (1, 2), lr=1e9,
-                    batch_size=128, max_steps=20, eval_every=10, patience=1)
+    study = E.Study(
+        "lms5",
+        "lms",
+        {"k": 5, "d": 10},
+        256,
+        256,
+        0,
+        2,
+        (1, 2),
+        lr=1e9,
+        batch_size=128,
+        max_steps=20,
+        eval_every=10,
+        patience=1,
+    )
     preset = E.Preset(n_seeds=2, width=16, depth=1, studies={"lms5": study})
     run = _run(tmp_path, 2)
     oc = E.run_study(run, preset, study, 0)
@@ -189,17 +249,38 @@ def test_a_real_diverging_sweep_is_marked_failed(tmp_path):
         assert r["status"] == "all models failed" and r["n_diverged"] == 2, r["seed_status"]
         assert r["metrics"]["test_acc"]["mean"] is None
 
+
 def _records(summary, dataset, agg="logits"):
-    return {r["ensemble_size"]: r for r in summary["results"]
-            if r["dataset"] == dataset and r["aggregation"] == agg}
+    return {
+        r["ensemble_size"]: r
+        for r in summary["results"]
+        if r["dataset"] == dataset and r["aggregation"] == agg
+    }
+
 
 def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "ens"
     # --set reaches a study's value (here a smaller test set) and lands in config.json.
-    summary = E.main(["--preset", "smoke", "--out", str(out), "--no-progress",
-                      "--set", "studies.lms5.n_test=1500"])
-    for f in ("config.json", "env.json", "summary.json", "metrics.csv", "fig6_ensembles.png",
-              "ensembles_randomized_auc.png", "params/lms5_fcn_100x2.npz"):
+    summary = E.main(
+        [
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "studies.lms5.n_test=1500",
+        ]
+    )
+    for f in (
+        "config.json",
+        "env.json",
+        "summary.json",
+        "metrics.csv",
+        "fig6_ensembles.png",
+        "ensembles_randomized_auc.png",
+        "params/lms5_fcn_100x2.npz",
+    ):
         assert (out / f).exists(), f
     config = json.loads((out / "config.json").read_text())
     assert config["overrides"] == ["studies.lms5.n_test=1500"]
@@ -209,11 +290,17 @@ def test_smoke_end_to_end(tmp_path):
     assert sorted(on_disk["figures"]) == ["ensembles_randomized_auc.png", "fig6_ensembles.png"]
     # Every figure is redrawn from the run folder alone, to the same picture.
     redrawn = tmp_path / "redrawn"
-    r = subprocess.run([sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in redrawn.glob("*.png")) == sorted(
-        p.name for p in out.glob("*.png"))
+        p.name for p in out.glob("*.png")
+    )
     for png in out.glob("*.png"):
         assert_figure(redrawn / png.name)
         assert (redrawn / png.name).read_bytes() == png.read_bytes(), png.name
@@ -231,7 +318,8 @@ def test_smoke_end_to_end(tmp_path):
         assert "S-rand AUC ~0.5" in r["expect"]
         n = r["metrics"]["test_acc"]["mean"]
         assert r["metrics"]["test_acc"]["sampling_se"] == pytest.approx(
-            np.sqrt(n * (1 - n) / 1500))  # the overridden test size
+            np.sqrt(n * (1 - n) / 1500)
+        )  # the overridden test size
     assert recs[3]["paper"] == {"test_auc": 1.0, "s_rand_auc": 0.507, "sc_rand_auc": 1.0}
     assert len(on_disk["stop_reason"]["lms5"]) == 2
     # A one-member "ensemble" is the member itself.
@@ -246,6 +334,7 @@ def test_smoke_end_to_end(tmp_path):
     assert abs(m["s_rand_auc"]["mean"] - 0.5) < 0.05
     assert m["sc_rand_auc"]["mean"] > 0.99
     assert summary["results"] == on_disk["results"]
+
 
 @pytest.mark.slow
 def test_quick_end_to_end(tmp_path):

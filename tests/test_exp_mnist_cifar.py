@@ -31,14 +31,29 @@ def _summary(out: Path) -> dict:
 def test_smoke_standard_and_uap_on_real_format_files(tmp_path):
     data_dir = write_fixture(tmp_path / "data")
     out = tmp_path / "run"
-    argv = ["--preset", "smoke", "--out", str(out), "--source", "files", "--data-dir",
-            str(data_dir), "--parts", "standard,uap", "--no-progress", "--set", "uap_steps=2"]
+    argv = [
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--source",
+        "files",
+        "--data-dir",
+        str(data_dir),
+        "--parts",
+        "standard,uap",
+        "--no-progress",
+        "--set",
+        "uap_steps=2",
+    ]
     s = mnist_cifar.main(argv)
     assert s == _summary(out)
     config = json.loads((out / "config.json").read_text())
     assert config["overrides"] == ["uap_steps=2"] and config["preset_config"]["uap_steps"] == 2
     assert config["preset_config"]["source"] == "files"  # the --source shortcut
-    std = [r for r in s["results"] if r.get("training") == "standard" and "test_auc" in r["metrics"]]
+    std = [
+        r for r in s["results"] if r.get("training") == "standard" and "test_auc" in r["metrics"]
+    ]
     assert std and HEADLINE <= set(std[0]["metrics"])
     assert std[0]["dataset"] == "mnist_cifar_a" and std[0]["model"] == "small_cnn_4"
     # Smoke requires no convergence (20 updates: plumbing); its budget-limited model is used and
@@ -62,8 +77,13 @@ def test_smoke_standard_and_uap_on_real_format_files(tmp_path):
         assert_figure(out / png)
     # Every figure is redrawn from the run folder alone, to the same picture.
     redrawn = tmp_path / "redrawn"
-    r = subprocess.run([sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(redrawn)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in redrawn.glob("*.png")) == pngs
     for png in pngs:
@@ -82,14 +102,17 @@ def test_experiment_imports_no_matplotlib_and_no_other_experiment():
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--set", "version=D"], "^version='D'"),
-    (["--set", "max_steps=0"], "^max_steps=0"),
-    (["--set", "models=('small_cnn', 'vgg')"], "^models='vgg'"),
-    (["--set", "adv_lr_boundaries=(30, 10)"], "^adv_lr_boundaries="),
-    (["--models", "vgg"], "^models='vgg'"),
-    (["--set", "lrr=0.1"], "'lrr' is not a preset key"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--set", "version=D"], "^version='D'"),
+        (["--set", "max_steps=0"], "^max_steps=0"),
+        (["--set", "models=('small_cnn', 'vgg')"], "^models='vgg'"),
+        (["--set", "adv_lr_boundaries=(30, 10)"], "^adv_lr_boundaries="),
+        (["--models", "vgg"], "^models='vgg'"),
+        (["--set", "lrr=0.1"], "'lrr' is not a preset key"),
+    ],
+)
 def test_bad_settings_fail_before_any_work(tmp_path, args, match):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
@@ -99,8 +122,12 @@ def test_bad_settings_fail_before_any_work(tmp_path, args, match):
 
 def test_paper_values_per_part_architecture_and_version():
     pv = mnist_cifar.paper_values
-    assert pv("standard", "resnet50", "A") == {"test_auc": 1.0, "s_rand_auc": 0.50,
-                                               "sc_rand_auc": 1.0, "test_acc": 1.0}
+    assert pv("standard", "resnet50", "A") == {
+        "test_auc": 1.0,
+        "s_rand_auc": 0.50,
+        "sc_rand_auc": 1.0,
+        "test_acc": 1.0,
+    }
     assert pv("standard", "densenet121", "C")["s_rand_auc"] == 0.54
     assert pv("standard", "small_cnn", "A") == {}
     assert pv("adversarial", "mobilenetv2", "A") == {"test_acc": 0.999, "robust_acc": 0.991}
@@ -128,9 +155,23 @@ def test_unconverged_standard_models_are_failed_where_convergence_is_required(tm
     all models failed."""
     data_dir = write_fixture(tmp_path / "data")
     out = tmp_path / "run"
-    s = mnist_cifar.main(["--preset", "smoke", "--out", str(out), "--source", "files",
-                          "--data-dir", str(data_dir), "--parts", "standard", "--no-progress",
-                          "--set", "require_converged=True"])
+    s = mnist_cifar.main(
+        [
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--source",
+            "files",
+            "--data-dir",
+            str(data_dir),
+            "--parts",
+            "standard",
+            "--no-progress",
+            "--set",
+            "require_converged=True",
+        ]
+    )
     assert json.loads((out / "config.json").read_text())["preset_config"]["require_converged"]
     (r,) = s["results"]
     assert s["stop_reason"]["small_cnn_4_standard"] == ["max_steps"]
@@ -152,8 +193,19 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 @pytest.mark.slow
 def test_smoke_all_parts(tmp_path):
     data_dir = write_fixture(tmp_path / "data")
-    s = mnist_cifar.main(["--preset", "smoke", "--out", str(tmp_path / "run"), "--source",
-                          "files", "--data-dir", str(data_dir), "--no-progress"])
+    s = mnist_cifar.main(
+        [
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "run"),
+            "--source",
+            "files",
+            "--data-dir",
+            str(data_dir),
+            "--no-progress",
+        ]
+    )
     names = {k for r in s["results"] for k in r["metrics"]}
     assert {"robust_acc", "ensemble_test_acc", "uap_frac_on_s"} <= names
     assert all(r["n_seeds"] == r["n_total"] - r["n_failed"] for r in s["results"])
@@ -164,11 +216,22 @@ def test_smoke_all_parts(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (default_subset_dir() / "mnist01.npz").exists(),
-                    reason="the real MNIST-CIFAR subset (../shared/data) is not present")
+@pytest.mark.skipif(
+    not (default_subset_dir() / "mnist01.npz").exists(),
+    reason="the real MNIST-CIFAR subset (../shared/data) is not present",
+)
 def test_quick_preset_shows_extreme_sb_on_the_real_subset(tmp_path):
-    s = mnist_cifar.main(["--preset", "quick", "--out", str(tmp_path / "run"),
-                          "--parts", "standard", "--no-progress"])
+    s = mnist_cifar.main(
+        [
+            "--preset",
+            "quick",
+            "--out",
+            str(tmp_path / "run"),
+            "--parts",
+            "standard",
+            "--no-progress",
+        ]
+    )
     m = s["results"][0]["metrics"]
     assert m["test_auc"]["mean"] > 0.95
     assert abs(m["s_rand_auc"]["mean"] - 0.5) < 0.1

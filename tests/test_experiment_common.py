@@ -33,21 +33,32 @@ class Preset:
 
 
 def test_overrides_walk_dataclasses_and_dicts_and_keep_types():
-    p = common.apply_overrides(Preset(), ["train.lr=0.05", "per_dataset.ms57=5000",
-                                          "models=('a', 'b')", "verbose_flag=true", "n_seeds=5"])
+    p = common.apply_overrides(
+        Preset(),
+        [
+            "train.lr=0.05",
+            "per_dataset.ms57=5000",
+            "models=('a', 'b')",
+            "verbose_flag=true",
+            "n_seeds=5",
+        ],
+    )
     assert p.train == Inner(lr=0.05, steps=100) and p.per_dataset == {"lms5": 1000, "ms57": 5000}
     assert p.models == ("a", "b") and p.verbose_flag is True and p.n_seeds == 5
     assert Preset().train.lr == 0.1  # the original is unchanged
     assert isinstance(common.apply_overrides(Preset(), ["train.lr=1"]).train.lr, float)
 
 
-@pytest.mark.parametrize("item,match", [
-    ("train.lrr=0.1", "'lrr' is not a preset key; expected one of lr, steps"),
-    ("train.steps=1.5", "type int"),
-    ("n_seeds", "KEY=VALUE"),
-    ("n_seeds.x=1", "goes below"),
-    ("verbose_flag=2", "type bool"),
-])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("train.lrr=0.1", "'lrr' is not a preset key; expected one of lr, steps"),
+        ("train.steps=1.5", "type int"),
+        ("n_seeds", "KEY=VALUE"),
+        ("n_seeds.x=1", "goes below"),
+        ("verbose_flag=2", "type bool"),
+    ],
+)
 def test_bad_overrides_name_the_key_and_what_is_allowed(item, match):
     with pytest.raises(ValueError, match=match):
         common.apply_overrides(Preset(), [item])
@@ -55,8 +66,12 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(item, match):
 
 def test_help_shows_paragraphs_and_defaults_once_and_explains_presets():
     doc = "Title.\n\n* first bullet\n* second bullet\n\n    python -m experiments.x --preset quick"
-    text = common.make_parser("x", doc, {"quick": 1, "smoke": 1, "nb03": 1},
-                              preset_help={"nb03": "the notebook's single run"}).format_help()
+    text = common.make_parser(
+        "x",
+        doc,
+        {"quick": 1, "smoke": 1, "nb03": 1},
+        preset_help={"nb03": "the notebook's single run"},
+    ).format_help()
     assert "* first bullet\n* second bullet" in text and "\n    python -m experiments.x" in text
     assert "(default: None)" not in text and "(default: the preset's) (default" not in text
     assert "nb03: the notebook's single run" in text and "smoke: seconds" in text
@@ -65,12 +80,15 @@ def test_help_shows_paragraphs_and_defaults_once_and_explains_presets():
 
 
 def test_help_answers_fast_without_importing_jax():
-    code = ("import sys, time; t = time.perf_counter()\n"
-            "from experiments import extreme_sb\n"
-            "try:\n    extreme_sb.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('JAX' if 'jax' in sys.modules else 'NOJAX', time.perf_counter() - t)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       timeout=60)
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from experiments import extreme_sb\n"
+        "try:\n    extreme_sb.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('JAX' if 'jax' in sys.modules else 'NOJAX', time.perf_counter() - t)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     flag, seconds = r.stdout.strip().splitlines()[-1].split()
     assert flag == "NOJAX" and float(seconds) < 2.0
@@ -79,20 +97,37 @@ def test_help_answers_fast_without_importing_jax():
 def test_figures_are_saved_with_their_data_and_redrawn(tmp_path):
     from sbjax import plots
 
-    run = common.Run(name="x", out=tmp_path / "run", preset="smoke", preset_config={},
-                     n_seeds=2, seed=0, resume=False, progress=False)
-    scores = {"standard": np.linspace(-3, 3, 200).reshape(2, 100),
-              "s_randomized": np.zeros((2, 100)), "sc_randomized": np.ones((2, 100))}
+    run = common.Run(
+        name="x",
+        out=tmp_path / "run",
+        preset="smoke",
+        preset_config={},
+        n_seeds=2,
+        seed=0,
+        resume=False,
+        progress=False,
+    )
+    scores = {
+        "standard": np.linspace(-3, 3, 200).reshape(2, 100),
+        "s_randomized": np.zeros((2, 100)),
+        "sc_randomized": np.ones((2, 100)),
+    }
     y = np.arange(100) % 2
-    png = run.figure("fig.png", "logit_histograms",
-                     panels=plots.logit_panels(scores, y), title="test figure")
+    png = run.figure(
+        "fig.png", "logit_histograms", panels=plots.logit_panels(scores, y), title="test figure"
+    )
     assert_figure(png)
     first = png.read_bytes()
     spec = json.loads((run.out / "figures" / "fig.json").read_text())
     assert spec["tree"]["kind"] == "logit_histograms" and spec["tree"]["file"] == "fig.png"
     png.unlink()
-    out = subprocess.run([sys.executable, "-m", "sbjax.plots", str(run.out)], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(run.out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert_figure(png)
     assert png.read_bytes() == first  # the same data draws the same picture
@@ -108,12 +143,24 @@ def test_redraw_of_a_folder_without_figure_data_is_a_clear_error(tmp_path):
 
 
 def test_records_name_their_part_and_the_table_shows_paper_values(capsys):
-    run = common.Run(name="x", out=Path("unused"), preset="smoke", preset_config={}, n_seeds=2,
-                     seed=0, resume=False, progress=False)
-    run.add_result(dataset="lms5", model="fcn_100x1", part="s_removed",
-                   expect="relies on S^c: S^c-rand AUC near 0.5",
-                   metrics={"sc_rand_auc": [0.49, 0.51], "test_acc": [0.99, 1.0]},
-                   paper={"sc_rand_auc": 0.5})
+    run = common.Run(
+        name="x",
+        out=Path("unused"),
+        preset="smoke",
+        preset_config={},
+        n_seeds=2,
+        seed=0,
+        resume=False,
+        progress=False,
+    )
+    run.add_result(
+        dataset="lms5",
+        model="fcn_100x1",
+        part="s_removed",
+        expect="relies on S^c: S^c-rand AUC near 0.5",
+        metrics={"sc_rand_auc": [0.49, 0.51], "test_acc": [0.99, 1.0]},
+        paper={"sc_rand_auc": 0.5},
+    )
     table = common.results_table(run.results)
     assert "[s_removed] lms5 / fcn_100x1 (relies on S^c" in table
     assert "sc_rand_auc 0.5000±0.0141 [0.5]" in table and "2/2 seeds" in table

@@ -74,13 +74,20 @@ def test_resnet_feature_map_shapes_follow_reference():
     x = jax.ShapeDtypeStruct((1, 64, 32, 3), jnp.float32)
     v = jax.eval_shape(model.init, jax.random.key(0), x)
     _, inter = jax.eval_shape(
-        lambda v, x: model.module.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
-        v, x,
+        lambda v, x: model.module.apply(
+            v, x, capture_intermediates=True, mutable=["intermediates"]
+        ),
+        v,
+        x,
     )
     inter = inter["intermediates"]
     assert inter["stem_conv"]["__call__"][0].shape == (1, 64, 32, 64)
-    want = {"layer1_2": (32, 16, 256), "layer2_3": (16, 8, 512), "layer3_5": (8, 4, 1024),
-            "layer4_2": (4, 2, 2048)}
+    want = {
+        "layer1_2": (32, 16, 256),
+        "layer2_3": (16, 8, 512),
+        "layer3_5": (8, 4, 1024),
+        "layer4_2": (4, 2, 2048),
+    }
     for layer, hwc in want.items():
         assert inter[layer]["__call__"][0].shape == (1, *hwc), layer
     # Bottleneck v1.5: the stride sits on the 3x3 conv, the first 1x1 keeps the resolution.
@@ -101,7 +108,7 @@ def test_stride2_conv_uses_symmetric_padding():
     v = {"params": {"c": {"kernel": jnp.ones((3, 3, 1, 1))}}}
     out = One().apply(v, x)[0, :, :, 0]
     xp = np.pad(np.asarray(x[0, :, :, 0]), 1)
-    want = np.array([[xp[r:r + 3, c:c + 3].sum() for c in (0, 2)] for r in (0, 2)])
+    want = np.array([[xp[r : r + 3, c : c + 3].sum() for c in (0, 2)] for r in (0, 2)])
     np.testing.assert_allclose(out, want)
     pooled = nn.max_pool(x, (3, 3), strides=(2, 2), padding=PAD1)[0, :, :, 0]
     np.testing.assert_allclose(pooled, [[5, 7], [13, 15]])
@@ -151,16 +158,16 @@ def test_batchnorm_layer_train_eval_and_running_stats():
     y, upd = bn.apply(v, x, train=True, mutable=["batch_stats"])
     xn = np.asarray(x).reshape(-1, 5)
     mean, var = xn.mean(0), xn.var(0)
-    np.testing.assert_allclose(y, (np.asarray(x) - mean) / np.sqrt(var + 1e-5), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        y, (np.asarray(x) - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 + 0.1 * var, rtol=1e-5)
     # Eval mode uses the running statistics, not the batch.
     v2 = {"params": v["params"], "batch_stats": upd["batch_stats"]}
     ye = bn.apply(v2, x, train=False)
     rm, rv = np.asarray(upd["batch_stats"]["mean"]), np.asarray(upd["batch_stats"]["var"])
-    np.testing.assert_allclose(ye, (np.asarray(x) - rm) / np.sqrt(rv + 1e-5), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(ye, (np.asarray(x) - rm) / np.sqrt(rv + 1e-5), rtol=1e-4, atol=1e-5)
     # PyTorch's unbiased running variance behind a flag.
     bnu = BatchNorm(momentum=0.0, epsilon=1e-5, unbiased=True)
     _, updu = bnu.apply(v, x, train=True, mutable=["batch_stats"])
@@ -199,8 +206,11 @@ def test_small_cnn_forward_and_train_mode_updates_stats(small):
     v = init(jax.random.key(0), x)
     logits, upd = train(v, x)
     assert logits.shape == (8, 2) and np.all(np.isfinite(np.asarray(logits)))
-    changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
-                           upd["batch_stats"], v["batch_stats"])
+    changed = jax.tree.map(
+        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+        upd["batch_stats"],
+        v["batch_stats"],
+    )
     assert all(jax.tree.leaves(changed))
     # Params are untouched by a forward pass; only the statistics come back.
     assert set(upd) == {"batch_stats"}
@@ -231,8 +241,11 @@ def test_vmap_over_stacked_bn_models_gives_per_model_stats(small):
         vi = jax.tree.map(lambda a, i=i: a[i], stacked)
         li, ui = train(vi, xs[i])
         np.testing.assert_allclose(logits[i], li, rtol=1e-4, atol=1e-5)
-        jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),
-                     upd["batch_stats"], ui["batch_stats"])
+        jax.tree.map(
+            lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),
+            upd["batch_stats"],
+            ui["batch_stats"],
+        )
     m0 = upd["batch_stats"]["bn_0"]["mean"]
     assert not np.allclose(m0[0], m0[1])
 
@@ -259,8 +272,14 @@ def test_big_models_forward_train_eval(name):
     v = jax.jit(model.init)(jax.random.key(0), x)
     logits, upd = jax.jit(lambda v, x: model.apply(v, x, train=True))(v, x)
     assert logits.shape == (2, 2) and np.all(np.isfinite(np.asarray(logits)))
-    assert all(jax.tree.leaves(jax.tree.map(
-        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
-        upd["batch_stats"], v["batch_stats"])))
+    assert all(
+        jax.tree.leaves(
+            jax.tree.map(
+                lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                upd["batch_stats"],
+                v["batch_stats"],
+            )
+        )
+    )
     ev = jax.jit(model.logits)(v, x)
     assert ev.shape == (2, 2) and np.all(np.isfinite(np.asarray(ev)))

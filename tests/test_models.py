@@ -26,6 +26,7 @@ def assert_f32_close(a, b, n_ops, ulps=4.0):
     b = np.asarray(b)
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(np.max(np.abs(b), initial=0.0)))
 
+
 VECTOR_CONFIGS = [
     {"name": "linear"},
     {"name": "fcn", "width": 100, "depth": 1},
@@ -87,9 +88,12 @@ def test_fcn_structure_matches_reference():
     model, v = _build({"name": "fcn", "width": 100, "depth": 2})
     shapes = {p: leaf.shape for p, leaf in _leaves_with_path(v["params"])}
     assert shapes == {
-        "hidden_0/bias": (100,), "hidden_0/kernel": (D, 100),
-        "hidden_1/bias": (100,), "hidden_1/kernel": (100, 100),
-        "head/bias": (2,), "head/kernel": (100, 2),
+        "hidden_0/bias": (100,),
+        "hidden_0/kernel": (D, 100),
+        "hidden_1/bias": (100,),
+        "hidden_1/kernel": (100, 100),
+        "head/bias": (2,),
+        "head/kernel": (100, 2),
     }
     # Hand-written forward pass: Dense -> ReLU -> Dense -> ReLU -> Dense.
     p, x = v["params"], _x()
@@ -130,8 +134,9 @@ def _fan_in(path, leaf, hidden=None):
 def test_torch_init_bounds_and_uniform_std(cfg):
     _, v = _build(cfg)
     params = v["params"]
-    kernels = {p[: -len("/kernel")]: leaf for p, leaf in _leaves_with_path(params)
-               if p.endswith("/kernel")}
+    kernels = {
+        p[: -len("/kernel")]: leaf for p, leaf in _leaves_with_path(params) if p.endswith("/kernel")
+    }
     for path, leaf in _leaves_with_path(params):
         leaf = np.asarray(leaf)
         if cfg["name"] in ("gru", "lstm") and not path.startswith("head"):
@@ -153,8 +158,10 @@ def test_kaiming_xavier_std_and_zero_bias(init):
     _, v = _build({"name": "fcn", "width": 400, "depth": 2, "init": init}, d=300)
     k = np.asarray(v["params"]["hidden_1"]["kernel"])  # 400 x 400
     fan_in, fan_out = k.shape
-    want = math.sqrt(2.0 / fan_in) if init.startswith("kaiming") else math.sqrt(
-        2.0 / (fan_in + fan_out)
+    want = (
+        math.sqrt(2.0 / fan_in)
+        if init.startswith("kaiming")
+        else math.sqrt(2.0 / (fan_in + fan_out))
     )
     np.testing.assert_allclose(k.std(), want, rtol=0.03)
     if init.endswith("uniform"):
@@ -186,7 +193,7 @@ def test_every_init_scheme_builds_finite_models(name, init):
     if name == "gru" and init == "flax":  # Flax cell defaults: orthogonal recurrent kernels
         k = np.asarray(v["params"]["gru_0"]["kernel_hh"])
         for g in range(3):
-            blk = k[:, 16 * g: 16 * (g + 1)]
+            blk = k[:, 16 * g : 16 * (g + 1)]
             np.testing.assert_allclose(blk.T @ blk, np.eye(16), atol=1e-5)
         np.testing.assert_array_equal(v["params"]["gru_0"]["bias_ih"], 0.0)
 
@@ -194,15 +201,18 @@ def test_every_init_scheme_builds_finite_models(name, init):
 def test_scale_params_scales_kernels_and_biases_only():
     _, v = _build(VECTOR_CONFIGS[2])
     s = scale_params(v, 0.1)
-    np.testing.assert_allclose(s["params"]["hidden_0"]["kernel"],
-                               0.1 * v["params"]["hidden_0"]["kernel"], rtol=1e-6)
-    np.testing.assert_allclose(s["params"]["head"]["bias"], 0.1 * v["params"]["head"]["bias"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        s["params"]["hidden_0"]["kernel"], 0.1 * v["params"]["hidden_0"]["kernel"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        s["params"]["head"]["bias"], 0.1 * v["params"]["head"]["bias"], rtol=1e-6
+    )
     assert float(s["params"]["prelu_0"]) == 0.25  # the slope is not a random init
     # Works with a traced scale under jit.
     s2 = jax.jit(scale_params)(v, jnp.float32(2.0))
-    np.testing.assert_allclose(s2["params"]["hidden_1"]["kernel"],
-                               2.0 * v["params"]["hidden_1"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(
+        s2["params"]["hidden_1"]["kernel"], 2.0 * v["params"]["hidden_1"]["kernel"], rtol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,10 +323,12 @@ def test_vmap_over_stacked_variables_equals_loop(cfg):
         # The same random bits; the few elementwise ops that scale them into U(-b, b) may round
         # differently in the vmapped program (e.g. a fused multiply-add), so a few ulp of b.
         v1 = model.init(keys[1], x)
-        jax.tree.map(lambda a, b: assert_f32_close(a, b, n_ops=4), v1,
-                     jax.tree.map(lambda a: a[1], stacked))
-        assert not np.allclose(v1["params"]["hidden_0"]["kernel"],
-                               stacked["params"]["hidden_0"]["kernel"][0])  # keys differ
+        jax.tree.map(
+            lambda a, b: assert_f32_close(a, b, n_ops=4), v1, jax.tree.map(lambda a: a[1], stacked)
+        )
+        assert not np.allclose(
+            v1["params"]["hidden_0"]["kernel"], stacked["params"]["hidden_0"]["kernel"][0]
+        )  # keys differ
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +387,7 @@ def test_gru_matches_manual_torch_equations():
         h = jnp.zeros((3, 6))
         sig = jax.nn.sigmoid
         for t in range(2):
-            xt = x[:, 5 * t: 5 * t + 5]
+            xt = x[:, 5 * t : 5 * t + 5]
             gi = xt @ p["kernel_ih"] + p["bias_ih"]
             gh = h @ p["kernel_hh"] + p["bias_hh"]
             r = sig(gi[:, :6] + gh[:, :6])

@@ -29,7 +29,11 @@ def assert_png(path, fig):
     want_w, want_h = fig.get_size_inches() * SAVE_DPI
     pad = 0.2 * SAVE_DPI + 2
     assert 0.8 * want_w <= w <= want_w + pad and 0.8 * want_h <= h <= want_h + pad, (
-        w, h, want_w, want_h)
+        w,
+        h,
+        want_w,
+        want_h,
+    )
     rgb = img[..., :3].reshape(-1, 3)
     assert len(np.unique(rgb, axis=0)) > 16, "blank or single-colour image"
     ink = float(np.mean(np.any(rgb < 0.9, axis=1)))
@@ -118,8 +122,9 @@ def test_uap_heatmaps_and_image(tmp_path):
     u_can = np.zeros((3, 50))
     u_can[:, 0] = 1.0
     u_can[:, 1:] = 0.01 * rng.normal(size=(3, 49))
-    fig = plots.uap_heatmaps({"fcn": u_can[0], "cnn": u_can[1], "gru": u_can[2]},
-                             tmp_path / "h.png")
+    fig = plots.uap_heatmaps(
+        {"fcn": u_can[0], "cnn": u_can[1], "gru": u_can[2]}, tmp_path / "h.png"
+    )
     assert_png(tmp_path / "h.png", fig)
     fig = plots.uap_heatmaps(u_can @ w, tmp_path / "h_rot.png", rotation=w, labels=["a", "b", "c"])
     assert_png(tmp_path / "h_rot.png", fig)

@@ -96,7 +96,8 @@ def test_failed_start_leaves_no_run_folder(tmp_path):
     # A failure after start_run but before anything is written (e.g. missing data) leaves
     # nothing either, so a retry is not refused as "already exists".
     args = common.make_parser("extreme_sb", None, {"smoke": {}}).parse_args(
-        ["--preset", "smoke", "--out", str(out)])
+        ["--preset", "smoke", "--out", str(out)]
+    )
     run = common.start_run("extreme_sb", args, {"n_seeds": 1})
     assert not out.exists()
     run.finish()
@@ -134,12 +135,15 @@ def test_stale_tmp_files_are_removed(tmp_path):
 def _python(code: str, **env) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SBJAX_CPU_DEVICES")}
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
-                          cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=ROOT, timeout=120
+    )
 
 
 def test_import_sbjax_sets_no_xla_flags():
-    r = _python("import os, sbjax, sbjax.train, sbjax.eval; print(repr(os.environ.get('XLA_FLAGS')))")
+    r = _python(
+        "import os, sbjax, sbjax.train, sbjax.eval; print(repr(os.environ.get('XLA_FLAGS')))"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "None"
 
@@ -155,12 +159,15 @@ print(json.dumps(json.load(open(run.out / 'env.json'))))
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs >= 2 cores")
-@pytest.mark.parametrize("flag,env,expected", [
-    (["--devices", "1"], {}, 1),
-    (["--devices", "2"], {}, 2),
-    ([], {"SBJAX_CPU_DEVICES": "1"}, 1),
-    ([], {}, min(os.cpu_count() or 1, 64)),
-])
+@pytest.mark.parametrize(
+    "flag,env,expected",
+    [
+        (["--devices", "1"], {}, 1),
+        (["--devices", "2"], {}, 2),
+        ([], {"SBJAX_CPU_DEVICES": "1"}, 1),
+        ([], {}, min(os.cpu_count() or 1, 64)),
+    ],
+)
 def test_devices_are_honoured_and_recorded(tmp_path, flag, env, expected):
     out = tmp_path / "run"
     code = _ENV_JSON.replace("sys.argv[1:]", repr(["--out", str(out), *flag]))
@@ -177,20 +184,32 @@ def test_devices_are_honoured_and_recorded(tmp_path, flag, env, expected):
 def test_bad_device_counts_fail_before_any_folder(tmp_path, value):
     out = tmp_path / "run"
     args = common.make_parser("extreme_sb", None, {"smoke": {}}).parse_args(
-        ["--preset", "smoke", "--out", str(out), "--devices", value])
+        ["--preset", "smoke", "--out", str(out), "--devices", value]
+    )
     with pytest.raises(ValueError, match=f"devices={value}"):
         common.start_run("extreme_sb", args, {"n_seeds": 1})
     assert not out.exists()
 
 
 def test_records_exclude_and_count_failed_models():
-    run = common.Run(name="x", out=Path("unused"), preset="smoke", preset_config={}, n_seeds=4,
-                     seed=0, resume=False, progress=False)
+    run = common.Run(
+        name="x",
+        out=Path("unused"),
+        preset="smoke",
+        preset_config={},
+        n_seeds=4,
+        seed=0,
+        resume=False,
+        progress=False,
+    )
     rec = run.add_result(
-        dataset="d", model="m",
+        dataset="d",
+        model="m",
         metrics={"test_acc": [0.9, 0.5, 0.8, 0.7], "test_auc": [0.95, float("nan"), 0.85, 0.9]},
-        status=["converged", "diverged", "converged", "max_steps"], require_converged=True,
-        test_size=(5000, 5000))
+        status=["converged", "diverged", "converged", "max_steps"],
+        require_converged=True,
+        test_size=(5000, 5000),
+    )
     assert rec["n_seeds"] == 2 and rec["n_total"] == 4
     assert rec["n_diverged"] == 1 and rec["n_unconverged"] == 1 and rec["n_failed"] == 2
     assert rec["seed_status"] == ["ok", "diverged", "ok", "unconverged"]
@@ -201,26 +220,44 @@ def test_records_exclude_and_count_failed_models():
     assert rec["metrics"]["test_auc"]["sampling_se"] == pytest.approx(0.0057738, rel=1e-4)
     assert acc["per_seed"] == [0.9, 0.5, 0.8, 0.7]
     # A used seed with a NaN metric is failed for every metric of the record.
-    rec = run.add_result(dataset="d", model="m", metrics={"a_acc": [0.9, 0.7], "a_auc": [0.9,
-                         float("nan")]})
+    rec = run.add_result(
+        dataset="d", model="m", metrics={"a_acc": [0.9, 0.7], "a_auc": [0.9, float("nan")]}
+    )
     assert rec["seed_status"] == ["ok", "nonfinite_metric"]
-    assert rec["metrics"]["a_acc"]["mean"] == pytest.approx(0.9) and rec["metrics"]["a_acc"][
-        "std"] is None
-    rec = run.add_result(dataset="d", model="m", metrics={"a_acc": [0.5, 0.5]},
-                         status=["diverged", "diverged"])
+    assert (
+        rec["metrics"]["a_acc"]["mean"] == pytest.approx(0.9)
+        and rec["metrics"]["a_acc"]["std"] is None
+    )
+    rec = run.add_result(
+        dataset="d", model="m", metrics={"a_acc": [0.5, 0.5]}, status=["diverged", "diverged"]
+    )
     assert rec["status"] == "all models failed" and rec["metrics"]["a_acc"]["mean"] is None
 
 
 def test_status_lists_are_not_mistaken_for_stop_reasons():
-    run = common.Run(name="x", out=Path("unused"), preset="smoke", preset_config={}, n_seeds=2,
-                     seed=0, resume=False, progress=False)
-    rec = run.add_result(dataset="d", model="m", metrics={"test_acc": [0.5, 0.9]},
-                         status=["diverged", "ok"], require_converged=True,
-                         test_size={"test_acc": (10, 10)})
+    run = common.Run(
+        name="x",
+        out=Path("unused"),
+        preset="smoke",
+        preset_config={},
+        n_seeds=2,
+        seed=0,
+        resume=False,
+        progress=False,
+    )
+    rec = run.add_result(
+        dataset="d",
+        model="m",
+        metrics={"test_acc": [0.5, 0.9]},
+        status=["diverged", "ok"],
+        require_converged=True,
+        test_size={"test_acc": (10, 10)},
+    )
     assert rec["seed_status"] == ["diverged", "ok"] and rec["n_seeds"] == 1
     assert rec["metrics"]["test_acc"]["sampling_se"] == pytest.approx((0.9 * 0.1 / 20) ** 0.5)
-    rec = run.add_result(dataset="d", model="m", metrics={"train_acc": [0.5, 0.9]},
-                         test_size=(10, 10))
+    rec = run.add_result(
+        dataset="d", model="m", metrics={"train_acc": [0.5, 0.9]}, test_size=(10, 10)
+    )
     assert "sampling_se" not in rec["metrics"]["train_acc"]
 
 

@@ -31,10 +31,17 @@ def test_writes_files(run):
     import jax
 
     out, stats = run
-    assert sorted(p.name for p in out.iterdir()) == ["blocks.json", "config.json",
-                                                     "data_preview.png", "env.json", "figures"]
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["data_preview.json",
-                                                                    "data_preview.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "blocks.json",
+        "config.json",
+        "data_preview.png",
+        "env.json",
+        "figures",
+    ]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "data_preview.json",
+        "data_preview.npz",
+    ]
     assert_figure(out / "data_preview.png", min_width=1200, min_height=500)
     assert json.loads((out / "blocks.json").read_text()) == json.loads(json.dumps(stats))
     config = json.loads((out / "config.json").read_text())
@@ -45,12 +52,16 @@ def test_writes_files(run):
 
 def test_the_preview_is_redrawn_from_the_run_folder(run, tmp_path):
     out, _ = run
-    r = subprocess.run([sys.executable, "-m", "sbjax.plots", str(out), "--out", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sbjax.plots", str(out), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["data_preview.png"]
-    assert (tmp_path / "data_preview.png").read_bytes() == (
-        out / "data_preview.png").read_bytes()
+    assert (tmp_path / "data_preview.png").read_bytes() == (out / "data_preview.png").read_bytes()
 
 
 def test_imports_no_matplotlib_and_no_other_experiment():
@@ -110,8 +121,9 @@ def test_help_lists_options_with_defaults(capsys):
     assert "\n    python -m experiments.show_data --out runs/show_data" in text  # kept as written
 
 
-@pytest.mark.parametrize("bad,name", [(["--p", "1.5"], "p"), (["--margin", "0.2"], "margin"),
-                                      (["--n", "0"], "n")])
+@pytest.mark.parametrize(
+    "bad,name", [(["--p", "1.5"], "p"), (["--margin", "0.2"], "margin"), (["--n", "0"], "n")]
+)
 def test_invalid_arguments(tmp_path, bad, name):
     with pytest.raises(ValueError, match=rf"^{name}="):
         show_data.main(["--out", str(tmp_path / "x"), *bad])

@@ -93,8 +93,12 @@ def test_balanced_v_and_init_scale():
     v = np.asarray(balanced_v(16))
     np.testing.assert_allclose(v[:8], 0.25)
     np.testing.assert_allclose(v[8:], -0.25)
-    assert init_sigma(128, 16, "log4") == pytest.approx(1 / math.sqrt(128 * 16 * math.log(128) ** 4))
-    assert init_sigma(128, 16, "log2") == pytest.approx(1 / math.sqrt(128 * 16 * math.log(128) ** 2))
+    assert init_sigma(128, 16, "log4") == pytest.approx(
+        1 / math.sqrt(128 * 16 * math.log(128) ** 4)
+    )
+    assert init_sigma(128, 16, "log2") == pytest.approx(
+        1 / math.sqrt(128 * 16 * math.log(128) ** 2)
+    )
     with pytest.raises(ValueError, match="k=15"):
         balanced_v(15)
 
@@ -107,12 +111,18 @@ def test_stopping_times():
     assert theorem_stop_time(None, 1.0, log_d=1e9) == 3  # it tends to 4/eta - 1 as d -> inf
 
 
-@pytest.mark.parametrize("kw, name", [
-    ({"k": 15}, "k"), ({"method": "nope"}, "method"), ({"n": 0}, "n"),
-    ({"k": 16, "d": 10, "method": "projected"}, "k"), ({"batch": "fixed", "method": "projected"},
-                                                        "method"),
-    ({"steps": 5, "max_steps": 3}, "max_steps"), ({"eta": 0.0}, "eta"),
-])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"k": 15}, "k"),
+        ({"method": "nope"}, "method"),
+        ({"n": 0}, "n"),
+        ({"k": 16, "d": 10, "method": "projected"}, "k"),
+        ({"batch": "fixed", "method": "projected"}, "method"),
+        ({"steps": 5, "max_steps": 3}, "max_steps"),
+        ({"eta": 0.0}, "eta"),
+    ],
+)
 def test_config_validation(kw, name):
     args = {"d": 32, **kw}
     with pytest.raises(ValueError, match=f"{name}="):
@@ -142,14 +152,21 @@ def _quadrature_grads(w1, w2, s, v, gamma):
     return g1, g2, gpar
 
 
-@pytest.mark.parametrize("w1, w2, s, v, gamma", [
-    (0.03, 0.02, 0.05, 0.25, 1.0), (-0.04, 0.05, 0.03, -0.25, 1.0), (0.0, -0.01, 0.1, 0.5, 1.0),
-    (0.125, 0.003, 0.02, 0.25, 1.0), (0.2, 0.1, 0.3, -0.3, 0.25),
-])
+@pytest.mark.parametrize(
+    "w1, w2, s, v, gamma",
+    [
+        (0.03, 0.02, 0.05, 0.25, 1.0),
+        (-0.04, 0.05, 0.03, -0.25, 1.0),
+        (0.0, -0.01, 0.1, 0.5, 1.0),
+        (0.125, 0.003, 0.02, 0.25, 1.0),
+        (0.2, 0.1, 0.3, -0.3, 0.25),
+    ],
+)
 def test_closed_forms_equal_the_population_expectation(w1, w2, s, v, gamma):
     with jax.enable_x64(True):
-        t = closed_form_grads(jnp.float64(w1), jnp.float64(w2), jnp.float64(s), jnp.float64(v),
-                              gamma)
+        t = closed_form_grads(
+            jnp.float64(w1), jnp.float64(w2), jnp.float64(s), jnp.float64(v), gamma
+        )
         g1, g2, gpar = _quadrature_grads(w1, w2, s, v, gamma)
         assert float(t.grad_w1) == pytest.approx(g1, abs=1e-9)
         assert float(t.grad_w2) == pytest.approx(g2, abs=1e-9)
@@ -165,7 +182,8 @@ def test_phi_diff_is_stable_in_the_tails():
         ref = float(jax.scipy.special.ndtr(-9.5) - jax.scipy.special.ndtr(-10.0))
         assert val == pytest.approx(ref, rel=1e-12) and val > 1e-21
         assert float(phi_diff(jnp.float64(1.0), jnp.float64(0.5))) == pytest.approx(
-            0.8413447460685429 - 0.6914624612740131, rel=1e-12)
+            0.8413447460685429 - 0.6914624612740131, rel=1e-12
+        )
 
 
 @pytest.mark.parametrize("d, n", [(32, 1 << 15), (256, 256 * 256)])
@@ -205,7 +223,7 @@ def run_d128(request):
 def test_negative_units_get_exactly_zero_slab_gradient_after_step_1(run_d128):
     r = run_d128
     k = r.config.k
-    neg = r.units["w2"][:, 1:, k // 2:]  # w2 of v < 0 units after steps 1..T
+    neg = r.units["w2"][:, 1:, k // 2 :]  # w2 of v < 0 units after steps 1..T
     assert np.array_equal(neg, np.repeat(neg[:, :1], neg.shape[1], axis=1))  # bit-for-bit frozen
     assert np.all(r.train["wrong_fire_neg"][:, 1:] == 0)  # because they never fire on positives
     pos = r.units["w2"][:, 1:, : k // 2]
@@ -221,7 +239,7 @@ def test_zero_slab_gradient_when_pattern_is_locked():
     w[2:] = 0.001 * np.asarray(jax.random.normal(jax.random.key(0), (d - 2, k)))
     g, stats = train_step_grad(cfg, jnp.asarray(w), jax.random.key(1))
     assert float(stats["wrong_fire_neg"]) == 0
-    assert np.all(np.asarray(g)[1, k // 2:] == 0.0)
+    assert np.all(np.asarray(g)[1, k // 2 :] == 0.0)
     assert np.all(np.asarray(g)[1, : k // 2] != 0.0)
 
 
@@ -235,8 +253,13 @@ def test_w1_grows_by_exactly_eta_v_times_class_fraction(run_d128):
     dw1 = np.diff(r.units["w1"], axis=1)[:, 1:]  # updates at t = 1 .. T-1
     frac_pos = r.train["n_pos"][:, 1:] / cfg.n
     k = cfg.k
-    frac = np.concatenate([np.repeat(frac_pos[..., None], k // 2, -1),
-                           np.repeat(1 - frac_pos[..., None], k // 2, -1)], axis=-1)
+    frac = np.concatenate(
+        [
+            np.repeat(frac_pos[..., None], k // 2, -1),
+            np.repeat(1 - frac_pos[..., None], k // 2, -1),
+        ],
+        axis=-1,
+    )
     exact = cfg.eta * cfg.gamma * r.v[None, None, :] * frac
     np.testing.assert_allclose(dw1, exact, rtol=2e-5, atol=1e-7)
     half = cfg.eta * r.v / 2
@@ -270,16 +293,20 @@ def test_population_and_empirical_agree_within_sqrt_d_over_n(run_d128):
     # w1 and w2 differ only by O(1/sqrt(n)) sampling noise per step
     for q in ("w1", "w2"):
         assert np.max(np.abs(pop[f"pop_{q}"] - r.units[q])) <= cfg.steps * 0.25 * 4 / math.sqrt(
-            cfg.n)
+            cfg.n
+        )
     # the finite-sample terms restore the noise random walk: mean ||w_bar|| within 10 %
     with jax.enable_x64(True):
-        noisy = simulate_population(jax.random.key(0), d=cfg.d, k=cfg.k, eta=cfg.eta,
-                                    steps=cfg.steps, n_seeds=64, n=cfg.n)
+        noisy = simulate_population(
+            jax.random.key(0), d=cfg.d, k=cfg.k, eta=cfg.eta, steps=cfg.steps, n_seeds=64, n=cfg.n
+        )
         noisy = jax.tree_util.tree_map(np.asarray, noisy)
     assert float(np.mean(noisy.s[:, -1])) == pytest.approx(
-        float(np.mean(r.units["wbar"][:, -1])), rel=0.1)
+        float(np.mean(r.units["wbar"][:, -1])), rel=0.1
+    )
     assert float(np.median(np.abs(noisy.w2[:, -1]))) == pytest.approx(
-        float(np.median(np.abs(r.units["w2"][:, -1]))), rel=0.5)
+        float(np.median(np.abs(r.units["w2"][:, -1]))), rel=0.5
+    )
 
 
 def test_population_requires_x64_for_float64():
@@ -331,8 +358,9 @@ def test_seed_i_of_a_sweep_equals_a_single_run():
     for q in ("w1", "w2", "wbar"):
         assert_f32_close(sweep.units[q][2], single.units[q][0], n_ops, scale)
     # the tolerance is far below what a different seed changes (init sigma ~ 0.016 here)
-    other = max(float(np.max(np.abs(sweep.units[q][1] - single.units[q][0])))
-                for q in ("w1", "w2", "wbar"))
+    other = max(
+        float(np.max(np.abs(sweep.units[q][1] - single.units[q][0]))) for q in ("w1", "w2", "wbar")
+    )
     assert other > 100 * f32_rtol(n_ops) * scale
     # (the projected sampler agrees to float rounding as well: batched QR/eigh round differently)
 
@@ -350,8 +378,7 @@ def test_sharded_equals_unsharded():
         assert_f32_close(a.units[q], b.units[q], n_ops, _unit_scale(b))
     # a margin is a sum over the k units after the training updates; its mean one over n_test
     m = b.eval["test_margin_mean"]
-    assert_f32_close(a.eval["test_margin_mean"], m, n_ops + cfg.n_test,
-                     float(np.max(np.abs(m))))
+    assert_f32_close(a.eval["test_margin_mean"], m, n_ops + cfg.n_test, float(np.max(np.abs(m))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,20 +405,23 @@ def test_loglog_fit_recovers_slope_and_ci():
 # claim verdicts
 
 
-@pytest.mark.parametrize("value, ci, want", [
-    (-0.50, (-0.55, -0.45), "PASS"),          # CI inside the band
-    (-0.50, (-0.60, -0.40), "PASS"),          # edges are inclusive
-    (-0.459, (-0.667, -0.251), "INCONCLUSIVE"),  # quick G1: point inside, CI wider than band
-    (-0.45, (-0.52, -0.38), "INCONCLUSIVE"),  # straddles the upper edge only
-    (-0.35, (-0.42, -0.28), "INCONCLUSIVE"),  # point outside, CI straddles
-    (-0.30, (-0.35, -0.25), "FAIL"),          # CI entirely above the band
-    (-0.80, (-0.90, -0.70), "FAIL"),          # CI entirely below the band
-    (-0.50, None, "PASS"),                    # no CI: the point decides
-    (-0.39, None, "FAIL"),
-    (-0.50, (float("nan"), float("nan")), "INCONCLUSIVE"),  # CI not computable: no PASS
-    (-0.30, (float("nan"), float("nan")), "FAIL"),
-    (float("nan"), None, "INCONCLUSIVE"),     # nothing measured
-])
+@pytest.mark.parametrize(
+    "value, ci, want",
+    [
+        (-0.50, (-0.55, -0.45), "PASS"),  # CI inside the band
+        (-0.50, (-0.60, -0.40), "PASS"),  # edges are inclusive
+        (-0.459, (-0.667, -0.251), "INCONCLUSIVE"),  # quick G1: point inside, CI wider than band
+        (-0.45, (-0.52, -0.38), "INCONCLUSIVE"),  # straddles the upper edge only
+        (-0.35, (-0.42, -0.28), "INCONCLUSIVE"),  # point outside, CI straddles
+        (-0.30, (-0.35, -0.25), "FAIL"),  # CI entirely above the band
+        (-0.80, (-0.90, -0.70), "FAIL"),  # CI entirely below the band
+        (-0.50, None, "PASS"),  # no CI: the point decides
+        (-0.39, None, "FAIL"),
+        (-0.50, (float("nan"), float("nan")), "INCONCLUSIVE"),  # CI not computable: no PASS
+        (-0.30, (float("nan"), float("nan")), "FAIL"),
+        (float("nan"), None, "INCONCLUSIVE"),  # nothing measured
+    ],
+)
 def test_verdict_of_an_estimate_against_a_band(value, ci, want):
     assert verdict(value, (-0.6, -0.4), ci) == want
 
@@ -406,15 +436,28 @@ def test_verdict_with_open_bands_and_degenerate_band():
 
 
 def test_make_claim_judges_with_the_ci_and_tags_theory_criteria():
-    c = make_claim("slope of log median|w2| vs log d (d = 128..512)", "G1", -0.459, (-0.6, -0.4),
-                   ci=[-0.667, -0.251])
+    c = make_claim(
+        "slope of log median|w2| vs log d (d = 128..512)",
+        "G1",
+        -0.459,
+        (-0.6, -0.4),
+        ci=[-0.667, -0.251],
+    )
     assert c["verdict"] == "INCONCLUSIVE" and c["pass"] is False
     assert c["criterion"].startswith("THEORY.md 6.3/6.4")
-    c = make_claim("|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 1, every unit (d >= 128)",
-                   "G1", 1.027, (0.98, 1.02))
+    c = make_claim(
+        "|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 1, every unit (d >= 128)",
+        "G1",
+        1.027,
+        (0.98, 1.02),
+    )
     assert c["verdict"] == "FAIL" and "6.4" in c["criterion"]
-    c = make_claim("|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 2, every unit", "G1", 1.01,
-                   (0.98, 1.02))
+    c = make_claim(
+        "|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 2, every unit",
+        "G1",
+        1.01,
+        (0.98, 1.02),
+    )
     assert c["verdict"] == "PASS" and "criterion" not in c  # a band set by this module
     assert stated_criterion("G7", "slope of log median|w2| vs log d") is None
 
@@ -424,27 +467,76 @@ def _saved_run(tmp_path):
     from theory.report import _SETTING, _claims_section
 
     claims = [
-        {"name": "slope of log median|w2| vs log d (d = 128..512)", "grid": "G1", "value": -0.459,
-         "band": [-0.6, -0.4], "kind": "theorem", "note": "", "ci": [-0.667, -0.251]},
-        {"name": "|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 1, every unit (d >= 128)",
-         "grid": "G1", "value": 1.027, "band": [0.98, 1.02], "kind": "derivation", "note": ""},
-        {"name": "test accuracy, min over seeds (d >= 128)", "grid": "G1", "value": 1.0,
-         "band": [0.999, 1.0], "kind": "theorem", "note": ""},
-        {"name": "Lemma 6 orthogonal part / printed bound", "grid": "L", "value": 2.0,
-         "band": [0.0, 1.0], "kind": "gap", "note": "printed bound too small"},
-        {"name": "collapse on n/d", "grid": "G4", "value": "nan", "band": [0.0, 0.3],
-         "kind": "derivation", "note": ""},
+        {
+            "name": "slope of log median|w2| vs log d (d = 128..512)",
+            "grid": "G1",
+            "value": -0.459,
+            "band": [-0.6, -0.4],
+            "kind": "theorem",
+            "note": "",
+            "ci": [-0.667, -0.251],
+        },
+        {
+            "name": "|w1| sqrt(k) / (t eta gamma / 2) at every step t >= 1, every unit (d >= 128)",
+            "grid": "G1",
+            "value": 1.027,
+            "band": [0.98, 1.02],
+            "kind": "derivation",
+            "note": "",
+        },
+        {
+            "name": "test accuracy, min over seeds (d >= 128)",
+            "grid": "G1",
+            "value": 1.0,
+            "band": [0.999, 1.0],
+            "kind": "theorem",
+            "note": "",
+        },
+        {
+            "name": "Lemma 6 orthogonal part / printed bound",
+            "grid": "L",
+            "value": 2.0,
+            "band": [0.0, 1.0],
+            "kind": "gap",
+            "note": "printed bound too small",
+        },
+        {
+            "name": "collapse on n/d",
+            "grid": "G4",
+            "value": "nan",
+            "band": [0.0, 0.3],
+            "kind": "derivation",
+            "note": "",
+        },
     ]
     old_pass = [True, False, True, False, False]
     for c, p in zip(claims, old_pass, strict=True):
         c["pass"] = p
-    meta = {"preset": "quick", "grids": ["L", "G1", "G4"], "seed": 0, "seconds": 1.0,
-            "device": "cpu"}
+    meta = {
+        "preset": "quick",
+        "grids": ["L", "G1", "G4"],
+        "seed": 0,
+        "seconds": 1.0,
+        "device": "cpu",
+    }
     summary = {**meta, "n_claims": 5, "n_pass": 2, "claims": claims, "figures": []}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     rendered = [dict(c, verdict="PASS" if c["pass"] else "FAIL") for c in claims]
-    text = "\n".join(["# Theorem 1", "", "Preset `quick`, ... 2 of 5 claims pass.", "", _SETTING,
-                      "", *_claims_section(rendered), "## G1: d-sweep", "", "KEEP THIS TABLE", ""])
+    text = "\n".join(
+        [
+            "# Theorem 1",
+            "",
+            "Preset `quick`, ... 2 of 5 claims pass.",
+            "",
+            _SETTING,
+            "",
+            *_claims_section(rendered),
+            "## G1: d-sweep",
+            "",
+            "KEEP THIS TABLE",
+            "",
+        ]
+    )
     (tmp_path / "report.md").write_text(text)
     return tmp_path
 
@@ -459,16 +551,23 @@ def test_rejudge_rewrites_verdicts_counts_and_report(tmp_path, capsys):
     assert "PASS -> INCONCLUSIVE: G1: slope of log median|w2|" in printed
     assert "FAIL -> INCONCLUSIVE: G4: collapse on n/d" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert [c["verdict"] for c in summary["claims"]] == ["INCONCLUSIVE", "FAIL", "PASS", "FAIL",
-                                                          "INCONCLUSIVE"]
+    assert [c["verdict"] for c in summary["claims"]] == [
+        "INCONCLUSIVE",
+        "FAIL",
+        "PASS",
+        "FAIL",
+        "INCONCLUSIVE",
+    ]
     assert [c["pass"] for c in summary["claims"]] == [False, False, True, False, False]
     assert (summary["n_pass"], summary["n_inconclusive"], summary["n_fail"]) == (1, 2, 2)
     report = (out / "report.md").read_text()
     assert "**1 PASS, 2 INCONCLUSIVE, 2 FAIL** (1 of the FAILs is a 'gap' claim" in report
     assert "2 of 5 claims pass" not in report
     # THEORY.md's pass criterion that fails is stated plainly, and so is the inconclusive slope
-    assert ("* **Not met** (#2, G1): THEORY.md 6.4: |w1| sqrt(k) / (t eta gamma/2) in [0.98, "
-            "1.02] at every step t. Measured") in report
+    assert (
+        "* **Not met** (#2, G1): THEORY.md 6.4: |w1| sqrt(k) / (t eta gamma/2) in [0.98, "
+        "1.02] at every step t. Measured"
+    ) in report
     assert "= 1.027, required [0.98, 1.02]: the criterion fails in this run." in report
     assert "* **Not established** (#1, G1)" in report
     assert "| *INCONCLUSIVE* | theorem |" in report and "### What the INCONCLUSIVEs mean" in report
@@ -551,11 +650,16 @@ def _check_run_folder(out, grids, preset="smoke"):
     n = {v: sum(c["verdict"] == v for c in summary["claims"]) for v in VERDICTS}
     assert summary["n_claims"] == len(summary["claims"])
     assert (summary["n_pass"], summary["n_inconclusive"], summary["n_fail"]) == (
-        n["PASS"], n["INCONCLUSIVE"], n["FAIL"])
+        n["PASS"],
+        n["INCONCLUSIVE"],
+        n["FAIL"],
+    )
     report = (out / "report.md").read_text()
     assert report.startswith("# Theorem 1")
-    assert (f"Verdicts of the {len(summary['claims'])} claims: **{n['PASS']} PASS, "
-            f"{n['INCONCLUSIVE']} INCONCLUSIVE, {n['FAIL']} FAIL**") in report
+    assert (
+        f"Verdicts of the {len(summary['claims'])} claims: **{n['PASS']} PASS, "
+        f"{n['INCONCLUSIVE']} INCONCLUSIVE, {n['FAIL']} FAIL**"
+    ) in report
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == preset and set(config["grids"]) == set(grids)
     env = json.loads((out / "env.json").read_text())
@@ -575,8 +679,9 @@ def test_cli_smoke_lemma_grid(tmp_path):
     assert int(npz["params/d"]) == 32
     # the logged deviations are the ones the claims were computed from
     lemma4 = [c for c in summary["claims"] if c["name"].startswith("Lemma 4")][0]
-    assert lemma4["value"] == pytest.approx(float(np.max(npz["extra/dev_w1"]
-                                                          / npz["extra/bound_45"])), rel=1e-6)
+    assert lemma4["value"] == pytest.approx(
+        float(np.max(npz["extra/dev_w1"] / npz["extra/bound_45"])), rel=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -609,8 +714,9 @@ def test_cli_smoke_all_grids(tmp_path):
     with open(out / "metrics.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["grid"] == "G1" and r["point"] == "d32"]
     assert [int(r["seed"]) for r in rows] == list(range(w2.shape[0]))
-    np.testing.assert_allclose([float(r["w2_all"]) for r in rows],
-                               np.median(np.abs(w2[:, -1]), axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(r["w2_all"]) for r in rows], np.median(np.abs(w2[:, -1]), axis=-1), rtol=1e-6
+    )
     steps = [json.loads(ln) for ln in (out / "steps.jsonl").read_text().splitlines()]
     g1 = [r for r in steps if r["grid"] == "G1" and r["point"] == "d32"]
     assert [r["step"] for r in g1] == list(range(w2.shape[1]))

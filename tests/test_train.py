@@ -58,8 +58,9 @@ def test_shuffle_is_close_to_uniform():
     # Where position 0 lands, over 2000 keys, for n = 10: each index ~ 200 times.
     n = 10
     keys = jax.random.split(jax.random.key(0), 2000)
-    first = jax.vmap(lambda k: permute_positions(jnp.zeros((1,), jnp.int32),
-                                                 epoch_round_keys(k, 0), n)[0])(keys)
+    first = jax.vmap(
+        lambda k: permute_positions(jnp.zeros((1,), jnp.int32), epoch_round_keys(k, 0), n)[0]
+    )(keys)
     counts = np.bincount(np.asarray(first), minlength=n)
     chi2 = np.sum((counts - 200.0) ** 2 / 200.0)
     assert chi2 < 30, counts  # 9 dof: p ~ 4e-4 under uniformity
@@ -73,10 +74,12 @@ def test_sweep_equals_loop_of_single_runs():
     for s in range(3):
         single = train_sweep(CFG, MODEL, (x, y), seed_indices=[s], seed=5, progress=False)
         one = jax.tree_util.tree_map(lambda a, s=s: a[s], sweep.params)
-        _allclose_tree(jax.tree_util.tree_map(lambda a: a[0], single.params), one, atol=1e-6,
-                       rtol=1e-6)
-        np.testing.assert_allclose(single.history["train_loss"][0], sweep.history["train_loss"][s],
-                                   rtol=1e-6)
+        _allclose_tree(
+            jax.tree_util.tree_map(lambda a: a[0], single.params), one, atol=1e-6, rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            single.history["train_loss"][0], sweep.history["train_loss"][s], rtol=1e-6
+        )
         # The pure one-seed program of make_train gives the same model.
         key_s = jax.random.fold_in(jax.random.fold_in(jax.random.key(5), s), 0)
         state, hist = train(key_s, hp)
@@ -96,8 +99,9 @@ def test_grid_is_traced_no_retrace():
     keys = jax.random.split(jax.random.key(0), 2)
     for lr, wd, mom in [(0.1, 0.0, 0.0), (0.01, 5e-4, 0.9)]:
         hp = {k: jnp.full((2,), v, jnp.float32) for k, v in CFG.default_hparams().items()}
-        hp.update(lr=jnp.full((2,), lr), weight_decay=jnp.full((2,), wd),
-                  momentum=jnp.full((2,), mom))
+        hp.update(
+            lr=jnp.full((2,), lr), weight_decay=jnp.full((2,), wd), momentum=jnp.full((2,), mom)
+        )
         jax.block_until_ready(f(keys, hp))
 
 
@@ -116,8 +120,15 @@ def test_grid_sweep_orders_models_seed_major_and_shares_keys_across_grid():
 
 def test_per_seed_stopping_masks_updates_and_records_reason():
     x, y = _data(n=512)
-    cfg = TrainConfig(lr=0.5, batch_size=64, max_steps=400, eval_every=10, stop_rule="acc",
-                      stop_eps=0.05, patience=1)
+    cfg = TrainConfig(
+        lr=0.5,
+        batch_size=64,
+        max_steps=400,
+        eval_every=10,
+        stop_rule="acc",
+        stop_eps=0.05,
+        patience=1,
+    )
     r = train_sweep(cfg, MODEL, (x, y), n_seeds=2, grid={"lr": [1e-6, 0.5]}, progress=False)
     slow, fast = 0, 1
     assert r.stop_reason[fast] == "converged" and r.stop_reason[slow] == "max_steps"
@@ -131,8 +142,7 @@ def test_per_seed_stopping_masks_updates_and_records_reason():
 
 def test_patience_counts_like_the_reference():
     x, y = _data(n=512)
-    base = dict(lr=0.5, batch_size=64, max_steps=400, eval_every=10, stop_rule="acc",
-                stop_eps=0.05)
+    base = dict(lr=0.5, batch_size=64, max_steps=400, eval_every=10, stop_rule="acc", stop_eps=0.05)
     r1 = train_sweep(TrainConfig(**base, patience=1), MODEL, (x, y), progress=False)
     r25 = train_sweep(TrainConfig(**base, patience=25), MODEL, (x, y), progress=False)
     assert r25.stop_step[0] == r1.stop_step[0] + 24
@@ -202,12 +212,20 @@ def test_drop_last_changes_steps_per_epoch():
 def test_hinge_and_other_optimizers_train():
     x, y = _data()
     for cfg in [
-        TrainConfig(loss="hinge", lr=0.05, batch_size=64, max_steps=60, eval_every=20,
-                    stop_rule="none"),
-        TrainConfig(optimizer="adam", lr=0.01, batch_size=64, max_steps=60, eval_every=20,
-                    stop_rule="none"),
-        TrainConfig(optimizer="rmsprop", lr=0.005, batch_size=64, max_steps=60, eval_every=20,
-                    stop_rule="none"),
+        TrainConfig(
+            loss="hinge", lr=0.05, batch_size=64, max_steps=60, eval_every=20, stop_rule="none"
+        ),
+        TrainConfig(
+            optimizer="adam", lr=0.01, batch_size=64, max_steps=60, eval_every=20, stop_rule="none"
+        ),
+        TrainConfig(
+            optimizer="rmsprop",
+            lr=0.005,
+            batch_size=64,
+            max_steps=60,
+            eval_every=20,
+            stop_rule="none",
+        ),
     ]:
         r = train_sweep(cfg, MODEL, (x, y), progress=False)
         assert r.history["train_acc"][0, -1] > 0.85, cfg
@@ -215,18 +233,36 @@ def test_hinge_and_other_optimizers_train():
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path):
     x, y = _data()
-    full = train_sweep(CFG, MODEL, (x, y), n_seeds=2, out_dir=tmp_path / "a",
-                       periods_per_chunk=1, progress=False)
-    part = train_sweep(CFG, MODEL, (x, y), n_seeds=2, out_dir=tmp_path / "b",
-                       periods_per_chunk=1, progress=False, max_chunks=2)
+    full = train_sweep(
+        CFG, MODEL, (x, y), n_seeds=2, out_dir=tmp_path / "a", periods_per_chunk=1, progress=False
+    )
+    part = train_sweep(
+        CFG,
+        MODEL,
+        (x, y),
+        n_seeds=2,
+        out_dir=tmp_path / "b",
+        periods_per_chunk=1,
+        progress=False,
+        max_chunks=2,
+    )
     assert part.history["step"].shape[1] == 2
     with pytest.raises(FileExistsError, match="resume"):
         train_sweep(CFG, MODEL, (x, y), n_seeds=2, out_dir=tmp_path / "b", progress=False)
     with pytest.raises(ValueError, match="fingerprint"):
-        train_sweep(CFG, MODEL, (x, y), n_seeds=3, out_dir=tmp_path / "b", resume=True,
-                    progress=False)
-    res = train_sweep(CFG, MODEL, (x, y), n_seeds=2, out_dir=tmp_path / "b", resume=True,
-                      periods_per_chunk=1, progress=False)
+        train_sweep(
+            CFG, MODEL, (x, y), n_seeds=3, out_dir=tmp_path / "b", resume=True, progress=False
+        )
+    res = train_sweep(
+        CFG,
+        MODEL,
+        (x, y),
+        n_seeds=2,
+        out_dir=tmp_path / "b",
+        resume=True,
+        periods_per_chunk=1,
+        progress=False,
+    )
     _allclose_tree(full.params, res.params, atol=0, rtol=0)
     for k in full.history:
         np.testing.assert_array_equal(full.history[k], res.history[k])
@@ -271,8 +307,9 @@ def test_pgd_perturb_respects_budget_and_box():
     w = jax.random.normal(jax.random.key(1), (6,))
     loss = lambda xa, aux: (jnp.sum(xa @ w), aux)
     for norm in ("l2", "linf"):
-        xa, _ = pgd_perturb(loss, x, jax.random.key(2), 0.3, norm=norm, steps=10, step_frac=0.25,
-                            bounds=(0.0, 1.0))
+        xa, _ = pgd_perturb(
+            loss, x, jax.random.key(2), 0.3, norm=norm, steps=10, step_frac=0.25, bounds=(0.0, 1.0)
+        )
         d = np.asarray(xa - x)
         size = np.linalg.norm(d, axis=1) if norm == "l2" else np.abs(d).max(axis=1)
         assert size.max() <= 0.3 + 1e-5
@@ -283,11 +320,20 @@ def test_pgd_perturb_respects_budget_and_box():
 
 def test_adversarial_training_eps_grid_is_one_program():
     x, y = _data()
-    cfg = TrainConfig(lr=0.1, batch_size=64, max_steps=60, eval_every=20, stop_rule="none",
-                      adv_norm="l2", adv_steps=3, adv_step_frac=0.5,
-                      select_metric="val_robust_acc")
-    r = train_sweep(cfg, MODEL, (x, y), val=(x[:128], y[:128]),
-                    grid={"adv_eps": [0.0, 0.5]}, progress=False)
+    cfg = TrainConfig(
+        lr=0.1,
+        batch_size=64,
+        max_steps=60,
+        eval_every=20,
+        stop_rule="none",
+        adv_norm="l2",
+        adv_steps=3,
+        adv_step_frac=0.5,
+        select_metric="val_robust_acc",
+    )
+    r = train_sweep(
+        cfg, MODEL, (x, y), val=(x[:128], y[:128]), grid={"adv_eps": [0.0, 0.5]}, progress=False
+    )
     rob = r.history["val_robust_acc"][:, -1]
     clean = r.history["val_acc"][:, -1]
     assert np.all(np.isfinite(rob))
@@ -306,8 +352,9 @@ def test_init_scale_multiplies_kernels_and_biases():
     s1 = trainer.init(jax.random.key(0), hp, data).variables["params"]
     s3 = trainer.init(jax.random.key(0), {**hp, "init_scale": jnp.float32(3.0)}, data)
     s3 = s3.variables["params"]
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(s1),
-                            jax.tree_util.tree_leaves(s3), strict=True):
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(s1), jax.tree_util.tree_leaves(s3), strict=True
+    ):
         name = jax.tree_util.keystr(path)
         factor = 1.0 if "prelu" in name else 3.0  # PReLU slopes keep their 0.25 init
         np.testing.assert_allclose(np.asarray(b), factor * np.asarray(a), rtol=1e-6, err_msg=name)

@@ -18,11 +18,16 @@ SCRIPT = Path(__file__).parent / "scripts" / "sharding_check.py"
 def _run(*args) -> dict:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +62,10 @@ def test_no_two_models_share_a_parameter_value(result):
 CONSTANT_LEAVES = {
     "fcn_kaiming": ["params/head/bias", "params/hidden_0/bias"],  # zero biases
     "fcn_prelu": ["params/prelu_0", "params/prelu_1"],  # slope 0.25
-    "small_cnn_bn": sorted([f"params/bn_{i}/{p}" for i in range(4) for p in ("scale", "bias")]
-                           + [f"batch_stats/bn_{i}/{p}" for i in range(4)
-                              for p in ("mean", "var")]),
+    "small_cnn_bn": sorted(
+        [f"params/bn_{i}/{p}" for i in range(4) for p in ("scale", "bias")]
+        + [f"batch_stats/bn_{i}/{p}" for i in range(4) for p in ("mean", "var")]
+    ),
 }
 
 

@@ -66,10 +66,27 @@ _PERP_TAG = 1 << 20
 DEFAULT_SHARD = False
 F32 = jnp.float32
 
-TRAIN_KEYS = ("active_frac", "loss", "margin_mean", "margin_std", "n_pos", "wrong_fire_pos",
-              "wrong_fire_neg", "agree_pos", "agree_neg")
-EVAL_KEYS = ("test_err", "test_margin_mean", "test_margin_std", "s_rand_acc", "sc_rand_acc",
-             "agree_pos", "agree_neg", "active_frac")
+TRAIN_KEYS = (
+    "active_frac",
+    "loss",
+    "margin_mean",
+    "margin_std",
+    "n_pos",
+    "wrong_fire_pos",
+    "wrong_fire_neg",
+    "agree_pos",
+    "agree_neg",
+)
+EVAL_KEYS = (
+    "test_err",
+    "test_margin_mean",
+    "test_margin_std",
+    "s_rand_acc",
+    "sc_rand_acc",
+    "agree_pos",
+    "agree_neg",
+    "active_frac",
+)
 
 
 def _unit_stats(w: jax.Array) -> dict[str, jax.Array]:
@@ -144,8 +161,9 @@ class _Static:
     def of(cfg: SimConfig) -> _Static:
         b = cfg.train_chunk
         n_fixed = _n_chunks(cfg.n, b) * b if cfg.batch == "fixed" else 0
-        return _Static(cfg.d, cfg.k, cfg.method, cfg.loss, cfg.batch, cfg.init, b,
-                       cfg.buffer_steps, n_fixed)
+        return _Static(
+            cfg.d, cfg.k, cfg.method, cfg.loss, cfg.batch, cfg.init, b, cfg.buffer_steps, n_fixed
+        )
 
 
 def _grad(st: _Static, n, gamma, w, key, fixed):
@@ -197,8 +215,13 @@ def _grad(st: _Static, n, gamma, w, key, fixed):
         new = _batch_stats(h, y, valid, v, st.loss)
         return g1, g2, ztc, ctc, {name: stats[name] + new[name] for name in TRAIN_KEYS}
 
-    init = (jnp.zeros((k,), F32), jnp.zeros((k,), F32), jnp.zeros((k, k), F32),
-            jnp.zeros((k, k), F32), zero_stats)
+    init = (
+        jnp.zeros((k,), F32),
+        jnp.zeros((k,), F32),
+        jnp.zeros((k, k), F32),
+        jnp.zeros((k, k), F32),
+        zero_stats,
+    )
     g1, g2, ztc, ctc, stats = jax.lax.fori_loop(0, nc, body, init)
     lam, u = jnp.linalg.eigh(ctc)
     half = jnp.sqrt(jnp.maximum(lam, 0.0))[:, None] * u.T  # half^T half = C^T C
@@ -210,9 +233,9 @@ def _grad(st: _Static, n, gamma, w, key, fixed):
     return g, _finish_stats(stats, nf, k)
 
 
-def train_step_grad(cfg: SimConfig, w: jax.Array, key: jax.Array,
-                    fixed: tuple[jax.Array, jax.Array] | None = None
-                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def train_step_grad(
+    cfg: SimConfig, w: jax.Array, key: jax.Array, fixed: tuple[jax.Array, jax.Array] | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Gradient of the batch loss at W ``[d, k]`` and the batch statistics (one seed).
 
     Args:
@@ -274,8 +297,9 @@ def _evaluate(d, k, n_test, gamma, w, key):
     return out
 
 
-def evaluate(cfg: SimConfig, w: jax.Array, key: jax.Array,
-             n_test: int | None = None) -> dict[str, jax.Array]:
+def evaluate(
+    cfg: SimConfig, w: jax.Array, key: jax.Array, n_test: int | None = None
+) -> dict[str, jax.Array]:
     """Test metrics of one network on fresh LSN points (one seed).
 
     Test points are drawn exactly in law through ``h = gamma y w_1 + x_2 w_2 + z R`` with
@@ -361,19 +385,22 @@ def _compiled(st: _Static):
         batch_stream = jax.random.fold_in(state["key"], _BATCH)
 
         def body(t, s):
-            g, stats = _grad(st, n, gamma, s["w"], jax.random.fold_in(batch_stream, t),
-                             s.get("fixed"))
+            g, stats = _grad(
+                st, n, gamma, s["w"], jax.random.fold_in(batch_stream, t), s.get("fixed")
+            )
             w = s["w"] - eta * g
-            units = {name: s["units"][name].at[t + 1].set(val)
-                     for name, val in _unit_stats(w).items()}
+            units = {
+                name: s["units"][name].at[t + 1].set(val) for name, val in _unit_stats(w).items()
+            }
             train = {name: s["train"][name].at[t].set(stats[name]) for name in TRAIN_KEYS}
             return {**s, "w": w, "units": units, "train": train}
 
         return jax.lax.fori_loop(t0, t1, body, state)
 
-    return (jax.jit(jax.vmap(init_one, in_axes=(0, None, None))),
-            jax.jit(jax.vmap(advance_one, in_axes=(0, None, None, None, None, None)),
-                    donate_argnums=0))
+    return (
+        jax.jit(jax.vmap(init_one, in_axes=(0, None, None))),
+        jax.jit(jax.vmap(advance_one, in_axes=(0, None, None, None, None, None)), donate_argnums=0),
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -395,9 +422,16 @@ def seed_keys(seed: int, n_seeds: int) -> jax.Array:
 __all__.append("seed_keys")
 
 
-def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
-             eval_steps: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None,
-             n_test_mid: int = 20_000, shard: bool | None = None) -> SimResult:
+def simulate(
+    cfg: SimConfig,
+    *,
+    n_seeds: int = 1,
+    seed: int = 0,
+    eval_steps: tuple[int, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
+    n_test_mid: int = 20_000,
+    shard: bool | None = None,
+) -> SimResult:
     """Runs one configuration for several seeds (vmapped) and returns numpy logs.
 
     Args:
@@ -451,19 +485,28 @@ def simulate(cfg: SimConfig, *, n_seeds: int = 1, seed: int = 0,
             t = target
         # intermediate evaluations use fewer points; the final one uses n_test
         n_test = cfg.n_test if target == cfg.steps else min(cfg.n_test, n_test_mid)
-        evals.append(jax.tree_util.tree_map(
-            np.asarray, eval_fn(state, np.int32(target), np.int32(n_test), gamma)))
+        evals.append(
+            jax.tree_util.tree_map(
+                np.asarray, eval_fn(state, np.int32(target), np.int32(n_test), gamma)
+            )
+        )
     if t < cfg.steps:
         state = advance_fn(state, np.int32(t), np.int32(cfg.steps), n, eta, gamma)
-    units = {name: np.asarray(val)[:n_real, : cfg.steps + 1]
-             for name, val in state["units"].items()}
+    units = {
+        name: np.asarray(val)[:n_real, : cfg.steps + 1] for name, val in state["units"].items()
+    }
     train = {name: np.asarray(val)[:n_real, : cfg.steps] for name, val in state["train"].items()}
-    ev = {name: (np.stack([e[name] for e in evals], axis=1) if evals
-                 else np.zeros((len(padded), 0)))[:n_real] for name in EVAL_KEYS}
+    ev = {
+        name: (np.stack([e[name] for e in evals], axis=1) if evals else np.zeros((len(padded), 0)))[
+            :n_real
+        ]
+        for name in EVAL_KEYS
+    }
     seconds = time.perf_counter() - t_start
     log.debug("simulated %s (%d seeds on %d devices) in %.1fs", cfg, n_real, n_dev, seconds)
-    return SimResult(cfg, np.asarray(balanced_v(cfg.k, F32)), units, train,
-                     np.asarray(eval_steps), ev, seconds)
+    return SimResult(
+        cfg, np.asarray(balanced_v(cfg.k, F32)), units, train, np.asarray(eval_steps), ev, seconds
+    )
 
 
 def nonfinite_seeds(res: SimResult) -> np.ndarray:

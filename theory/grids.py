@@ -43,8 +43,7 @@ from theory.setting import (
     theorem_stop_time,
 )
 
-__all__ = ["GRID_NAMES", "PRESETS", "Point", "lemma_check", "population_from", "preset",
-           "run_grid"]
+__all__ = ["GRID_NAMES", "PRESETS", "Point", "lemma_check", "population_from", "preset", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +55,119 @@ _G7_DS = [float(10**e) for e in np.arange(2.0, 8.01, 0.5)]
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "L": {"ds": [64, 512], "c": 1.0},
-        "G1": {"ds": [64, 128, 256, 512, 1024], "cs": [1, 1, 1, 1, 0.25], "k": 16, "eta": 1.0,
-               "seeds": 16, "method": "full"},
+        "G1": {
+            "ds": [64, 128, 256, 512, 1024],
+            "cs": [1, 1, 1, 1, 0.25],
+            "k": 16,
+            "eta": 1.0,
+            "seeds": 16,
+            "method": "full",
+        },
         "M": {"d": 128, "c": 1.0, "k": 16, "seeds": 8},
         "G2": {"d": 256, "c": 1.0, "ks": [16, 32, 64, 128, 256], "seeds": 16, "method": "full"},
-        "G3": {"d": 256, "c": 1.0, "k": 16, "etas": [0.25, 0.5, 1.0, 2.0], "seeds": 3,
-               "method": "full"},
-        "G4": {"ds": [64, 256], "n_over_d": [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64], "k": 16,
-               "seeds": 3, "method": "full"},
-        "G5": {"gammas": _G5_GAMMAS, "ds": [64, 128, 256], "etas": [0.5, 1.0], "cs": [0.25, 1.0],
-               "k": 16, "seeds": 3},
+        "G3": {
+            "d": 256,
+            "c": 1.0,
+            "k": 16,
+            "etas": [0.25, 0.5, 1.0, 2.0],
+            "seeds": 3,
+            "method": "full",
+        },
+        "G4": {
+            "ds": [64, 256],
+            "n_over_d": [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+            "k": 16,
+            "seeds": 3,
+            "method": "full",
+        },
+        "G5": {
+            "gammas": _G5_GAMMAS,
+            "ds": [64, 128, 256],
+            "etas": [0.5, 1.0],
+            "cs": [0.25, 1.0],
+            "k": 16,
+            "seeds": 3,
+        },
         "G6": {"ds": [64, 128], "steps": 10_000, "fresh_steps": 40, "k": 16, "seeds": 3},
         "G7": {"ds": _G7_DS, "k": 16, "etas": [0.25, 0.5, 1.0, 2.0], "seeds": 64},
     },
     "quick": {
         "L": {"ds": [64, 256], "c": 1.0},
-        "G1": {"ds": [64, 128, 256, 512], "cs": [1, 1, 1, 1], "k": 16, "eta": 1.0, "seeds": 8,
-               "method": "full"},
+        "G1": {
+            "ds": [64, 128, 256, 512],
+            "cs": [1, 1, 1, 1],
+            "k": 16,
+            "eta": 1.0,
+            "seeds": 8,
+            "method": "full",
+        },
         "M": {"d": 128, "c": 1.0, "k": 16, "seeds": 8},
         "G2": {"d": 128, "c": 1.0, "ks": [16, 32, 64, 128], "seeds": 16, "method": "full"},
-        "G3": {"d": 128, "c": 1.0, "k": 16, "etas": [0.25, 0.5, 1.0, 2.0], "seeds": 3,
-               "method": "full"},
-        "G4": {"ds": [64, 256], "n_over_d": [0.25, 1, 4, 16, 64], "k": 16, "seeds": 3,
-               "method": "full"},
-        "G5": {"gammas": [1.0, 0.5, 0.35, 0.25, 0.18, 0.125], "ds": [64, 128], "etas": [1.0],
-               "cs": [1.0], "k": 16, "seeds": 2},
+        "G3": {
+            "d": 128,
+            "c": 1.0,
+            "k": 16,
+            "etas": [0.25, 0.5, 1.0, 2.0],
+            "seeds": 3,
+            "method": "full",
+        },
+        "G4": {
+            "ds": [64, 256],
+            "n_over_d": [0.25, 1, 4, 16, 64],
+            "k": 16,
+            "seeds": 3,
+            "method": "full",
+        },
+        "G5": {
+            "gammas": [1.0, 0.5, 0.35, 0.25, 0.18, 0.125],
+            "ds": [64, 128],
+            "etas": [1.0],
+            "cs": [1.0],
+            "k": 16,
+            "seeds": 2,
+        },
         "G6": {"ds": [64], "steps": 2000, "fresh_steps": 40, "k": 16, "seeds": 2},
         "G7": {"ds": _G7_DS, "k": 16, "etas": [0.25, 0.5, 1.0, 2.0], "seeds": 16},
     },
     "smoke": {
         "L": {"ds": [32], "c": 4.0},
-        "G1": {"ds": [32, 64], "cs": [1, 1], "k": 8, "eta": 1.0, "seeds": 2, "method": "full",
-               "n_test": 4096},
+        "G1": {
+            "ds": [32, 64],
+            "cs": [1, 1],
+            "k": 8,
+            "eta": 1.0,
+            "seeds": 2,
+            "method": "full",
+            "n_test": 4096,
+        },
         "M": {"d": 32, "c": 1.0, "k": 8, "seeds": 2, "n_test": 4096},
-        "G2": {"d": 32, "c": 1.0, "ks": [4, 8], "seeds": 2, "method": "projected",
-               "n_test": 4096},
-        "G3": {"d": 32, "c": 1.0, "k": 8, "etas": [1.0, 2.0], "seeds": 2, "method": "projected",
-               "n_test": 4096},
-        "G4": {"ds": [32], "n_over_d": [1, 8], "k": 8, "seeds": 2, "method": "projected",
-               "n_test": 4096},
-        "G5": {"gammas": [1.0, 0.5], "ds": [32], "etas": [1.0], "cs": [1.0], "k": 8, "seeds": 2,
-               "n_test": 4096},
+        "G2": {"d": 32, "c": 1.0, "ks": [4, 8], "seeds": 2, "method": "projected", "n_test": 4096},
+        "G3": {
+            "d": 32,
+            "c": 1.0,
+            "k": 8,
+            "etas": [1.0, 2.0],
+            "seeds": 2,
+            "method": "projected",
+            "n_test": 4096,
+        },
+        "G4": {
+            "ds": [32],
+            "n_over_d": [1, 8],
+            "k": 8,
+            "seeds": 2,
+            "method": "projected",
+            "n_test": 4096,
+        },
+        "G5": {
+            "gammas": [1.0, 0.5],
+            "ds": [32],
+            "etas": [1.0],
+            "cs": [1.0],
+            "k": 8,
+            "seeds": 2,
+            "n_test": 4096,
+        },
         "G6": {"ds": [16], "steps": 30, "fresh_steps": 8, "k": 8, "seeds": 2, "n_test": 4096},
         "G7": {"ds": [1e2, 1e4, 1e6, 1e8], "k": 8, "etas": [0.5, 1.0], "seeds": 4},
     },
@@ -144,9 +215,13 @@ def steps_for(spec: dict[str, Any], d: float, eta: float, gamma: float = 1.0) ->
         return practical_steps(eta, gamma)
     t_hat = theorem_stop_time(d, eta * gamma**2, spec.get("c_n"))
     if t_hat < 1:
-        validate.fail("c_n", spec.get("c_n"), f"a constant that makes t_hat >= 1 at d = {d} "
-                      f"(t_hat = {t_hat}; the proof's c_n ~ 27 sqrt(alpha) makes it vacuous, "
-                      "THEORY.md Sec. 5.2)")
+        validate.fail(
+            "c_n",
+            spec.get("c_n"),
+            f"a constant that makes t_hat >= 1 at d = {d} "
+            f"(t_hat = {t_hat}; the proof's c_n ~ 27 sqrt(alpha) makes it vacuous, "
+            "THEORY.md Sec. 5.2)",
+        )
     return t_hat
 
 
@@ -171,12 +246,18 @@ def population_from(res: SimResult) -> dict[str, np.ndarray]:
     """Deterministic population flow (float64) started from each seed's empirical init."""
     cfg = res.config
     with jax.enable_x64(True):
-        arr = {name: jnp.asarray(res.units[name][:, 0], jnp.float64)
-               for name in ("w1", "w2", "wbar")}
-        tr = _population_program(cfg.k, cfg.steps)(arr["w1"], arr["w2"], arr["wbar"],
-                                                   jnp.float64(cfg.eta), jnp.float64(cfg.gamma))
-        return {"pop_w1": np.asarray(tr.w1), "pop_w2": np.asarray(tr.w2),
-                "pop_wbar": np.asarray(tr.s), "pop_margin": np.asarray(tr.margin)}
+        arr = {
+            name: jnp.asarray(res.units[name][:, 0], jnp.float64) for name in ("w1", "w2", "wbar")
+        }
+        tr = _population_program(cfg.k, cfg.steps)(
+            arr["w1"], arr["w2"], arr["wbar"], jnp.float64(cfg.eta), jnp.float64(cfg.gamma)
+        )
+        return {
+            "pop_w1": np.asarray(tr.w1),
+            "pop_w2": np.asarray(tr.w2),
+            "pop_wbar": np.asarray(tr.s),
+            "pop_margin": np.asarray(tr.margin),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +287,8 @@ def lemma_check(d: int, n: int, *, seed: int = 0, k: int = 8) -> dict[str, np.nd
     w = np.concatenate([w1[None], w2[None], dirs * s[None]], axis=0).astype(np.float32)
     cfg = SimConfig(d=d, k=k, n=n, steps=1, method="full")
     g, stats = jax.jit(lambda w_, k_: train_step_grad(cfg, w_, k_))(
-        jnp.asarray(w), jax.random.fold_in(key, 2))
+        jnp.asarray(w), jax.random.fold_in(key, 2)
+    )
     g = np.asarray(g, np.float64)
     v = np.asarray(balanced_v(k, jnp.float32), np.float64)
     with jax.enable_x64(True):
@@ -217,11 +299,21 @@ def lemma_check(d: int, n: int, *, seed: int = 0, k: int = 8) -> dict[str, np.nd
     par_emp = np.sum(gbar_emp * ghat, axis=0)
     perp = gbar_emp - par_emp[None] * ghat
     return {
-        "w1": w1, "w2": w2, "s": s, "v": v, "a0": terms.a0,
-        "grad_w1": g[0], "grad_w2": g[1], "grad_par": par_emp,
-        "closed_w1": terms.grad_w1, "closed_w2": terms.grad_w2, "closed_par": terms.g_bar * s,
-        "dev_w1": np.abs(g[0] - terms.grad_w1), "dev_w2": np.abs(g[1] - terms.grad_w2),
-        "dev_par": np.abs(par_emp - terms.g_bar * s), "perp_norm": np.linalg.norm(perp, axis=0),
+        "w1": w1,
+        "w2": w2,
+        "s": s,
+        "v": v,
+        "a0": terms.a0,
+        "grad_w1": g[0],
+        "grad_w2": g[1],
+        "grad_par": par_emp,
+        "closed_w1": terms.grad_w1,
+        "closed_w2": terms.grad_w2,
+        "closed_par": terms.g_bar * s,
+        "dev_w1": np.abs(g[0] - terms.grad_w1),
+        "dev_w2": np.abs(g[1] - terms.grad_w2),
+        "dev_par": np.abs(par_emp - terms.g_bar * s),
+        "perp_norm": np.linalg.norm(perp, axis=0),
         "bound_45": np.asarray(lemma45_bound(v, n)),
         "bound_par": np.asarray(lemma6_parallel_bound(v, n)),
         "bound_perp": np.asarray(lemma6_perp_bound(v, n, d)),
@@ -237,8 +329,11 @@ def _run_L(spec, seed, cb):
         n = n_from_c(spec["c"], d)
         if cb:
             cb(f"L d={d}")
-        pts.append(Point("L", f"d{d}", {"d": d, "n": n, "c": spec["c"]},
-                         extra=lemma_check(d, n, seed=seed)))
+        pts.append(
+            Point(
+                "L", f"d{d}", {"d": d, "n": n, "c": spec["c"]}, extra=lemma_check(d, n, seed=seed)
+            )
+        )
     return pts
 
 
@@ -253,12 +348,26 @@ def _run_G1(spec, seed, cb):
         if cb:
             cb(f"G1 d={d}")
         n = n_from_c(c, d)
-        cfg = _cfg(d, spec["k"], n, steps, spec, eta=spec["eta"], method=spec["method"],
-                   n_test=spec.get("n_test", 200_000))
+        cfg = _cfg(
+            d,
+            spec["k"],
+            n,
+            steps,
+            spec,
+            eta=spec["eta"],
+            method=spec["method"],
+            n_test=spec.get("n_test", 200_000),
+        )
         res = simulate(cfg, n_seeds=spec["seeds"], seed=seed)
-        pts.append(Point("G1", f"d{d}", {"d": d, "c": c, "n": n, "k": spec["k"],
-                                         "eta": spec["eta"], "steps": steps},
-                         res, population_from(res)))
+        pts.append(
+            Point(
+                "G1",
+                f"d{d}",
+                {"d": d, "c": c, "n": n, "k": spec["k"], "eta": spec["eta"], "steps": steps},
+                res,
+                population_from(res),
+            )
+        )
     return pts
 
 
@@ -269,12 +378,19 @@ def _run_M(spec, seed, cb):
     for method in ("full", "projected"):
         if cb:
             cb(f"M {method}")
-        cfg = _cfg(spec["d"], spec["k"], n, steps, spec, method=method,
-                   n_test=spec.get("n_test", 200_000))
+        cfg = _cfg(
+            spec["d"], spec["k"], n, steps, spec, method=method, n_test=spec.get("n_test", 200_000)
+        )
         # different seed streams for the two methods: the check is of laws, not of paths
         res = simulate(cfg, n_seeds=spec["seeds"], seed=seed + (0 if method == "full" else 7919))
-        pts.append(Point("M", method, {"d": spec["d"], "n": n, "k": spec["k"], "method": method,
-                                       "steps": steps}, res))
+        pts.append(
+            Point(
+                "M",
+                method,
+                {"d": spec["d"], "n": n, "k": spec["k"], "method": method, "steps": steps},
+                res,
+            )
+        )
     return pts
 
 
@@ -285,8 +401,9 @@ def _run_G2(spec, seed, cb):
     for k in spec["ks"]:
         if cb:
             cb(f"G2 k={k}")
-        cfg = _cfg(spec["d"], k, n, steps, spec, method=spec["method"],
-                   n_test=spec.get("n_test", 200_000))
+        cfg = _cfg(
+            spec["d"], k, n, steps, spec, method=spec["method"], n_test=spec.get("n_test", 200_000)
+        )
         res = simulate(cfg, n_seeds=spec["seeds"], seed=seed)
         pts.append(Point("G2", f"k{k}", {"d": spec["d"], "n": n, "k": k, "steps": steps}, res))
     return pts
@@ -300,11 +417,26 @@ def _run_G3(spec, seed, cb):
         if cb:
             cb(f"G3 eta={eta}")
         steps = steps_for(spec, spec["d"], eta)
-        cfg = _cfg(spec["d"], spec["k"], n, steps, spec, eta=eta, method=spec["method"],
-                   max_steps=max_steps, n_test=spec.get("n_test", 200_000))
+        cfg = _cfg(
+            spec["d"],
+            spec["k"],
+            n,
+            steps,
+            spec,
+            eta=eta,
+            method=spec["method"],
+            max_steps=max_steps,
+            n_test=spec.get("n_test", 200_000),
+        )
         res = simulate(cfg, n_seeds=spec["seeds"], seed=seed)
-        pts.append(Point("G3", f"eta{eta}", {"d": spec["d"], "n": n, "k": spec["k"], "eta": eta,
-                                             "steps": steps}, res))
+        pts.append(
+            Point(
+                "G3",
+                f"eta{eta}",
+                {"d": spec["d"], "n": n, "k": spec["k"], "eta": eta, "steps": steps},
+                res,
+            )
+        )
     return pts
 
 
@@ -317,12 +449,32 @@ def _run_G4(spec, seed, cb):
         for n in ns:
             if cb:
                 cb(f"G4 d={d} n={n}")
-            cfg = _cfg(d, spec["k"], n, steps, spec, method=spec["method"], chunk=chunk,
-                       n_test=spec.get("n_test", 200_000))
+            cfg = _cfg(
+                d,
+                spec["k"],
+                n,
+                steps,
+                spec,
+                method=spec["method"],
+                chunk=chunk,
+                n_test=spec.get("n_test", 200_000),
+            )
             res = simulate(cfg, n_seeds=spec["seeds"], seed=seed)
-            pts.append(Point("G4", f"d{d}_n{n}", {"d": d, "n": n, "n_over_d": n / d,
-                                                  "c": n / d**2, "k": spec["k"],
-                                                  "steps": steps}, res))
+            pts.append(
+                Point(
+                    "G4",
+                    f"d{d}_n{n}",
+                    {
+                        "d": d,
+                        "n": n,
+                        "n_over_d": n / d,
+                        "c": n / d**2,
+                        "k": spec["k"],
+                        "steps": steps,
+                    },
+                    res,
+                )
+            )
     return pts
 
 
@@ -339,13 +491,36 @@ def _run_G5(spec, seed, cb):
                     steps = practical_steps(eta, gamma)
                     if cb:
                         cb(f"G5 d={d} c={c} eta={eta} gamma={gamma} (T={steps})")
-                    cfg = _cfg(d, spec["k"], n, steps, spec, eta=eta, gamma=gamma,
-                               method="projected", chunk=chunk, max_steps=max_steps,
-                               n_test=spec.get("n_test", 200_000))
+                    cfg = _cfg(
+                        d,
+                        spec["k"],
+                        n,
+                        steps,
+                        spec,
+                        eta=eta,
+                        gamma=gamma,
+                        method="projected",
+                        chunk=chunk,
+                        max_steps=max_steps,
+                        n_test=spec.get("n_test", 200_000),
+                    )
                     res = simulate(cfg, n_seeds=spec["seeds"], seed=seed)
-                    pts.append(Point("G5", f"d{d}_c{c}_eta{eta}_g{gamma}",
-                                     {"d": d, "c": c, "n": n, "eta": eta, "gamma": gamma,
-                                      "k": spec["k"], "steps": steps}, res))
+                    pts.append(
+                        Point(
+                            "G5",
+                            f"d{d}_c{c}_eta{eta}_g{gamma}",
+                            {
+                                "d": d,
+                                "c": c,
+                                "n": n,
+                                "eta": eta,
+                                "gamma": gamma,
+                                "k": spec["k"],
+                                "steps": steps,
+                            },
+                            res,
+                        )
+                    )
     return pts
 
 
@@ -353,22 +528,49 @@ def _run_G6(spec, seed, cb):
     pts = []
     for d in spec["ds"]:
         m = d * d
-        for variant, loss, batch, steps in (("logistic_fixed", "logistic", "fixed",
-                                             spec["steps"]),
-                                            ("hinge_fixed", "hinge", "fixed", spec["steps"]),
-                                            ("hinge_fresh", "hinge", "fresh",
-                                             spec["fresh_steps"])):
+        for variant, loss, batch, steps in (
+            ("logistic_fixed", "logistic", "fixed", spec["steps"]),
+            ("hinge_fixed", "hinge", "fixed", spec["steps"]),
+            ("hinge_fresh", "hinge", "fresh", spec["fresh_steps"]),
+        ):
             if cb:
                 cb(f"G6 d={d} {variant} ({steps} steps)")
-            cfg = _cfg(d, spec["k"], m, steps, spec, loss=loss, batch=batch, method="full",
-                       n_test=spec.get("n_test", 200_000))
+            cfg = _cfg(
+                d,
+                spec["k"],
+                m,
+                steps,
+                spec,
+                loss=loss,
+                batch=batch,
+                method="full",
+                n_test=spec.get("n_test", 200_000),
+            )
             # every evaluation enters G6's claims, so each uses all n_test points (the S-rand
             # band 0.50 +- 0.01 is ~9 standard errors at 2e5 points but only ~2.5 at 2e4)
-            res = simulate(cfg, n_seeds=spec["seeds"], seed=seed,
-                           eval_steps=default_eval_steps(steps, 24), n_test_mid=cfg.n_test)
-            pts.append(Point("G6", f"d{d}_{variant}", {"d": d, "n": m, "k": spec["k"],
-                                                       "variant": variant, "loss": loss,
-                                                       "batch": batch, "steps": steps}, res))
+            res = simulate(
+                cfg,
+                n_seeds=spec["seeds"],
+                seed=seed,
+                eval_steps=default_eval_steps(steps, 24),
+                n_test_mid=cfg.n_test,
+            )
+            pts.append(
+                Point(
+                    "G6",
+                    f"d{d}_{variant}",
+                    {
+                        "d": d,
+                        "n": m,
+                        "k": spec["k"],
+                        "variant": variant,
+                        "loss": loss,
+                        "batch": batch,
+                        "steps": steps,
+                    },
+                    res,
+                )
+            )
     return pts
 
 
@@ -381,22 +583,42 @@ def _run_G7(spec, seed, cb):
             if cb:
                 cb(f"G7 eta={eta} ({len(spec['ds'])} d values)")
             key = jax.random.key(seed)
-            kw = {"k": spec["k"], "eta": eta, "steps": steps, "n_seeds": spec["seeds"],
-                  "init": init}
+            kw = {
+                "k": spec["k"],
+                "eta": eta,
+                "steps": steps,
+                "n_seeds": spec["seeds"],
+                "init": init,
+            }
             det = population_sweep(key, spec["ds"], **kw)
             noisy = population_sweep(key, spec["ds"], c=1.0, **kw)
             for i, d in enumerate(spec["ds"]):
                 extra = {f"det_{f}": np.asarray(getattr(det, f)[i]) for f in det._fields}
-                extra.update({f"noisy_{f}": np.asarray(getattr(noisy, f)[i])
-                              for f in noisy._fields})
-                pts.append(Point("G7", f"eta{eta}_d{d:.3g}", {"d": d, "eta": eta, "k": spec["k"],
-                                                             "steps": steps, "n": d * d},
-                                 extra=extra))
+                extra.update(
+                    {f"noisy_{f}": np.asarray(getattr(noisy, f)[i]) for f in noisy._fields}
+                )
+                pts.append(
+                    Point(
+                        "G7",
+                        f"eta{eta}_d{d:.3g}",
+                        {"d": d, "eta": eta, "k": spec["k"], "steps": steps, "n": d * d},
+                        extra=extra,
+                    )
+                )
     return pts
 
 
-_RUNNERS = {"L": _run_L, "G1": _run_G1, "M": _run_M, "G2": _run_G2, "G3": _run_G3,
-            "G4": _run_G4, "G5": _run_G5, "G6": _run_G6, "G7": _run_G7}
+_RUNNERS = {
+    "L": _run_L,
+    "G1": _run_G1,
+    "M": _run_M,
+    "G2": _run_G2,
+    "G3": _run_G3,
+    "G4": _run_G4,
+    "G5": _run_G5,
+    "G6": _run_G6,
+    "G7": _run_G7,
+}
 
 
 def count_points(name: str, spec: dict[str, Any]) -> int:
@@ -426,8 +648,9 @@ def count_points(name: str, spec: dict[str, Any]) -> int:
 __all__.append("count_points")
 
 
-def run_grid(name: str, spec: dict[str, Any], *, seed: int = 0, callback: Callback = None
-             ) -> list[Point]:
+def run_grid(
+    name: str, spec: dict[str, Any], *, seed: int = 0, callback: Callback = None
+) -> list[Point]:
     """Runs one grid.
 
     Args:
@@ -441,4 +664,3 @@ def run_grid(name: str, spec: dict[str, Any], *, seed: int = 0, callback: Callba
     """
     validate.check_choice("grid", name, GRID_NAMES)
     return _RUNNERS[name](spec, seed, callback)
-

@@ -79,8 +79,9 @@ class LemmaTerms(NamedTuple):
     fire_prob: jax.Array  # P(w . x > 0)
 
 
-def closed_form_grads(w1: jax.Array, w2: jax.Array, s: jax.Array, v: jax.Array,
-                      gamma: float | jax.Array = 1.0) -> LemmaTerms:
+def closed_form_grads(
+    w1: jax.Array, w2: jax.Array, s: jax.Array, v: jax.Array, gamma: float | jax.Array = 1.0
+) -> LemmaTerms:
     """Population hinge gradients of Lemmas 4-6 while every hinge is active.
 
     Args:
@@ -183,9 +184,19 @@ def _noise_terms(t: LemmaTerms, v, gamma, n, d, key, dtype):
     return noise1, noise2, ez2, s_par_mean, z3, v**2 * p * chi2 / n
 
 
-def run_population(w1: jax.Array, w2: jax.Array, s: jax.Array, v: jax.Array, *, eta: float,
-                   steps: int, gamma: float = 1.0, n: int | None = None, d: int | None = None,
-                   key: jax.Array | None = None) -> PopulationTrajectory:
+def run_population(
+    w1: jax.Array,
+    w2: jax.Array,
+    s: jax.Array,
+    v: jax.Array,
+    *,
+    eta: float,
+    steps: int,
+    gamma: float = 1.0,
+    n: int | None = None,
+    d: int | None = None,
+    key: jax.Array | None = None,
+) -> PopulationTrajectory:
     """Iterates Lemmas 4-6 per unit: ``w <- w - eta * grad`` on ``(w1, w2, ||w_bar||)``.
 
     Without ``n`` this is the deterministic population flow (what the proof tracks). With ``n``, ``d``
@@ -223,7 +234,8 @@ def _run_population(w1, w2, s, v, eta, gamma, n, d, key, *, steps: int, noisy: b
         terms = closed_form_grads(w1, w2, s, v, gamma)
         if noisy:
             n1, n2, ez2, gbar, z3, perp2 = _noise_terms(
-                terms, v, gamma, n, d, jax.random.fold_in(key, t), dtype)
+                terms, v, gamma, n, d, jax.random.fold_in(key, t), dtype
+            )
             var_par = jnp.maximum(v**2 * ez2 - (gbar * s) ** 2, 0.0)
             par = s - eta * (gbar * s + jnp.sqrt(var_par / n) * z3)
             s_new = jnp.sqrt(par**2 + eta**2 * perp2)
@@ -246,8 +258,12 @@ def _run_population(w1, w2, s, v, eta, gamma, n, d, key, *, steps: int, noisy: b
 def check_x64(dtype: Any) -> None:
     """Raises if float64 is requested while JAX's x64 mode is off (it would silently be float32)."""
     if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
-        validate.fail("dtype", "float64", "float32, or run inside `with jax.enable_x64(True):` "
-                      "(the theory CLI does this for the population sweeps)")
+        validate.fail(
+            "dtype",
+            "float64",
+            "float32, or run inside `with jax.enable_x64(True):` "
+            "(the theory CLI does this for the population sweeps)",
+        )
 
 
 @functools.lru_cache(maxsize=32)
@@ -262,17 +278,28 @@ def _population_program(k: int, steps: int, noisy: bool, dtype_name: str):
         k_init, k_chi, k_noise = jax.random.split(key, 3)
         w12 = sigma * jax.random.normal(k_init, (2, k), dtype)
         s0 = sigma * jnp.sqrt(_chi2(k_chi, d - 2.0, (k,), dtype))
-        return _run_population(w12[0], w12[1], s0, v, eta, gamma, n, d, k_noise, steps=steps,
-                               noisy=noisy)
+        return _run_population(
+            w12[0], w12[1], s0, v, eta, gamma, n, d, k_noise, steps=steps, noisy=noisy
+        )
 
     seeds = jax.vmap(one, in_axes=(0, None, None, None, None, None))
     # a second vmap runs a whole sweep over d (and sigma, n) in one call
     return jax.jit(seeds), jax.jit(jax.vmap(seeds, in_axes=(None, 0, 0, None, None, 0)))
 
 
-def simulate_population(key: jax.Array, *, d: float, k: int = 16, eta: float = 1.0, steps: int = 3,
-                        gamma: float = 1.0, init: str = "log4", n_seeds: int = 8,
-                        n: float | None = None, dtype: Any = jnp.float64) -> PopulationTrajectory:
+def simulate_population(
+    key: jax.Array,
+    *,
+    d: float,
+    k: int = 16,
+    eta: float = 1.0,
+    steps: int = 3,
+    gamma: float = 1.0,
+    init: str = "log4",
+    n_seeds: int = 8,
+    n: float | None = None,
+    dtype: Any = jnp.float64,
+) -> PopulationTrajectory:
     """Population simulator from the theorem's init, vmapped over seeds.
 
     The init draws ``w1, w2 ~ N(0, sigma^2)`` and ``||w_bar|| = sigma sqrt(chi^2_{d-2})`` per unit, so
@@ -310,9 +337,19 @@ def simulate_population(key: jax.Array, *, d: float, k: int = 16, eta: float = 1
     return PopulationTrajectory(*(np.asarray(a) for a in out))
 
 
-def population_sweep(key: jax.Array, ds, *, k: int = 16, eta: float = 1.0, steps: int = 3,
-                     gamma: float = 1.0, init: str = "log4", n_seeds: int = 8, c: float | None = None,
-                     dtype: Any = jnp.float64) -> PopulationTrajectory:
+def population_sweep(
+    key: jax.Array,
+    ds,
+    *,
+    k: int = 16,
+    eta: float = 1.0,
+    steps: int = 3,
+    gamma: float = 1.0,
+    init: str = "log4",
+    n_seeds: int = 8,
+    c: float | None = None,
+    dtype: Any = jnp.float64,
+) -> PopulationTrajectory:
     """`simulate_population` for many d in one compiled call (same seeds for every d).
 
     Args:

@@ -85,14 +85,16 @@ def balanced_v(k: int, dtype: Any = jnp.float32) -> jax.Array:
     return jnp.concatenate([jnp.full((k // 2,), s, dtype), jnp.full((k // 2,), -s, dtype)])
 
 
-def init_weights(key: jax.Array, d: int, k: int, init: str = "log4",
-                 dtype: Any = jnp.float32) -> jax.Array:
+def init_weights(
+    key: jax.Array, d: int, k: int, init: str = "log4", dtype: Any = jnp.float32
+) -> jax.Array:
     """Draws ``W [d, k]`` with i.i.d. ``N(0, sigma^2)`` entries (`init_sigma`)."""
     return init_sigma(d, k, init) * jax.random.normal(key, (d, k), dtype)
 
 
-def sample_lsn(key: jax.Array, n: int, d: int, gamma: float | jax.Array = 1.0,
-               dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+def sample_lsn(
+    key: jax.Array, n: int, d: int, gamma: float | jax.Array = 1.0, dtype: Any = jnp.float32
+) -> tuple[jax.Array, jax.Array]:
     """Samples n LSN points in the canonical basis (no rotation).
 
     Args:
@@ -151,8 +153,9 @@ def c_n_constant(alpha: float = 2.0 + 1e-9, eta: float = 1.0, steps: int | None 
     return 5.0 * math.sqrt(alpha) * 2.0 * (1.0 + eta / 4.0) ** t
 
 
-def theorem_stop_time(d: float | None, eta: float, c_n: float | None = None, *,
-                      log_d: float | None = None) -> int:
+def theorem_stop_time(
+    d: float | None, eta: float, c_n: float | None = None, *, log_d: float | None = None
+) -> int:
     """The theorem's ``t_hat = floor((4/eta)(1 - c_n / sqrt(log d)))`` (may be <= 0: vacuous).
 
     Args:
@@ -227,8 +230,12 @@ class SimConfig:
         if self.method == "projected" and self.k > self.d - 2:
             validate.fail("k", self.k, f"<= d - 2 = {self.d - 2} for method='projected'")
         if self.batch == "fixed" and self.method != "full":
-            validate.fail("method", self.method, "'full' when batch='fixed' (the projected "
-                          "reduction needs a fresh batch every step)")
+            validate.fail(
+                "method",
+                self.method,
+                "'full' when batch='fixed' (the projected "
+                "reduction needs a fresh batch every step)",
+            )
 
     @property
     def sigma(self) -> float:

@@ -33,29 +33,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m theory.theorem1",
         description="Numerical verification of Theorem 1 (Shah et al. 2020, Sec. 4.1, App. F) on "
-                    "LSN: grids G1-G7 of THEORY.md, scaling-law fits, claims with PASS / "
-                    "INCONCLUSIVE / FAIL.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
-                   help="grid sizes: quick (a few minutes on a 2-core CPU), full (THEORY.md's "
-                        "sizes), smoke (seconds, for tests)")
+        "LSN: grids G1-G7 of THEORY.md, scaling-law fits, claims with PASS / "
+        "INCONCLUSIVE / FAIL.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="quick",
+        help="grid sizes: quick (a few minutes on a 2-core CPU), full (THEORY.md's "
+        "sizes), smoke (seconds, for tests)",
+    )
     p.add_argument("--out", required=True, help="run folder (must be empty or absent)")
-    p.add_argument("--grids", default=",".join(GRID_NAMES),
-                   help="comma-separated subset of " + ", ".join(GRID_NAMES))
-    p.add_argument("--seed", type=int, default=0, help="base seed (seed i of a grid point is "
-                   "fold_in(key(seed), i))")
-    p.add_argument("--method", choices=("preset", "full", "projected"), default="preset",
-                   help="sampler for G1-G4: the preset's choice, the literal 'full' one, or the "
-                        "exact-in-law 'projected' one (G5 always uses projected, G6 full)")
-    p.add_argument("--init", choices=("log4", "log2"), default="log4",
-                   help="init variance 1/(dk log^4 d) (theorem) or 1/(dk log^2 d) (Lemma 1)")
-    p.add_argument("--stop", choices=("practical", "theorem"), default="practical",
-                   help="steps of the hinge runs in G1-G4 and M: THEORY.md's T = floor(4/eta) - 1, "
-                        "or the theorem's t_hat = floor((4/eta)(1 - c_n/sqrt(log d))) (needs "
-                        "--c-n: with the proof's constant t_hat <= 0 at every d)")
+    p.add_argument(
+        "--grids",
+        default=",".join(GRID_NAMES),
+        help="comma-separated subset of " + ", ".join(GRID_NAMES),
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="base seed (seed i of a grid point is fold_in(key(seed), i))",
+    )
+    p.add_argument(
+        "--method",
+        choices=("preset", "full", "projected"),
+        default="preset",
+        help="sampler for G1-G4: the preset's choice, the literal 'full' one, or the "
+        "exact-in-law 'projected' one (G5 always uses projected, G6 full)",
+    )
+    p.add_argument(
+        "--init",
+        choices=("log4", "log2"),
+        default="log4",
+        help="init variance 1/(dk log^4 d) (theorem) or 1/(dk log^2 d) (Lemma 1)",
+    )
+    p.add_argument(
+        "--stop",
+        choices=("practical", "theorem"),
+        default="practical",
+        help="steps of the hinge runs in G1-G4 and M: THEORY.md's T = floor(4/eta) - 1, "
+        "or the theorem's t_hat = floor((4/eta)(1 - c_n/sqrt(log d))) (needs "
+        "--c-n: with the proof's constant t_hat <= 0 at every d)",
+    )
     p.add_argument("--c-n", type=float, default=None, help="c_n for --stop theorem")
-    p.add_argument("--seeds", type=int, default=0,
-                   help="override the number of seeds of every grid (0 = preset's)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="override the number of seeds of every grid (0 = preset's)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -112,8 +140,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     configure_cpu_devices()  # one CPU device per core, or $SBJAX_CPU_DEVICES (before JAX starts)
     out = prepare_run_dir(args.out, experiment="theorem1", overwrite=args.overwrite)
     t0 = time.perf_counter()
-    write_json(out / "config.json", {"experiment": "theorem1", "preset": args.preset, "seed": args.seed, "grids": specs,
-                                     "argv": sys.argv[1:]})
+    write_json(
+        out / "config.json",
+        {
+            "experiment": "theorem1",
+            "preset": args.preset,
+            "seed": args.seed,
+            "grids": specs,
+            "argv": sys.argv[1:],
+        },
+    )
     env = environment_info()
     write_json(out / "env.json", env)
     total = sum(count_points(g, s) for g, s in specs.items())
@@ -142,8 +178,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = count_verdicts(claims)
     figures = write_figures(out, points)
     seconds = time.perf_counter() - t0
-    meta = {"preset": args.preset, "grids": list(specs), "seed": args.seed, "seconds": seconds,
-            "device": ", ".join(env.get("devices", [])) or "cpu"}
+    meta = {
+        "preset": args.preset,
+        "grids": list(specs),
+        "seed": args.seed,
+        "seconds": seconds,
+        "device": ", ".join(env.get("devices", [])) or "cpu",
+    }
     summary: dict[str, Any] = {
         **meta,
         "seconds_per_grid": timings,
@@ -166,8 +207,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("jax").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         summary = run(args)
@@ -175,11 +218,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {e}\n")
     width = max(len(c["name"]) for c in summary["claims"]) if summary["claims"] else 10
     for c in summary["claims"]:
-        log.info("%-4s %-*s %12.5g  %s", c["grid"], min(width, 90), c["name"][:90], c["value"],
-                 c["verdict"])
-    log.info("%d claims: %d PASS, %d INCONCLUSIVE, %d FAIL; report: %s (%.0f s)",
-             summary["n_claims"], summary["n_pass"], summary["n_inconclusive"], summary["n_fail"],
-             Path(args.out) / "report.md", summary["seconds"])
+        log.info(
+            "%-4s %-*s %12.5g  %s",
+            c["grid"],
+            min(width, 90),
+            c["name"][:90],
+            c["value"],
+            c["verdict"],
+        )
+    log.info(
+        "%d claims: %d PASS, %d INCONCLUSIVE, %d FAIL; report: %s (%.0f s)",
+        summary["n_claims"],
+        summary["n_pass"],
+        summary["n_inconclusive"],
+        summary["n_fail"],
+        Path(args.out) / "report.md",
+        summary["seconds"],
+    )
     return 0
 
 

@@ -133,8 +133,9 @@ def check_level_probs(k: int, probs: Sequence[float], *, name: str = "level_prob
         validate.fail(name, probs, f"{n_levels} probabilities in [0, 1] (one per slab level |j|)")
     if abs(sum(probs[0::2]) - 1.0) > 1e-6 or abs(sum(probs[1::2]) - 1.0) > 1e-6:
         validate.fail(
-            name, probs, "even-level entries (negatives) and odd-level entries (positives) each "
-            "summing to 1"
+            name,
+            probs,
+            "even-level entries (negatives) and odd-level entries (positives) each summing to 1",
         )
     return probs
 

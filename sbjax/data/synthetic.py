@@ -217,21 +217,69 @@ _SLAB_PROBS = {"slab5_pval": 0.75, "slab7_pval": 0.875}
 
 # Parameters (and defaults) of the paper's datasets; `register_dataset` fills `_DEFAULTS`.
 _PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lms": {"d": 50, "k": 5, "margin": 0.1, "slab_margin": None, "n_complex": None,
-            **_SLAB_PROBS, **_COMMON},
-    "noisy_lms": {"d": 50, "k": 5, "margin": 0.1, "slab_margin": None, "n_complex": None,
-                  "p": 0.1, "noise_model": "margin", "noise_sampling": "exact_count",
-                  **_SLAB_PROBS, **_COMMON},
-    "ms": {"d": 50, "k": None, "k_simple": None, "k_complex": None, "margin": 0.1,
-           "n_complex": None, **_SLAB_PROBS, **_COMMON},
-    "noisy_ms": {"d": 50, "k": None, "k_simple": None, "k_complex": None, "margin": 0.1,
-                 "n_complex": None, "p": 0.1, "noise_model": "opposite_slab",
-                 "noise_sampling": "exact_count", **_SLAB_PROBS, **_COMMON},
-    "lsn": {"d": 50, "linear_scale": 1.0, "noise_fill": "gaussian", "rotate": False,
-            "rotation_seed": 0, "rotation": "haar"},
-    "adv_ms": {"d": 20, "k_simple": 5, "k_complex": 7, "margin_simple": 0.05,
-               "margin_complex": 0.15, "n_simple": None, "n_complex": None,
-               **_SLAB_PROBS, **_COMMON},
+    "lms": {
+        "d": 50,
+        "k": 5,
+        "margin": 0.1,
+        "slab_margin": None,
+        "n_complex": None,
+        **_SLAB_PROBS,
+        **_COMMON,
+    },
+    "noisy_lms": {
+        "d": 50,
+        "k": 5,
+        "margin": 0.1,
+        "slab_margin": None,
+        "n_complex": None,
+        "p": 0.1,
+        "noise_model": "margin",
+        "noise_sampling": "exact_count",
+        **_SLAB_PROBS,
+        **_COMMON,
+    },
+    "ms": {
+        "d": 50,
+        "k": None,
+        "k_simple": None,
+        "k_complex": None,
+        "margin": 0.1,
+        "n_complex": None,
+        **_SLAB_PROBS,
+        **_COMMON,
+    },
+    "noisy_ms": {
+        "d": 50,
+        "k": None,
+        "k_simple": None,
+        "k_complex": None,
+        "margin": 0.1,
+        "n_complex": None,
+        "p": 0.1,
+        "noise_model": "opposite_slab",
+        "noise_sampling": "exact_count",
+        **_SLAB_PROBS,
+        **_COMMON,
+    },
+    "lsn": {
+        "d": 50,
+        "linear_scale": 1.0,
+        "noise_fill": "gaussian",
+        "rotate": False,
+        "rotation_seed": 0,
+        "rotation": "haar",
+    },
+    "adv_ms": {
+        "d": 20,
+        "k_simple": 5,
+        "k_complex": 7,
+        "margin_simple": 0.05,
+        "margin_complex": 0.15,
+        "n_simple": None,
+        "n_complex": None,
+        **_SLAB_PROBS,
+        **_COMMON,
+    },
 }
 
 
@@ -244,8 +292,13 @@ def _level_probs(k: int, p: Mapping[str, Any]) -> tuple[float, ...]:
 
 
 def _slab_args(k: int, margin: float, params: Mapping[str, Any], **noise) -> tuple:
-    args = {"k": int(k), "margin": float(margin), "width": float(params["width"]),
-            "level_probs": _level_probs(k, params), **noise}
+    args = {
+        "k": int(k),
+        "margin": float(margin),
+        "width": float(params["width"]),
+        "level_probs": _level_probs(k, params),
+        **noise,
+    }
     return tuple(sorted(args.items()))
 
 
@@ -281,7 +334,8 @@ def _check_count(name: str, value: Any, n_before: int, d: int, n_after_min: int 
     validate.check_int(name, value, min_value=1)
     if n_before + int(value) + n_after_min > d:
         validate.fail(
-            name, value,
+            name,
+            value,
             f"an integer in [1, {d - n_before - n_after_min}] (d={d} minus {n_before} other "
             "feature coordinate(s))",
         )
@@ -316,8 +370,10 @@ def _build_lsn(p: dict[str, Any]):
     _check_common(p, 2)
     validate.check_range("linear_scale", p["linear_scale"], 0.0, None, lo_open=True)
     return (
-        [Block("lsn_linear", 0, 1, (("scale", float(p["linear_scale"])),)),
-         Block("lsn_slab", 1, 1, (("width", 1.0),))],
+        [
+            Block("lsn_linear", 0, 1, (("scale", float(p["linear_scale"])),)),
+            Block("lsn_slab", 1, 1, (("width", 1.0),)),
+        ],
         (0,),
         (1,),
     )
@@ -341,8 +397,9 @@ def _build_lms(p: dict[str, Any], *, noisy: bool = False):
         validate.check_range("p", p["p"], 0.0, 1.0)
         validate.check_choice("noise_model", p["noise_model"], B.LIN_NOISE_MODELS)
         validate.check_choice("noise_sampling", p["noise_sampling"], B.NOISE_SAMPLINGS)
-        lin_args.update(p=float(p["p"]), noise_model=p["noise_model"],
-                        noise_sampling=p["noise_sampling"])
+        lin_args.update(
+            p=float(p["p"]), noise_model=p["noise_model"], noise_sampling=p["noise_sampling"]
+        )
         first = Block("noisy_linear", 0, 1, tuple(sorted(lin_args.items())))
     rest = Block("slab", 1, n_complex, _slab_args(p["k"], p["slab_margin"], p))
     return [first, rest], (0,), tuple(range(1, 1 + n_complex))
@@ -361,8 +418,11 @@ def _build_ms(p: dict[str, Any], *, noisy: bool = False):
         validate.check_range("p", p["p"], 0.0, 1.0)
         validate.check_choice("noise_model", p["noise_model"], B.SLAB_NOISE_MODELS)
         validate.check_choice("noise_sampling", p["noise_sampling"], B.NOISE_SAMPLINGS)
-        noise = {"p": float(p["p"]), "noise_model": p["noise_model"],
-                 "noise_sampling": p["noise_sampling"]}
+        noise = {
+            "p": float(p["p"]),
+            "noise_model": p["noise_model"],
+            "noise_sampling": p["noise_sampling"],
+        }
     first = Block("slab", 0, 1, _slab_args(p["k_simple"], p["margin"], p, **noise))
     rest = Block("slab", 1, n_complex, _slab_args(p["k_complex"], p["margin"], p))
     return [first, rest], (0,), tuple(range(1, 1 + n_complex))
@@ -371,17 +431,29 @@ def _build_ms(p: dict[str, Any], *, noisy: bool = False):
 def _build_adv_ms(p: dict[str, Any]):
     _check_common(p, 2)
     d = int(p["d"])
-    B.check_slab_params(p["k_simple"], p["margin_simple"], p["width"], k_name="k_simple",
-                        margin_name="margin_simple")
-    B.check_slab_params(p["k_complex"], p["margin_complex"], p["width"], k_name="k_complex",
-                        margin_name="margin_complex")
+    B.check_slab_params(
+        p["k_simple"],
+        p["margin_simple"],
+        p["width"],
+        k_name="k_simple",
+        margin_name="margin_simple",
+    )
+    B.check_slab_params(
+        p["k_complex"],
+        p["margin_complex"],
+        p["width"],
+        k_name="k_complex",
+        margin_name="margin_complex",
+    )
     p["n_simple"] = d // 2 if p["n_simple"] is None else p["n_simple"]
     n_simple = _check_count("n_simple", p["n_simple"], 0, d, n_after_min=1)
     p["n_complex"] = d - n_simple if p["n_complex"] is None else p["n_complex"]
     n_complex = _check_count("n_complex", p["n_complex"], n_simple, d)
     return (
-        [Block("slab", 0, n_simple, _slab_args(p["k_simple"], p["margin_simple"], p)),
-         Block("slab", n_simple, n_complex, _slab_args(p["k_complex"], p["margin_complex"], p))],
+        [
+            Block("slab", 0, n_simple, _slab_args(p["k_simple"], p["margin_simple"], p)),
+            Block("slab", n_simple, n_complex, _slab_args(p["k_complex"], p["margin_complex"], p)),
+        ],
         tuple(range(n_simple)),
         tuple(range(n_simple, n_simple + n_complex)),
     )

@@ -169,5 +169,5 @@ def ensemble_stop_reasons(stop_reason: Any, n_members: int, size: int | None = N
         fail("n_members", n_members, f"a divisor of the number of members ({len(reasons)})")
     for r in reasons:
         check_choice("stop_reason", r, _STOP_ORDER)
-    groups = [reasons[e * n_members: e * n_members + k] for e in range(len(reasons) // n_members)]
+    groups = [reasons[e * n_members : e * n_members + k] for e in range(len(reasons) // n_members)]
     return [min(g, key=_STOP_ORDER.index) for g in groups]

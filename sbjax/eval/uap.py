@@ -84,8 +84,14 @@ def _bcast(s: jax.Array, ndim: int) -> jax.Array:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("logits_fn", "n_iter", "label_signed", "batch_size", "model_chunk",
-                     "per_model"),
+    static_argnames=(
+        "logits_fn",
+        "n_iter",
+        "label_signed",
+        "batch_size",
+        "model_chunk",
+        "per_model",
+    ),
 )
 def _svd_uap(
     logits_fn,

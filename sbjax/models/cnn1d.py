@@ -57,8 +57,12 @@ class CNN1D(nn.Module):
         pad = (self.kernel - 1) // 2
         for i in range(self.depth):
             h = conv(
-                self.filters, (self.kernel,), h.shape[-1], self.init_scheme,
-                padding=((pad, pad),), name=f"conv_{i}",
+                self.filters,
+                (self.kernel,),
+                h.shape[-1],
+                self.init_scheme,
+                padding=((pad, pad),),
+                name=f"conv_{i}",
             )(h)
             h = activate(self, h, self.activation, self.leaky_slope, i)
         if self.pool:

@@ -266,7 +266,12 @@ class ResNet(nn.Module):
 
 # (expansion, out_planes, num_blocks, stride); second stage stride 1 for CIFAR.
 MOBILENETV2_CFG = (
-    (1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
 
@@ -318,11 +323,17 @@ class MobileNetV2(nn.Module):
 
 # (n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_planes) for a3, b3, [pool], a4..e4, [pool], a5, b5.
 GOOGLENET_CFG = (
-    ("a3", (64, 96, 128, 16, 32, 32)), ("b3", (128, 128, 192, 32, 96, 64)), ("pool", None),
-    ("a4", (192, 96, 208, 16, 48, 64)), ("b4", (160, 112, 224, 24, 64, 64)),
-    ("c4", (128, 128, 256, 24, 64, 64)), ("d4", (112, 144, 288, 32, 64, 64)),
-    ("e4", (256, 160, 320, 32, 128, 128)), ("pool", None),
-    ("a5", (256, 160, 320, 32, 128, 128)), ("b5", (384, 192, 384, 48, 128, 128)),
+    ("a3", (64, 96, 128, 16, 32, 32)),
+    ("b3", (128, 128, 192, 32, 96, 64)),
+    ("pool", None),
+    ("a4", (192, 96, 208, 16, 48, 64)),
+    ("b4", (160, 112, 224, 24, 64, 64)),
+    ("c4", (128, 128, 256, 24, 64, 64)),
+    ("d4", (112, 144, 288, 32, 64, 64)),
+    ("e4", (256, 160, 320, 32, 128, 128)),
+    ("pool", None),
+    ("a5", (256, 160, 320, 32, 128, 128)),
+    ("b5", (384, 192, 384, 48, 128, 128)),
 )
 
 
@@ -422,8 +433,9 @@ def build_image_model(cfg: Any) -> nn.Module:
     )
     nc = cfg.num_classes
     if cfg.name == "small_cnn":
-        return SmallCNN(filters=16 if cfg.filters is None else cfg.filters, num_classes=nc,
-                        opts=opts)
+        return SmallCNN(
+            filters=16 if cfg.filters is None else cfg.filters, num_classes=nc, opts=opts
+        )
     if cfg.name == "resnet18":
         return ResNet("basic", (2, 2, 2, 2), nc, opts._replace(family="resnet"))
     if cfg.name == "resnet50":

@@ -88,7 +88,9 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
         else:
             # std of a standard normal truncated to [-2, 2] (the constant Flax uses)
             std = math.sqrt(var) / 0.87962566103423978
-            flat = jax.random.truncated_normal(key, -2.0, 2.0, (n,), dtype) * jnp.asarray(std, dtype)
+            flat = jax.random.truncated_normal(key, -2.0, 2.0, (n,), dtype) * jnp.asarray(
+                std, dtype
+            )
         return flat.reshape(shape)
 
     return init

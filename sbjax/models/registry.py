@@ -276,8 +276,13 @@ def make_model(config: ModelConfig | Mapping[str, Any]) -> Model:
             if mask is not None and tuple(jnp.shape(mask)) != (x.shape[0],):
                 fail("mask.shape", tuple(jnp.shape(mask)), f"({x.shape[0]},): one weight per row")
             logits, updates = module.apply(
-                variables, x, train=True, dropout_rate=dropout_rate, rngs=rngs,
-                mutable=["batch_stats"], mask=mask,
+                variables,
+                x,
+                train=True,
+                dropout_rate=dropout_rate,
+                rngs=rngs,
+                mutable=["batch_stats"],
+                mask=mask,
             )
             return logits.astype(jnp.float32), dict(updates)
         logits = module.apply(variables, x, train=train, dropout_rate=dropout_rate, rngs=rngs)

@@ -79,8 +79,12 @@ def redraw(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None)
     run_dir = Path(run_dir)
     fig_dir = run_dir / FIGURE_DIR
     if not fig_dir.is_dir():
-        fail("run_dir", str(run_dir), f"a run folder with saved figure data in {FIGURE_DIR}/ "
-             "(written by the experiment commands)")
+        fail(
+            "run_dir",
+            str(run_dir),
+            f"a run folder with saved figure data in {FIGURE_DIR}/ "
+            "(written by the experiment commands)",
+        )
     out = Path(out_dir) if out_dir is not None else run_dir
     written = []
     for spec_path in sorted(fig_dir.glob("*.json")):

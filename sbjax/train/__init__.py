@@ -1,7 +1,7 @@
 """Vectorized training: one compiled program trains seeds x members x hyperparameter points.
 
-    from sbjax.train import TrainConfig, train_sweep
-    result = train_sweep(TrainConfig(lr=0.1, max_steps=5000), model, (x, y), n_seeds=8)
+from sbjax.train import TrainConfig, train_sweep
+result = train_sweep(TrainConfig(lr=0.1, max_steps=5000), model, (x, y), n_seeds=8)
 """
 
 from sbjax.train import objective

@@ -112,8 +112,15 @@ def attack(trainer, variables, x, y, key, eps, w, *, train_mode: bool):
         return jnp.sum(per_example_loss(cfg, logits, y) * w), stats
 
     x_adv, stats = pgd_perturb(
-        loss_fn, x, key, eps, norm=cfg.adv_norm, steps=cfg.adv_steps,
-        step_frac=cfg.adv_step_frac, bounds=cfg.adv_bounds, rand_init=cfg.adv_rand_init,
+        loss_fn,
+        x,
+        key,
+        eps,
+        norm=cfg.adv_norm,
+        steps=cfg.adv_steps,
+        step_frac=cfg.adv_step_frac,
+        bounds=cfg.adv_bounds,
+        rand_init=cfg.adv_rand_init,
         aux=variables.get("batch_stats"),
     )
     if has_stats:
@@ -122,8 +129,16 @@ def attack(trainer, variables, x, y, key, eps, w, *, train_mode: bool):
 
 
 def _pgd_batch(trainer, variables, x, y, w, key, hp):
-    return attack(trainer, variables, x, y, key, hp["adv_eps"], w,
-                  train_mode=trainer.cfg.adv_bn_mode == "train")
+    return attack(
+        trainer,
+        variables,
+        x,
+        y,
+        key,
+        hp["adv_eps"],
+        w,
+        train_mode=trainer.cfg.adv_bn_mode == "train",
+    )
 
 
 def pgd_transform():

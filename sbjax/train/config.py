@@ -153,8 +153,10 @@ class TrainConfig:
     def default_hparams(self, objective: Any = None) -> dict[str, float]:
         """Default values of every traced hyperparameter (see `hparam_names`)."""
         extra = objective.hparam_defaults if objective is not None else {}
-        return {name: float(getattr(self, name)) if hasattr(self, name) else float(extra[name])
-                for name in hparam_names(self, objective)}
+        return {
+            name: float(getattr(self, name)) if hasattr(self, name) else float(extra[name])
+            for name in hparam_names(self, objective)
+        }
 
 
 def hparam_names(cfg: TrainConfig, objective: Any = None) -> tuple[str, ...]:
@@ -177,8 +179,9 @@ def _check_boundaries(bounds: Any) -> None:
         fail("lr_boundaries", bounds, allowed)
 
 
-def expand_grid(grid: Mapping[str, Sequence[float]] | None,
-                names: Sequence[str] = HPARAM_NAMES) -> list[dict[str, float]]:
+def expand_grid(
+    grid: Mapping[str, Sequence[float]] | None, names: Sequence[str] = HPARAM_NAMES
+) -> list[dict[str, float]]:
     """Cartesian product of a hyperparameter grid, in row-major order of the given keys.
 
     Args:
@@ -220,8 +223,13 @@ def expand_grid(grid: Mapping[str, Sequence[float]] | None,
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*lists.values())]
 
 
-def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repeat: int,
-                  objective: Any = None, extra: Mapping[str, float] | None = None) -> dict:
+def hparam_arrays(
+    cfg: TrainConfig,
+    points: Sequence[Mapping[str, float]],
+    repeat: int,
+    objective: Any = None,
+    extra: Mapping[str, float] | None = None,
+) -> dict:
     """Hyperparameters as float32 arrays [n_points * repeat], point-minor (model index = r * P + p).
 
     Every value that overrides a `TrainConfig` field is validated with that field's rules; the
@@ -230,8 +238,9 @@ def hparam_arrays(cfg: TrainConfig, points: Sequence[Mapping[str, float]], repea
     out: dict[str, Any] = {}
     more = dict(extra or {})
     extra = {**(objective.hparam_defaults if objective is not None else {}), **more}
-    for name in hparam_names(cfg, objective) + tuple(n for n in more if n not in
-                                                        hparam_names(cfg, objective)):
+    for name in hparam_names(cfg, objective) + tuple(
+        n for n in more if n not in hparam_names(cfg, objective)
+    ):
         vals = []
         for p in points:
             if hasattr(cfg, name):

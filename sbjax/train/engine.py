@@ -49,7 +49,13 @@ RUNNING, CONVERGED, DIVERGED = 0, 1, 2
 STOP_REASONS = {RUNNING: "max_steps", CONVERGED: "converged", DIVERGED: "diverged"}
 
 HISTORY_KEYS = (
-    "step", "updates", "train_acc", "train_loss", "val_acc", "val_loss", "val_robust_acc",
+    "step",
+    "updates",
+    "train_acc",
+    "train_loss",
+    "val_acc",
+    "val_loss",
+    "val_robust_acc",
 )
 STREAM_ADV, STREAM_ADV_EVAL = 3, 4  # STREAM_ADV: the batch transform's key (PGD's random start)
 STREAM_UNLABELED, STREAM_PENALTY = 5, 6
@@ -138,8 +144,10 @@ def _check_xy(name: str, x: np.ndarray, y: np.ndarray) -> None:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         fail(f"{name} x", x.dtype, "a real-valued array")
     # min/max propagate NaN and expose +-inf without a full-size boolean temporary.
-    if np.issubdtype(x.dtype, np.inexact) and x.size and not (
-        np.isfinite(np.min(x)) and np.isfinite(np.max(x))
+    if (
+        np.issubdtype(x.dtype, np.inexact)
+        and x.size
+        and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x)))
     ):
         bad = ~np.isfinite(x)
         rows = np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))
@@ -150,8 +158,11 @@ def _check_xy(name: str, x: np.ndarray, y: np.ndarray) -> None:
         )
     ok = np.isin(y, (0, 1))
     if not ok.all():
-        fail(f"{name} labels", np.unique(y[~ok])[:5].tolist(),
-             "labels in {0, 1} (integers, or floats exactly 0.0 / 1.0)")
+        fail(
+            f"{name} labels",
+            np.unique(y[~ok])[:5].tolist(),
+            "labels in {0, 1} (integers, or floats exactly 0.0 / 1.0)",
+        )
 
 
 def _to_float32(name: str, x: np.ndarray) -> np.ndarray:
@@ -382,14 +393,19 @@ class Trainer:
         frozen_logits = frozen_logits_u = None
         if self.n_frozen:
             flog = lambda x: jax.lax.stop_gradient(
-                jax.vmap(lambda v: self.model.logits(v, x))(frozen))
+                jax.vmap(lambda v: self.model.logits(v, x))(frozen)
+            )
             frozen_logits = flog(xb)
             frozen_logits_u = flog(xu) if xu is not None else None
 
         def member_loss(params, v, x, dkey, rwk):
             logits, mutated = self.model.apply(
-                {**v, "params": params}, x, train=True, key=dkey,
-                dropout_rate=shared["dropout_rate"], **self._bn_mask(v, w),
+                {**v, "params": params},
+                x,
+                train=True,
+                key=dkey,
+                dropout_rate=shared["dropout_rate"],
+                **self._bn_mask(v, w),
             )
             per_ex = per_example_loss(cfg, logits, yb)
             row_w = w if rwk is None else w * rwk
@@ -408,32 +424,56 @@ class Trainer:
             if obj.data_loss_weight != 1.0:
                 loss = obj.data_loss_weight * loss
             if obj.penalties:
-                loss = loss + self._penalty_sum(params, variables, xs, yb, w, rw, logits, per_ex,
-                                                dkeys, xu, valid_u, frozen_logits,
-                                                frozen_logits_u, shared, key0, step0)
+                loss = loss + self._penalty_sum(
+                    params,
+                    variables,
+                    xs,
+                    yb,
+                    w,
+                    rw,
+                    logits,
+                    per_ex,
+                    dkeys,
+                    xu,
+                    valid_u,
+                    frozen_logits,
+                    frozen_logits_u,
+                    shared,
+                    key0,
+                    step0,
+                )
             return loss, mutated
 
         grads, mutated = jax.grad(loss_fn, has_aux=True)(variables["params"])
         params = variables["params"]
 
         if cfg.sam:
+
             def member_update(g, opt_state, p, k):
                 def grad_fn(pk, _):
-                    full = pk if k_units == 1 else jax.tree_util.tree_map(
-                        lambda a, b: a.at[k].set(b), params, pk)
+                    full = (
+                        pk
+                        if k_units == 1
+                        else jax.tree_util.tree_map(lambda a, b: a.at[k].set(b), params, pk)
+                    )
                     gk = jax.grad(lambda q: loss_fn(q)[0])(full)
                     return gk if k_units == 1 else jax.tree_util.tree_map(lambda a: a[k], gk)
+
                 return self.tx.update(g, opt_state, p, grad_fn=grad_fn)
         else:
+
             def member_update(g, opt_state, p, k):
                 return self.tx.update(g, opt_state, p)
 
-        updates, opt_state = self._map(member_update, grads, state.opt_state, params,
-                                       jnp.arange(k_units) if k_units > 1 else 0)
+        updates, opt_state = self._map(
+            member_update, grads, state.opt_state, params, jnp.arange(k_units) if k_units > 1 else 0
+        )
         if obj.trainable is not None:
+
             def mask(path, u):
                 name = jax.tree_util.keystr(path)
                 return u if any(t in name for t in obj.trainable) else jnp.zeros_like(u)
+
             updates = jax.tree_util.tree_map_with_path(mask, updates)
         new_vars = {**variables, **mutated, "params": optax.apply_updates(params, updates)}
         active = state.step < state.stop_step
@@ -447,19 +487,42 @@ class Trainer:
             step=state.step + 1,
         )
 
-    def _penalty_sum(self, params, variables, xs, yb, w, rw, logits, per_ex, dkeys, xu, valid_u,
-                     frozen_logits, frozen_logits_u, hp, key0, step0):
+    def _penalty_sum(
+        self,
+        params,
+        variables,
+        xs,
+        yb,
+        w,
+        rw,
+        logits,
+        per_ex,
+        dkeys,
+        xu,
+        valid_u,
+        frozen_logits,
+        frozen_logits_u,
+        hp,
+        key0,
+        step0,
+    ):
         """sum_i lambda_i * penalty_i(ctx) on the unit's (member-stacked) outputs."""
         k_units = self.unit_size
         st = (lambda t: t) if k_units > 1 else _stack1
         params_k, vars_k = st(params), st(variables)
         logits_u = None
         if xu is not None:
+
             def fwd_u(p, v, dkey):
-                lg, _ = self.model.apply({**v, "params": p}, xu, train=True,
-                                         key=jax.random.fold_in(dkey, 1),
-                                         dropout_rate=hp["dropout_rate"])
+                lg, _ = self.model.apply(
+                    {**v, "params": p},
+                    xu,
+                    train=True,
+                    key=jax.random.fold_in(dkey, 1),
+                    dropout_rate=hp["dropout_rate"],
+                )
                 return lg
+
             logits_u = jax.vmap(fwd_u)(params_k, vars_k, st(dkeys))
 
         def apply(p, x):
@@ -467,10 +530,21 @@ class Trainer:
 
         weights = jnp.broadcast_to(jnp.ones_like(w) if rw is None else rw, (k_units,) + w.shape)
         ctx = Context(
-            logits=st(logits), data_loss=st(per_ex), x=st(xs), y=yb, valid=w, weights=weights,
-            params=params_k, variables={**vars_k, "params": params_k}, apply=apply,
-            x_u=xu, logits_u=logits_u, valid_u=valid_u, frozen_logits=frozen_logits,
-            frozen_logits_u=frozen_logits_u, hp=hp,
+            logits=st(logits),
+            data_loss=st(per_ex),
+            x=st(xs),
+            y=yb,
+            valid=w,
+            weights=weights,
+            params=params_k,
+            variables={**vars_k, "params": params_k},
+            apply=apply,
+            x_u=xu,
+            logits_u=logits_u,
+            valid_u=valid_u,
+            frozen_logits=frozen_logits,
+            frozen_logits_u=frozen_logits_u,
+            hp=hp,
             key=jax.random.fold_in(jax.random.fold_in(key0, STREAM_PENALTY), step0),
         )
         total = 0.0
@@ -483,8 +557,9 @@ class Trainer:
 
         def body(acc, chunk):
             i, x, y, m = chunk
-            xa, _ = attack(self, variables, x, y, jax.random.fold_in(key, i), eps, m,
-                           train_mode=False)
+            xa, _ = attack(
+                self, variables, x, y, jax.random.fold_in(key, i), eps, m, train_mode=False
+            )
             logits = self.model.logits(variables, xa)
             return acc + jnp.sum((jnp.argmax(logits, -1) == y).astype(jnp.float32) * m), None
 
@@ -509,7 +584,9 @@ class Trainer:
 
     def _period(self, state: TrainState, hp: dict, data: TrainData):
         state, _ = jax.lax.scan(
-            lambda s, _: (self._update(s, hp, data), None), state, None,
+            lambda s, _: (self._update(s, hp, data), None),
+            state,
+            None,
             length=self.cfg.eval_every,
         )
         return self.end_period(state, hp, data)
@@ -551,9 +628,12 @@ class Trainer:
         if self.has_val:
             va_acc, va_loss = self.evaluate(state.variables, data.x_val, data.y_val, data.m_val)
             if cfg.adv_norm != "none":
-                rkey = jax.random.fold_in(jax.random.fold_in(state.key, STREAM_ADV_EVAL), state.step)
-                va_rob = self.robust_accuracy(state.variables, rkey, hp["adv_eps"], data.x_val,
-                                              data.y_val, data.m_val)
+                rkey = jax.random.fold_in(
+                    jax.random.fold_in(state.key, STREAM_ADV_EVAL), state.step
+                )
+                va_rob = self.robust_accuracy(
+                    state.variables, rkey, hp["adv_eps"], data.x_val, data.y_val, data.m_val
+                )
             metric = va_rob if cfg.select_metric == "val_robust_acc" else va_acc
         else:
             va_acc = va_loss = nan
@@ -586,8 +666,7 @@ class Trainer:
         # like the reference's `>=`; a diverged model is never selected.
         in_window = (state.stop_reason == RUNNING) | (state.step <= state.stop_step)
         better = (
-            was_live & in_window & ~diverged & jnp.isfinite(tr_loss)
-            & (metric >= state.best_metric)
+            was_live & in_window & ~diverged & jnp.isfinite(tr_loss) & (metric >= state.best_metric)
         )
         best_vars = jax.tree_util.tree_map(
             lambda a, b: jnp.where(better, a, b), state.variables, state.best_variables
@@ -624,10 +703,18 @@ class Trainer:
         return self.run(self.init(key, hp, data), hp, data, self.total_periods)
 
 
-def make_trainer(cfg: TrainConfig, model: Any, data: TrainData, *,
-                 objective: Objective | None = None, unit_size: int = 1,
-                 unlabeled_batch_size: int | None = None, has_weights: bool = False,
-                 n_frozen: int = 0, has_init: bool = False) -> Trainer:
+def make_trainer(
+    cfg: TrainConfig,
+    model: Any,
+    data: TrainData,
+    *,
+    objective: Objective | None = None,
+    unit_size: int = 1,
+    unlabeled_batch_size: int | None = None,
+    has_weights: bool = False,
+    n_frozen: int = 0,
+    has_init: bool = False,
+) -> Trainer:
     """Builds the `Trainer` of one training unit for this configuration and data shapes.
 
     Args:
@@ -646,23 +733,44 @@ def make_trainer(cfg: TrainConfig, model: Any, data: TrainData, *,
     spe = n // b if cfg.drop_last else math.ceil(n / b)
     objective = Objective() if objective is None else objective
     if objective.batch_transform not in (None, pgd_transform()) and cfg.adv_norm != "none":
-        fail("objective.batch_transform", objective.batch_transform.name,
-             "None or pgd_transform() when TrainConfig.adv_norm is set (adversarial training is "
-             "the batch transform)")
+        fail(
+            "objective.batch_transform",
+            objective.batch_transform.name,
+            "None or pgd_transform() when TrainConfig.adv_norm is set (adversarial training is "
+            "the batch transform)",
+        )
     n_u = 0 if data.x_u is None else int(data.x_u.shape[0])
     if objective.needs("unlabeled") and not n_u:
-        fail("unlabeled", None, "an unlabeled pool for the penalties that need one "
-             f"({[p.name for p in objective.penalties if 'unlabeled' in p.needs]})")
+        fail(
+            "unlabeled",
+            None,
+            "an unlabeled pool for the penalties that need one "
+            f"({[p.name for p in objective.penalties if 'unlabeled' in p.needs]})",
+        )
     if objective.needs("frozen") and not n_frozen:
-        fail("frozen", None, "frozen members for the penalties that need them "
-             f"({[p.name for p in objective.penalties if 'frozen' in p.needs]})")
+        fail(
+            "frozen",
+            None,
+            "frozen members for the penalties that need them "
+            f"({[p.name for p in objective.penalties if 'frozen' in p.needs]})",
+        )
     bu = 0
     if n_u:
         bu = cfg.batch_size if unlabeled_batch_size is None else unlabeled_batch_size
-    return Trainer(cfg=cfg, model=model, n_train=n, steps_per_epoch=spe,
-                   has_val=data.x_val is not None, objective=objective, unit_size=int(unit_size),
-                   n_unlabeled=n_u, unlabeled_batch_size=int(bu), has_weights=bool(has_weights),
-                   n_frozen=int(n_frozen), has_init=bool(has_init))
+    return Trainer(
+        cfg=cfg,
+        model=model,
+        n_train=n,
+        steps_per_epoch=spe,
+        has_val=data.x_val is not None,
+        objective=objective,
+        unit_size=int(unit_size),
+        n_unlabeled=n_u,
+        unlabeled_batch_size=int(bu),
+        has_weights=bool(has_weights),
+        n_frozen=int(n_frozen),
+        has_init=bool(has_init),
+    )
 
 
 def make_train(cfg: TrainConfig, model: Any, train, val=None):

@@ -162,12 +162,18 @@ class Objective:
                 if need not in ("unlabeled", "frozen"):
                     fail(f"penalty {p.name!r} needs", need, "'unlabeled' or 'frozen'")
         if self.trainable is not None and not (
-            isinstance(self.trainable, tuple) and self.trainable
+            isinstance(self.trainable, tuple)
+            and self.trainable
             and all(isinstance(t, str) and t for t in self.trainable)
         ):
-            fail("objective.trainable", self.trainable,
-                 "None or a non-empty tuple of parameter-path substrings, e.g. (\"'head'\",)")
-        if self.batch_transform is not None and not isinstance(self.batch_transform, BatchTransform):
+            fail(
+                "objective.trainable",
+                self.trainable,
+                "None or a non-empty tuple of parameter-path substrings, e.g. (\"'head'\",)",
+            )
+        if self.batch_transform is not None and not isinstance(
+            self.batch_transform, BatchTransform
+        ):
             fail("objective.batch_transform", self.batch_transform, "None or a BatchTransform")
 
     @property
@@ -202,8 +208,9 @@ def spectral_decoupling(default: float = 0.0, name: str = "spectral_decoupling")
     return Penalty(name, fn, default)
 
 
-def spectral_decoupling_targets(gamma: tuple[float, float], default: float = 0.0,
-                                name: str = "spectral_decoupling_targets") -> Penalty:
+def spectral_decoupling_targets(
+    gamma: tuple[float, float], default: float = 0.0, name: str = "spectral_decoupling_targets"
+) -> Penalty:
     """Per-class spectral decoupling: mean over rows and classes of (logit - gamma_y)^2.
 
     Args:

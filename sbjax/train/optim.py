@@ -40,7 +40,9 @@ def optimizer_hparams(cfg: TrainConfig) -> tuple[str, ...]:
     return ("lr", "momentum", "weight_decay") + (("sam_rho",) if cfg.sam else ())
 
 
-def make_optimizer(cfg: TrainConfig, hp: dict, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: TrainConfig, hp: dict, steps_per_epoch: int
+) -> optax.GradientTransformation:
     """Builds the optimizer of one model.
 
     Args:

@@ -178,8 +178,11 @@ class SweepResult:
         [n_seeds, n_members // unit_size, unit_size, n_grid, ...] (seed, unit, member, grid)."""
         g, k = len(self.grid_points), self.unit_size
         return jax.tree_util.tree_map(
-            lambda v: np.asarray(v).reshape((self.n_seeds, self.n_members // k, k, g)
-                                            + np.shape(v)[1:]), a)
+            lambda v: np.asarray(v).reshape(
+                (self.n_seeds, self.n_members // k, k, g) + np.shape(v)[1:]
+            ),
+            a,
+        )
 
     @property
     def n_models(self) -> int:
@@ -236,8 +239,13 @@ def _over_models(fn, mesh: Mesh, vectorize: str):
     def local(a, b, data):
         return jax.lax.map(lambda ab: fn(ab[0], ab[1], data), (a, b))
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P("model"), P("model"), P()),
-                         out_specs=P("model"), check_vma=False)
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P("model"), P("model"), P()),
+        out_specs=P("model"),
+        check_vma=False,
+    )
 
 
 LOOPS = ("scan", "host")
@@ -255,8 +263,12 @@ def host_loop_programs(trainer: Trainer, mesh: Mesh, vectorize: str = "vmap"):
     repl = NamedSharding(mesh, P())
     shard = dict(in_shardings=(model_sh, model_sh, repl), out_shardings=model_sh)
     update = jax.jit(_over_models(trainer.update, mesh, vectorize), donate_argnums=(0,), **shard)
-    end = jax.jit(_over_models(trainer.end_period, mesh, vectorize), in_shardings=shard[
-        "in_shardings"], out_shardings=(model_sh, model_sh), donate_argnums=(0,))
+    end = jax.jit(
+        _over_models(trainer.end_period, mesh, vectorize),
+        in_shardings=shard["in_shardings"],
+        out_shardings=(model_sh, model_sh),
+        donate_argnums=(0,),
+    )
     return update, end
 
 
@@ -287,8 +299,17 @@ _PROGRAM_CACHE: collections.OrderedDict = collections.OrderedDict()
 _PROGRAM_CACHE_SIZE = 16
 
 
-def _compiled_programs(trainer: Trainer, mesh: Mesh, chunk_sizes: Sequence[int], model: Any,
-                       keys, hp, data, vectorize: str, loop: str = "scan"):
+def _compiled_programs(
+    trainer: Trainer,
+    mesh: Mesh,
+    chunk_sizes: Sequence[int],
+    model: Any,
+    keys,
+    hp,
+    data,
+    vectorize: str,
+    loop: str = "scan",
+):
     """Compiled `init` and one `run` program per chunk size (periods), reused across `train_sweep`
     calls with the same model object, configuration, shapes and devices (e.g. a study that trains
     the same sweep on new data).
@@ -298,10 +319,28 @@ def _compiled_programs(trainer: Trainer, mesh: Mesh, chunk_sizes: Sequence[int],
       programs on first use.
     """
     sig = lambda tree: tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(tree))
-    tr = (trainer.objective, trainer.unit_size, trainer.n_unlabeled, trainer.unlabeled_batch_size,
-          trainer.has_weights, trainer.n_frozen, trainer.has_init)
-    base = (id(model.init), id(model.apply), id(model.logits), trainer.cfg, trainer.n_train, tr,
-            tuple(d.id for d in mesh.devices.flat), sig(hp), sig(data), keys.shape, vectorize)
+    tr = (
+        trainer.objective,
+        trainer.unit_size,
+        trainer.n_unlabeled,
+        trainer.unlabeled_batch_size,
+        trainer.has_weights,
+        trainer.n_frozen,
+        trainer.has_init,
+    )
+    base = (
+        id(model.init),
+        id(model.apply),
+        id(model.logits),
+        trainer.cfg,
+        trainer.n_train,
+        tr,
+        tuple(d.id for d in mesh.devices.flat),
+        sig(hp),
+        sig(data),
+        keys.shape,
+        vectorize,
+    )
 
     def cached(key, build):
         hit = _PROGRAM_CACHE.get(key)
@@ -366,8 +405,11 @@ def _check_out_dir(out_dir: str | os.PathLike | None) -> Path | None:
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
-                fail("out_dir", str(out_dir),
-                     f"a folder path (None for no files), but {str(p)!r} is an existing file")
+                fail(
+                    "out_dir",
+                    str(out_dir),
+                    f"a folder path (None for no files), but {str(p)!r} is an existing file",
+                )
             break
     return out
 
@@ -417,9 +459,11 @@ def _load_npz_bytes(data: bytes, like: Any) -> Any:
 
 
 def _is_own_tmp(name: str) -> bool:
-    return name.endswith(".tmp") and (name.startswith(f".{CHECKPOINT_PREFIX}")
-                                      or name.startswith(f".{CHECKPOINT_META}.")
-                                      or name.startswith(f".{METRICS}."))
+    return name.endswith(".tmp") and (
+        name.startswith(f".{CHECKPOINT_PREFIX}")
+        or name.startswith(f".{CHECKPOINT_META}.")
+        or name.startswith(f".{METRICS}.")
+    )
 
 
 def _clean_folder(out: Path, keep_npz: str | None) -> None:
@@ -430,8 +474,9 @@ def _clean_folder(out: Path, keep_npz: str | None) -> None:
     if not out.is_dir():
         return
     for f in out.iterdir():
-        stale_npz = (f.name.startswith(CHECKPOINT_PREFIX) and f.name.endswith(".npz")
-                     and f.name != keep_npz)
+        stale_npz = (
+            f.name.startswith(CHECKPOINT_PREFIX) and f.name.endswith(".npz") and f.name != keep_npz
+        )
         if stale_npz or _is_own_tmp(f.name):
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
@@ -455,8 +500,17 @@ def _hash_arrays(h, arrays) -> None:
         h.update(a)
 
 
-def _fingerprint_parts(cfg: TrainConfig, model: Any, data: TrainData, seed_indices, n_members,
-                       points, seed, m_pad, extra: str | None = None) -> dict[str, str]:
+def _fingerprint_parts(
+    cfg: TrainConfig,
+    model: Any,
+    data: TrainData,
+    seed_indices,
+    n_members,
+    points,
+    seed,
+    m_pad,
+    extra: str | None = None,
+) -> dict[str, str]:
     """Hashes of everything that changes a sweep's numbers, by part (named in mismatch errors).
 
     Every byte of the data counts (x, y and the validation set with its validity mask, which
@@ -465,6 +519,7 @@ def _fingerprint_parts(cfg: TrainConfig, model: Any, data: TrainData, seed_indic
     scan == host loop to float rounding, and chunk sizes bit for bit). The device count enters
     only through the number of padding models, which fixes the stored state's shape.
     """
+
     def digest(*parts) -> str:
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
@@ -490,9 +545,14 @@ def _read_manifest(out: Path | None) -> dict | None:
     return io.read_json(out / CHECKPOINT_META)
 
 
-def _write_checkpoint(out: Path, updates_done: int, state: TrainState,
-                      history: Mapping[str, Sequence[np.ndarray]], fingerprint: str,
-                      parts: Mapping[str, str]) -> None:
+def _write_checkpoint(
+    out: Path,
+    updates_done: int,
+    state: TrainState,
+    history: Mapping[str, Sequence[np.ndarray]],
+    fingerprint: str,
+    parts: Mapping[str, str],
+) -> None:
     """The npz under a content-hash name, then the manifest (the commit point), then cleanup."""
     host = _state_to_host(state)
     hist = {k: np.concatenate(v, axis=1) for k, v in history.items()}
@@ -500,9 +560,17 @@ def _write_checkpoint(out: Path, updates_done: int, state: TrainState,
     digest = hashlib.sha256(data).hexdigest()
     name = f"{CHECKPOINT_PREFIX}{digest[:16]}.npz"
     io.atomic_write_bytes(out / name, data)
-    _write_manifest(out, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
-                          "fingerprint_parts": dict(parts), "updates_done": int(updates_done),
-                          "npz": name, "sha256": digest})
+    _write_manifest(
+        out,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "fingerprint_parts": dict(parts),
+            "updates_done": int(updates_done),
+            "npz": name,
+            "sha256": digest,
+        },
+    )
     _clean_folder(out, keep_npz=name)
 
 
@@ -510,8 +578,14 @@ def _write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
     io.atomic_write_bytes(out / CHECKPOINT_META, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-def _metric_rows(rows: Mapping[str, np.ndarray], first_period: int, m: int, n_grid: int,
-                 n_members: int, seed_indices: Sequence[int]) -> list[dict]:
+def _metric_rows(
+    rows: Mapping[str, np.ndarray],
+    first_period: int,
+    m: int,
+    n_grid: int,
+    n_members: int,
+    seed_indices: Sequence[int],
+) -> list[dict]:
     """metrics.jsonl records of evaluations [first_period, ...) from rows {name: [>= m, E]}.
 
     Period-major, so the rows of a run are the same whatever its chunking (or resumes) was.
@@ -519,9 +593,13 @@ def _metric_rows(rows: Mapping[str, np.ndarray], first_period: int, m: int, n_gr
     recs = []
     for e in range(rows["step"].shape[1]):
         for i in range(m):
-            rec = {"period": first_period + e, "model": i,
-                   "seed": int(seed_indices[i // (n_members * n_grid)]),
-                   "member": (i // n_grid) % n_members, "grid": i % n_grid}
+            rec = {
+                "period": first_period + e,
+                "model": i,
+                "seed": int(seed_indices[i // (n_members * n_grid)]),
+                "member": (i // n_grid) % n_members,
+                "grid": i % n_grid,
+            }
             rec.update({k: float(rows[k][i, e]) for k in HISTORY_KEYS})
             recs.append(rec)
     return recs
@@ -531,8 +609,14 @@ def _jsonl_bytes(recs: Sequence[Mapping[str, Any]]) -> bytes:
     return "".join(json.dumps(io.to_jsonable(r)) + "\n" for r in recs).encode()
 
 
-def _check_manifest(out: Path, manifest: Mapping[str, Any], fingerprint: str,
-                    parts: Mapping[str, str], total_periods: int, eval_every: int) -> int:
+def _check_manifest(
+    out: Path,
+    manifest: Mapping[str, Any],
+    fingerprint: str,
+    parts: Mapping[str, str],
+    total_periods: int,
+    eval_every: int,
+) -> int:
     """Checks a manifest against this sweep (before compiling); returns the periods done."""
     where = str(out / CHECKPOINT_META)
     if manifest.get("format") != CHECKPOINT_FORMAT:
@@ -556,9 +640,11 @@ def _check_manifest(out: Path, manifest: Mapping[str, Any], fingerprint: str,
         updates_done = -1
     periods_done, rem = divmod(updates_done, eval_every)
     if rem or not 0 <= periods_done <= total_periods:
-        raise ValueError(f"checkpoint {where!r} is inconsistent: updates_done="
-                         f"{manifest['updates_done']!r} is not a multiple of eval_every="
-                         f"{eval_every} within the budget of {total_periods * eval_every}")
+        raise ValueError(
+            f"checkpoint {where!r} is inconsistent: updates_done="
+            f"{manifest['updates_done']!r} is not a multiple of eval_every="
+            f"{eval_every} within the budget of {total_periods * eval_every}"
+        )
     return periods_done
 
 
@@ -571,19 +657,26 @@ def _load_checkpoint(out: Path, manifest: Mapping[str, Any], like: TrainState, e
     where = str(out / CHECKPOINT_META)
     npz = out / manifest["npz"]
     if not npz.exists():
-        raise FileNotFoundError(f"checkpoint {where!r} names {str(npz)!r}, which is missing; use "
-                                "--overwrite (overwrite=True) to start again")
+        raise FileNotFoundError(
+            f"checkpoint {where!r} names {str(npz)!r}, which is missing; use "
+            "--overwrite (overwrite=True) to start again"
+        )
     data = npz.read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-        raise ValueError(f"checkpoint file {str(npz)!r} is corrupt (its sha256 differs from the "
-                         f"one in {where!r}); use --overwrite (overwrite=True) to start again")
+        raise ValueError(
+            f"checkpoint file {str(npz)!r} is corrupt (its sha256 differs from the "
+            f"one in {where!r}); use --overwrite (overwrite=True) to start again"
+        )
     loaded = _load_npz_bytes(data, {"state": like, "history": {k: 0 for k in HISTORY_KEYS}})
     st, hist = loaded["state"], {k: np.asarray(v) for k, v in loaded["history"].items()}
     updates_done = int(manifest["updates_done"])
-    if (hist["step"].shape[1] != updates_done // eval_every
-            or np.any(np.asarray(st.step) != updates_done)):
-        raise ValueError(f"checkpoint {where!r} is inconsistent: updates_done={updates_done} but "
-                         "the stored state or history is at another step")
+    if hist["step"].shape[1] != updates_done // eval_every or np.any(
+        np.asarray(st.step) != updates_done
+    ):
+        raise ValueError(
+            f"checkpoint {where!r} is inconsistent: updates_done={updates_done} but "
+            "the stored state or history is at another step"
+        )
     return st, hist
 
 
@@ -679,26 +772,50 @@ def train_sweep(
     """
     t_start = time.perf_counter()
     plan = plan_sweep(
-        cfg, model, train, val, n_seeds=n_seeds, seed_indices=seed_indices, n_members=n_members,
-        grid=grid, seed=seed, devices=devices, vectorize=vectorize, loop=loop,
-        periods_per_chunk=periods_per_chunk, max_chunks=max_chunks, out_dir=out_dir,
-        objective=objective, unit_size=unit_size, example_weights=example_weights,
-        unlabeled=unlabeled, unlabeled_batch_size=unlabeled_batch_size,
-        init_variables=init_variables, frozen=frozen)
+        cfg,
+        model,
+        train,
+        val,
+        n_seeds=n_seeds,
+        seed_indices=seed_indices,
+        n_members=n_members,
+        grid=grid,
+        seed=seed,
+        devices=devices,
+        vectorize=vectorize,
+        loop=loop,
+        periods_per_chunk=periods_per_chunk,
+        max_chunks=max_chunks,
+        out_dir=out_dir,
+        objective=objective,
+        unit_size=unit_size,
+        example_weights=example_weights,
+        unlabeled=unlabeled,
+        unlabeled_batch_size=unlabeled_batch_size,
+        init_variables=init_variables,
+        frozen=frozen,
+    )
     ckpt = Checkpointer(plan, resume=resume, overwrite=overwrite)  # fingerprint checked here
 
     model_sh = NamedSharding(plan.mesh, P("model"))
     repl = NamedSharding(plan.mesh, P())
-    hp = jax.device_put({**{k: jnp.asarray(v) for k, v in plan.hp_np.items()},
-                         **jax.tree_util.tree_map(jnp.asarray, plan.hp_in)}, model_sh)
+    hp = jax.device_put(
+        {
+            **{k: jnp.asarray(v) for k, v in plan.hp_np.items()},
+            **jax.tree_util.tree_map(jnp.asarray, plan.hp_in),
+        },
+        model_sh,
+    )
     data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, plan.data_host), repl)
-    keys = jax.device_put(_unit_keys(plan.seed, plan.seed_indices, plan.layout, plan.m_pad),
-                          model_sh)
+    keys = jax.device_put(
+        _unit_keys(plan.seed, plan.seed_indices, plan.layout, plan.m_pad), model_sh
+    )
     chunks = plan.chunks(ckpt.periods_done)
 
     t0 = time.perf_counter()
-    init_c, run_programs = _compiled_programs(plan.trainer, plan.mesh, chunks, plan.model, keys,
-                                              hp, data, plan.vectorize, plan.loop)
+    init_c, run_programs = _compiled_programs(
+        plan.trainer, plan.mesh, chunks, plan.model, keys, hp, data, plan.vectorize, plan.loop
+    )
     compile_s = time.perf_counter() - t0
     state = init_c(keys, hp, data)
     state, history = ckpt.restore(state, model_sh)
@@ -770,23 +887,28 @@ class SweepPlan:
             # A checkpoint and progress update every ~1000 updates, and at least ~10 per run.
             ppc = max(1, min(1000 // self.cfg.eval_every, math.ceil(self.total_periods / 10)))
         plan = _chunk_plan(self.total_periods - periods_done, ppc)
-        return plan if self.max_chunks is None else plan[:self.max_chunks]
+        return plan if self.max_chunks is None else plan[: self.max_chunks]
 
     def metric_rows(self, rows, first_period: int) -> list[dict]:
-        return _metric_rows(rows, first_period, self.m, self.n_grid, self.n_members,
-                            self.seed_indices)
+        return _metric_rows(
+            rows, first_period, self.m, self.n_grid, self.n_members, self.seed_indices
+        )
 
     def result(self, state, history, compile_s: float, wall_s: float) -> SweepResult:
         """The host `SweepResult` in model order, padding removed."""
         m, n_u, k, layout = self.m, self.n_u, self.layout.unit_size, self.layout
         final = _state_to_host(state)
-        hist = {key: np.concatenate(v, axis=1)[:m] if v else np.zeros((m, 0))
-                for key, v in history.items()}
+        hist = {
+            key: np.concatenate(v, axis=1)[:m] if v else np.zeros((m, 0))
+            for key, v in history.items()
+        }
         idx = np.arange(m)
         strip = lambda tree: jax.tree_util.tree_map(
-            lambda a: layout.to_models(np.asarray(a)[:n_u]), tree)
-        per_model = lambda v: layout.to_models(np.repeat(np.asarray(v)[:n_u, None], k, 1)
-                                               if k > 1 else np.asarray(v)[:n_u])
+            lambda a: layout.to_models(np.asarray(a)[:n_u]), tree
+        )
+        per_model = lambda v: layout.to_models(
+            np.repeat(np.asarray(v)[:n_u, None], k, 1) if k > 1 else np.asarray(v)[:n_u]
+        )
         return SweepResult(
             params=strip(final.variables),
             best_params=strip(final.best_variables),
@@ -807,15 +929,31 @@ class SweepPlan:
         )
 
 
-def plan_sweep(cfg: TrainConfig, model: Any, train, val=None, *, n_seeds: int = 1,
-               seed_indices: Sequence[int] | None = None, n_members: int = 1,
-               grid: Mapping[str, Sequence[float]] | None = None, seed: int = 0,
-               devices: Sequence[Any] | None = None, vectorize: str = "vmap",
-               loop: str = "scan", periods_per_chunk: int | None = None,
-               max_chunks: int | None = None, out_dir: str | Path | None = None,
-               objective: Objective | None = None, unit_size: int = 1, example_weights=None,
-               unlabeled=None, unlabeled_batch_size: int | None = None, init_variables=None,
-               frozen=None) -> SweepPlan:
+def plan_sweep(
+    cfg: TrainConfig,
+    model: Any,
+    train,
+    val=None,
+    *,
+    n_seeds: int = 1,
+    seed_indices: Sequence[int] | None = None,
+    n_members: int = 1,
+    grid: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    devices: Sequence[Any] | None = None,
+    vectorize: str = "vmap",
+    loop: str = "scan",
+    periods_per_chunk: int | None = None,
+    max_chunks: int | None = None,
+    out_dir: str | Path | None = None,
+    objective: Objective | None = None,
+    unit_size: int = 1,
+    example_weights=None,
+    unlabeled=None,
+    unlabeled_batch_size: int | None = None,
+    init_variables=None,
+    frozen=None,
+) -> SweepPlan:
     """Checks every argument (in milliseconds, before data preparation), then prepares the data,
     the `Trainer`, the unit layout, padding and hyperparameter arrays (`train_sweep`'s args)."""
     check_choice("vectorize", vectorize, VECTORIZE)
@@ -854,24 +992,56 @@ def plan_sweep(cfg: TrainConfig, model: Any, train, val=None, *, n_seeds: int = 
     k_unit = int(unit_size)
     n_units = n_members // k_unit
     layout = UnitLayout(n_seeds, n_units, k_unit, len(points))
-    inputs = _objective_inputs(cfg, model, data_host, layout, example_weights, unlabeled,
-                               unlabeled_batch_size, init_variables, frozen)
+    inputs = _objective_inputs(
+        cfg,
+        model,
+        data_host,
+        layout,
+        example_weights,
+        unlabeled,
+        unlabeled_batch_size,
+        init_variables,
+        frozen,
+    )
     if inputs.x_u is not None:
         data_host = dataclasses.replace(data_host, x_u=inputs.x_u)
     trainer = make_trainer(
-        cfg, model, data_host, objective=objective, unit_size=k_unit,
-        unlabeled_batch_size=unlabeled_batch_size, has_weights=inputs.weights is not None,
-        n_frozen=inputs.n_frozen, has_init=inputs.init is not None)
+        cfg,
+        model,
+        data_host,
+        objective=objective,
+        unit_size=k_unit,
+        unlabeled_batch_size=unlabeled_batch_size,
+        has_weights=inputs.weights is not None,
+        n_frozen=inputs.n_frozen,
+        has_init=inputs.init is not None,
+    )
     mesh = _mesh(devs)
     m_pad = -layout.n_units_total % mesh.devices.size  # padding units
     hp_np = hparam_arrays(cfg, points, n_seeds * n_units, objective, extra_hp)
     hp_np = {k: np.concatenate([v, np.repeat(v[-1:], m_pad)]) for k, v in hp_np.items()}
     return SweepPlan(
-        cfg=cfg, model=model, trainer=trainer, data_host=data_host, points=points, seed=seed,
-        seed_indices=seed_indices, n_seeds=n_seeds, n_members=n_members, layout=layout,
-        mesh=mesh, m_pad=m_pad, hp_np=hp_np, hp_in=_unit_inputs(inputs, layout, m_pad),
-        inputs=inputs, out=out, vectorize=vectorize, loop=loop,
-        periods_per_chunk=periods_per_chunk, max_chunks=max_chunks)
+        cfg=cfg,
+        model=model,
+        trainer=trainer,
+        data_host=data_host,
+        points=points,
+        seed=seed,
+        seed_indices=seed_indices,
+        n_seeds=n_seeds,
+        n_members=n_members,
+        layout=layout,
+        mesh=mesh,
+        m_pad=m_pad,
+        hp_np=hp_np,
+        hp_in=_unit_inputs(inputs, layout, m_pad),
+        inputs=inputs,
+        out=out,
+        vectorize=vectorize,
+        loop=loop,
+        periods_per_chunk=periods_per_chunk,
+        max_chunks=max_chunks,
+    )
 
 
 class Checkpointer:
@@ -898,14 +1068,26 @@ class Checkpointer:
         self.manifest = manifest
         if self.out is not None:
             self.parts = _fingerprint_parts(
-                plan.cfg, plan.model, plan.data_host, plan.seed_indices, plan.n_members,
-                plan.points, plan.seed, plan.m_pad,
-                extra=_objective_part(plan.trainer, plan.inputs))
+                plan.cfg,
+                plan.model,
+                plan.data_host,
+                plan.seed_indices,
+                plan.n_members,
+                plan.points,
+                plan.seed,
+                plan.m_pad,
+                extra=_objective_part(plan.trainer, plan.inputs),
+            )
             self.fingerprint = _fingerprint(self.parts)
             if manifest is not None:
-                self.periods_done = _check_manifest(self.out, manifest, self.fingerprint,
-                                                    self.parts, plan.total_periods,
-                                                    plan.cfg.eval_every)
+                self.periods_done = _check_manifest(
+                    self.out,
+                    manifest,
+                    self.fingerprint,
+                    self.parts,
+                    plan.total_periods,
+                    plan.cfg.eval_every,
+                )
 
     def restore(self, state: TrainState, sharding) -> tuple[TrainState, dict]:
         """(state, history lists) after a resume (the fresh ones otherwise); cleans the folder."""
@@ -913,14 +1095,18 @@ class Checkpointer:
         history: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
         recs: list[dict] = []
         if self.manifest is not None:
-            st, hist = _load_checkpoint(out, self.manifest, _state_to_host(state),
-                                        plan.cfg.eval_every)
+            st, hist = _load_checkpoint(
+                out, self.manifest, _state_to_host(state), plan.cfg.eval_every
+            )
             state = jax.device_put(st._replace(key=jax.random.wrap_key_data(st.key)), sharding)
             history = {k: [hist[k]] for k in HISTORY_KEYS}
             recs = plan.metric_rows(hist, 0)
-            log.info("resuming %s at update %d of %d", out,
-                     self.periods_done * plan.cfg.eval_every,
-                     plan.total_periods * plan.cfg.eval_every)
+            log.info(
+                "resuming %s at update %d of %d",
+                out,
+                self.periods_done * plan.cfg.eval_every,
+                plan.total_periods * plan.cfg.eval_every,
+            )
         if out is not None and jax.process_index() == 0:
             # metrics.jsonl mirrors the checkpoint: rows written after it, a torn last line of a
             # killed append, and leftovers of a run killed before its first checkpoint all go, as
@@ -933,9 +1119,21 @@ class Checkpointer:
         if self.out is None or jax.process_index() != 0:
             return
         plan = self.plan
-        _write_chunk(self.out, periods_done, n_new, state, history, rows, self.fingerprint,
-                     self.parts, plan.cfg.eval_every, plan.m, plan.n_grid, plan.n_members,
-                     plan.seed_indices)
+        _write_chunk(
+            self.out,
+            periods_done,
+            n_new,
+            state,
+            history,
+            rows,
+            self.fingerprint,
+            self.parts,
+            plan.cfg.eval_every,
+            plan.m,
+            plan.n_grid,
+            plan.n_members,
+            plan.seed_indices,
+        )
 
 
 class ChunkDriver:
@@ -943,8 +1141,9 @@ class ChunkDriver:
     compiled single updates (loop="host"); stops early once no model is running; updates the
     progress bar and commits a checkpoint after each chunk."""
 
-    def __init__(self, plan: SweepPlan, run_programs: Mapping[int, Any], *, progress: bool,
-                 desc: str):
+    def __init__(
+        self, plan: SweepPlan, run_programs: Mapping[int, Any], *, progress: bool, desc: str
+    ):
         self.plan = plan
         self.programs = dict(run_programs)
         if plan.loop == "host":
@@ -969,23 +1168,28 @@ class ChunkDriver:
         n_u = self.plan.n_u
         return int(np.sum(np.asarray(s)[:n_u] < np.asarray(stop)[:n_u]))
 
-    def run(self, state, hp, data, chunks: Sequence[int], history: dict,
-            ckpt: Checkpointer) -> tuple[Any, dict]:
+    def run(
+        self, state, hp, data, chunks: Sequence[int], history: dict, ckpt: Checkpointer
+    ) -> tuple[Any, dict]:
         plan, every = self.plan, self.plan.cfg.eval_every
         periods_done = ckpt.periods_done
         bar = None
         if self.progress and jax.process_index() == 0:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=plan.total_periods * every, initial=periods_done * every,
-                       unit="step", desc=self.desc, dynamic_ncols=True)
+            bar = tqdm(
+                total=plan.total_periods * every,
+                initial=periods_done * every,
+                unit="step",
+                desc=self.desc,
+                dynamic_ncols=True,
+            )
         running = self.n_running(state) if periods_done > 0 else plan.m  # may be finished
         for n in chunks:
             if running == 0:
                 break
             state, rows = self.programs[n](state, hp, data)
-            rows = {k: plan.layout.rows_to_models(np.asarray(v))
-                    for k, v in _to_host(rows).items()}
+            rows = {k: plan.layout.rows_to_models(np.asarray(v)) for k, v in _to_host(rows).items()}
             for k in HISTORY_KEYS:
                 history[k].append(rows[k])
             periods_done += n
@@ -993,15 +1197,28 @@ class ChunkDriver:
             ckpt.commit(periods_done, n, state, history, rows)
             if bar is not None:
                 bar.update(n * every)
-                acc = rows["train_acc"][:plan.m, -1]
+                acc = rows["train_acc"][: plan.m, -1]
                 bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=running)
         if bar is not None:
             bar.close()
         return state, history
 
 
-def _write_chunk(out: Path, periods_done: int, n_new: int, state, history, rows, fingerprint,
-                 parts, eval_every, m, n_grid, n_members, seed_indices) -> None:
+def _write_chunk(
+    out: Path,
+    periods_done: int,
+    n_new: int,
+    state,
+    history,
+    rows,
+    fingerprint,
+    parts,
+    eval_every,
+    m,
+    n_grid,
+    n_members,
+    seed_indices,
+) -> None:
     """Checkpoint (committed by its manifest) first, then the chunk's metric rows: a kill in
     between loses no checkpointed work, and resume rewrites metrics.jsonl from the checkpoint.
 

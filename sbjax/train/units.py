@@ -107,24 +107,43 @@ def _check_tree(name: str, tree: Any, ref: Any, lead: tuple[int | None, ...]) ->
     paths_t = [jax.tree_util.keystr(p) for p, _ in flat_t]
     paths_r = [jax.tree_util.keystr(p) for p, _ in flat_r]
     if paths_t != paths_r:
-        fail(name, f"<a pytree with leaves {paths_t[:3]}...>",
-             f"the model's variables stacked (leaves {paths_r[:3]}...)")
+        fail(
+            name,
+            f"<a pytree with leaves {paths_t[:3]}...>",
+            f"the model's variables stacked (leaves {paths_r[:3]}...)",
+        )
     for (path, a), (_, r) in zip(flat_t, flat_r, strict=True):
         a = np.asarray(a)
         want = lead + tuple(r.shape)
-        ok = a.ndim == len(want) and all(w is None or w == d for w, d in zip(want, a.shape,
-                                                                             strict=True))
+        ok = a.ndim == len(want) and all(
+            w is None or w == d for w, d in zip(want, a.shape, strict=True)
+        )
         if not ok:
-            fail(f"{name}{jax.tree_util.keystr(path)} shape", a.shape,
-                 f"{tuple('F' if w is None else w for w in want)} (stacked model variables)")
+            fail(
+                f"{name}{jax.tree_util.keystr(path)} shape",
+                a.shape,
+                f"{tuple('F' if w is None else w for w in want)} (stacked model variables)",
+            )
         if a.dtype.kind not in "fiu" or (a.size and not np.all(np.isfinite(a))):
-            fail(f"{name}{jax.tree_util.keystr(path)}", "<NaN/inf or non-numeric values>",
-                 "finite real variables")
+            fail(
+                f"{name}{jax.tree_util.keystr(path)}",
+                "<NaN/inf or non-numeric values>",
+                "finite real variables",
+            )
     return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), tree)
 
 
-def _objective_inputs(cfg, model, data, layout: UnitLayout, example_weights, unlabeled,
-                      unlabeled_batch_size, init_variables, frozen) -> ObjectiveInputs:
+def _objective_inputs(
+    cfg,
+    model,
+    data,
+    layout: UnitLayout,
+    example_weights,
+    unlabeled,
+    unlabeled_batch_size,
+    init_variables,
+    frozen,
+) -> ObjectiveInputs:
     """Validates the objective's host inputs (before compiling) in model order."""
     from sbjax.train.engine import _to_float32
 
@@ -133,8 +152,11 @@ def _objective_inputs(cfg, model, data, layout: UnitLayout, example_weights, unl
     if example_weights is not None:
         w = np.asarray(example_weights)
         if w.dtype.kind not in "fiu" or w.shape not in ((n,), (m, n)):
-            fail("example_weights", getattr(w, "shape", w),
-                 f"a real array [{n}] or [{m}, {n}] (models x training examples)")
+            fail(
+                "example_weights",
+                getattr(w, "shape", w),
+                f"a real array [{n}] or [{m}, {n}] (models x training examples)",
+            )
         w = w.astype(np.float32)
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             fail("example_weights", "<negative or non-finite values>", "finite weights >= 0")
@@ -142,19 +164,28 @@ def _objective_inputs(cfg, model, data, layout: UnitLayout, example_weights, unl
     if unlabeled is not None:
         xu = np.asarray(unlabeled)
         if xu.ndim != data.x.ndim or xu.shape[1:] != data.x.shape[1:] or xu.shape[0] == 0:
-            fail("unlabeled", getattr(xu, "shape", xu),
-                 f"inputs [Nu, {', '.join(map(str, data.x.shape[1:]))}] with Nu >= 1")
+            fail(
+                "unlabeled",
+                getattr(xu, "shape", xu),
+                f"inputs [Nu, {', '.join(map(str, data.x.shape[1:]))}] with Nu >= 1",
+            )
         if xu.dtype.kind not in "fiub":
             fail("unlabeled", xu.dtype, "a real-valued array")
         xu = _to_float32("unlabeled", xu)
         if not np.all(np.isfinite(xu)):
             fail("unlabeled", "<NaN/inf values>", "finite inputs")
         if unlabeled_batch_size is not None and unlabeled_batch_size > xu.shape[0]:
-            fail("unlabeled_batch_size", unlabeled_batch_size,
-                 f"at most the unlabeled pool size {xu.shape[0]}")
+            fail(
+                "unlabeled_batch_size",
+                unlabeled_batch_size,
+                f"at most the unlabeled pool size {xu.shape[0]}",
+            )
         if unlabeled_batch_size is None and cfg.batch_size > xu.shape[0]:
-            fail("unlabeled_batch_size", None,
-                 f"a size <= {xu.shape[0]} (the pool is smaller than batch_size)")
+            fail(
+                "unlabeled_batch_size",
+                None,
+                f"a size <= {xu.shape[0]} (the pool is smaller than batch_size)",
+            )
         out.x_u = xu
     if init_variables is not None or frozen is not None:
         ref = _reference_variables(model, data)
@@ -178,6 +209,7 @@ def _objective_inputs(cfg, model, data, layout: UnitLayout, example_weights, unl
 def _unit_inputs(inputs: ObjectiveInputs, layout: UnitLayout, n_pad: int) -> dict:
     """The per-unit inputs of hp: {"members": {...}, "frozen": ...}, padded with copies of the
     last unit."""
+
     def pad(a):
         return np.concatenate([a, np.repeat(a[-1:], n_pad, axis=0)]) if n_pad else a
 
@@ -186,19 +218,23 @@ def _unit_inputs(inputs: ObjectiveInputs, layout: UnitLayout, n_pad: int) -> dic
         members["example_weights"] = pad(layout.to_units(np.ascontiguousarray(inputs.weights)))
     if inputs.init is not None:
         members["init_variables"] = jax.tree_util.tree_map(
-            lambda a: pad(layout.to_units(a)), inputs.init)
+            lambda a: pad(layout.to_units(a)), inputs.init
+        )
     out: dict[str, Any] = {}
     if members:
         out["members"] = members
     if inputs.frozen is not None:
         u = layout.n_units_total
         if inputs.frozen_per_model:
+
             def per_unit(a):
                 a = layout.to_units(a)
                 return pad(a[:, 0] if layout.unit_size > 1 else a)
         else:
+
             def per_unit(a):
                 return pad(np.broadcast_to(a, (u,) + a.shape).copy())
+
         out["frozen"] = jax.tree_util.tree_map(per_unit, inputs.frozen)
     return out
 
@@ -217,13 +253,21 @@ def _objective_part(trainer, inputs: ObjectiveInputs) -> str:
     obj = trainer.objective
     desc = (
         [(p.name, _describe_fn(p.fn), p.default, p.needs) for p in obj.penalties],
-        None if obj.batch_transform is None else (obj.batch_transform.name,
-                                                  _describe_fn(obj.batch_transform.fn)),
-        obj.data_loss_weight, obj.trainable, trainer.unit_size, trainer.unlabeled_batch_size,
+        None
+        if obj.batch_transform is None
+        else (obj.batch_transform.name, _describe_fn(obj.batch_transform.fn)),
+        obj.data_loss_weight,
+        obj.trainable,
+        trainer.unit_size,
+        trainer.unlabeled_batch_size,
     )
     h = hashlib.sha256(repr(desc).encode())
-    for a in (inputs.weights, inputs.x_u, *jax.tree_util.tree_leaves(inputs.init),
-              *jax.tree_util.tree_leaves(inputs.frozen)):
+    for a in (
+        inputs.weights,
+        inputs.x_u,
+        *jax.tree_util.tree_leaves(inputs.init),
+        *jax.tree_util.tree_leaves(inputs.frozen),
+    ):
         if a is not None:
             a = np.ascontiguousarray(a)
             h.update(repr((a.shape, str(a.dtype))).encode())

@@ -31,8 +31,10 @@ from sbjax.train.sweep import _mesh, model_keys, sharded_programs  # noqa: E402
 
 
 def _leaves(tree) -> list[tuple[str, np.ndarray]]:
-    return [("/".join(str(getattr(k, "key", k)) for k in path), np.asarray(leaf))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return [
+        ("/".join(str(getattr(k, "key", k)) for k in path), np.asarray(leaf))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
 
 
 def _shared_per_leaf(stacked) -> dict[str, int]:
@@ -40,8 +42,13 @@ def _shared_per_leaf(stacked) -> dict[str, int]:
     out = {}
     for name, leaf in _leaves(stacked):
         flat = leaf.reshape(leaf.shape[0], -1)
-        out[name] = int(sum(np.sum(flat[i] == flat[j]) for i in range(len(flat))
-                            for j in range(i + 1, len(flat))))
+        out[name] = int(
+            sum(
+                np.sum(flat[i] == flat[j])
+                for i in range(len(flat))
+                for j in range(i + 1, len(flat))
+            )
+        )
     return out
 
 
@@ -52,8 +59,15 @@ def constant_init_main(n_seeds: int) -> None:
     y = (x[:, 0] > 0).astype(np.int32)
     xi = rng.normal(size=(128, 8, 8, 1)).astype(np.float32)  # tiny images for the BN model
     yi = (xi[:, :4].mean(axis=(1, 2, 3)) > 0).astype(np.int32)
-    cfg = TrainConfig(lr=0.1, batch_size=32, max_steps=20, eval_every=10, stop_rule="acc",
-                      stop_eps=1e-6, momentum=0.9)
+    cfg = TrainConfig(
+        lr=0.1,
+        batch_size=32,
+        max_steps=20,
+        eval_every=10,
+        stop_rule="acc",
+        stop_eps=1e-6,
+        momentum=0.9,
+    )
     cases = {
         # zero biases everywhere (init="kaiming"): every bias leaf starts at 0 in every model
         "fcn_kaiming": ({"name": "fcn", "width": 16, "depth": 1, "init": "kaiming"}, (x, y)),
@@ -67,8 +81,9 @@ def constant_init_main(n_seeds: int) -> None:
         model = make_model(mcfg)
         a = model.init(jax.random.key(0), data[0][:2])
         b = model.init(jax.random.key(1), data[0][:2])
-        constant = [p for (p, u), (_, v) in zip(_leaves(a), _leaves(b), strict=True)
-                    if np.array_equal(u, v)]
+        constant = [
+            p for (p, u), (_, v) in zip(_leaves(a), _leaves(b), strict=True) if np.array_equal(u, v)
+        ]
         keys = jax.random.split(jax.random.key(2), n_seeds)
         init = _shared_per_leaf(jax.vmap(model.init, in_axes=(0, None))(keys, data[0][:2]))
         res = train_sweep(cfg, model, data, n_seeds=n_seeds, progress=False)
@@ -77,20 +92,19 @@ def constant_init_main(n_seeds: int) -> None:
             "constant_leaves": constant,
             # what the count would be if training had not moved them apart (the control)
             "init_shared_in_constant_leaves": sum(init[p] for p in constant),
-            "init_constant_values": sum(np.asarray(v).size for p, v in _leaves(a)
-                                        if p in constant),
+            "init_constant_values": sum(np.asarray(v).size for p, v in _leaves(a) if p in constant),
             "shared_values": sum(shared.values()),
             "shared_in_constant_leaves": sum(shared[p] for p in constant),
             "n_models": res.n_models,
             "final_train_acc_min": float(np.min(res.history["train_acc"][:, -1])),
         }
         if name == "fcn_kaiming":  # the same check with lax.map over a device's models
-            mapped = train_sweep(cfg, model, data, n_seeds=n_seeds, progress=False,
-                                 vectorize="map")
+            mapped = train_sweep(cfg, model, data, n_seeds=n_seeds, progress=False, vectorize="map")
             rec["map_shared_values"] = sum(_shared_per_leaf(mapped.params).values())
             rec["map_max_abs_diff"] = max(
-                float(np.max(np.abs(u - v))) for (_, u), (_, v)
-                in zip(_leaves(res.params), _leaves(mapped.params), strict=True))
+                float(np.max(np.abs(u - v)))
+                for (_, u), (_, v) in zip(_leaves(res.params), _leaves(mapped.params), strict=True)
+            )
         out["models"][name] = rec
     print("RESULT " + json.dumps(out))
 
@@ -110,20 +124,41 @@ def unit_main(n_seeds: int) -> None:
     y = (x[:, 0] > 0).astype(np.int32)
     xu = rng.normal(size=(64, 8)).astype(np.float32)
     model = make_model({"name": "fcn", "width": 16, "depth": 1, "init": "kaiming"})
-    cfg = TrainConfig(lr=0.1, batch_size=32, max_steps=20, eval_every=10, stop_rule="acc",
-                      stop_eps=1e-6, momentum=0.9)
+    cfg = TrainConfig(
+        lr=0.1,
+        batch_size=32,
+        max_steps=20,
+        eval_every=10,
+        stop_rule="acc",
+        stop_eps=1e-6,
+        momentum=0.9,
+    )
     o = obj.Objective(penalties=(obj.member_agreement(default=0.1), obj.spectral_decoupling()))
-    kw = dict(n_seeds=n_seeds, n_members=2, unit_size=2, objective=o, progress=False,
-              grid={"lambda_spectral_decoupling": [0.0, 0.01]}, unlabeled=xu,
-              unlabeled_batch_size=16, example_weights=np.ones(len(x), np.float32))
+    kw = dict(
+        n_seeds=n_seeds,
+        n_members=2,
+        unit_size=2,
+        objective=o,
+        progress=False,
+        grid={"lambda_spectral_decoupling": [0.0, 0.01]},
+        unlabeled=xu,
+        unlabeled_batch_size=16,
+        example_weights=np.ones(len(x), np.float32),
+    )
     sharded = train_sweep(cfg, model, (x, y), **kw)
     single = train_sweep(cfg, model, (x, y), devices=jax.devices()[:1], **kw)
     la, lb = _leaves(sharded.params), _leaves(single.params)
-    out = {"n_devices": len(jax.devices()), "n_models": sharded.n_models,
-           "max_abs_diff": max(float(np.max(np.abs(a - b)))
-                               for (_, a), (_, b) in zip(la, lb, strict=True)),
-           "history_equal": all(np.allclose(sharded.history[k], single.history[k], atol=1e-6,
-                                            equal_nan=True) for k in sharded.history)}
+    out = {
+        "n_devices": len(jax.devices()),
+        "n_models": sharded.n_models,
+        "max_abs_diff": max(
+            float(np.max(np.abs(a - b))) for (_, a), (_, b) in zip(la, lb, strict=True)
+        ),
+        "history_equal": all(
+            np.allclose(sharded.history[k], single.history[k], atol=1e-6, equal_nan=True)
+            for k in sharded.history
+        ),
+    }
     shared = _shared_per_leaf(sharded.params)
     out["shared_values"] = sum(shared.values())
     out["shared_in_biases"] = sum(v for k, v in shared.items() if k.endswith("bias"))
@@ -135,18 +170,27 @@ def unit_main(n_seeds: int) -> None:
     n_units = n_seeds * 2
     pad = -n_units % 8
     sh = NamedSharding(mesh, P("model"))
-    hp_np = hparam_arrays(cfg, [{"lambda_spectral_decoupling": 0.0},
-                                {"lambda_spectral_decoupling": 0.01}], n_seeds, o)
+    hp_np = hparam_arrays(
+        cfg, [{"lambda_spectral_decoupling": 0.0}, {"lambda_spectral_decoupling": 0.01}], n_seeds, o
+    )
     hp_np = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in hp_np.items()}
     hp = jax.device_put({k: jnp.asarray(v) for k, v in hp_np.items()}, sh)
     dd = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data), NamedSharding(mesh, P()))
     keys = jax.device_put(_unit_keys(0, range(n_seeds), UnitLayout(n_seeds, 1, 2, 2), pad), sh)
     state = init_fn(keys, hp, dd)
     text = run_fn.lower(state, hp, dd).compile().as_text()
-    out["collectives"] = [op for op in ("all-reduce", "all-gather", "all-to-all",
-                                        "collective-permute", "reduce-scatter") if op in text]
-    out["state_specs"] = sorted({str(leaf.sharding.spec) for leaf in
-                                 jax.tree_util.tree_leaves(state) if hasattr(leaf, "sharding")})
+    out["collectives"] = [
+        op
+        for op in ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
+        if op in text
+    ]
+    out["state_specs"] = sorted(
+        {
+            str(leaf.sharding.spec)
+            for leaf in jax.tree_util.tree_leaves(state)
+            if hasattr(leaf, "sharding")
+        }
+    )
     print("RESULT " + json.dumps(out))
 
 
@@ -162,12 +206,20 @@ def main() -> None:
     x = rng.normal(size=(384, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
     model = make_model({"name": "fcn", "width": 16, "depth": 1})
-    cfg = TrainConfig(lr=0.1, batch_size=64, max_steps=30, eval_every=10, stop_rule="acc",
-                      stop_eps=0.02, momentum=0.9)
+    cfg = TrainConfig(
+        lr=0.1,
+        batch_size=64,
+        max_steps=30,
+        eval_every=10,
+        stop_rule="acc",
+        stop_eps=0.02,
+        momentum=0.9,
+    )
     out = {"n_devices": len(jax.devices())}
     sharded = train_sweep(cfg, model, (x, y), n_seeds=n_seeds, progress=False)
-    single = train_sweep(cfg, model, (x, y), n_seeds=n_seeds, progress=False,
-                         devices=jax.devices()[:1])
+    single = train_sweep(
+        cfg, model, (x, y), n_seeds=n_seeds, progress=False, devices=jax.devices()[:1]
+    )
     la = jax.tree_util.tree_leaves(sharded.params)
     lb = jax.tree_util.tree_leaves(single.params)
     out["max_abs_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(la, lb, strict=True))
@@ -208,17 +260,26 @@ def main() -> None:
     state = init_fn(keys, hp, dd)
     compiled = run_fn.lower(state, hp, dd).compile()
     text = compiled.as_text()
-    out["collectives"] = [op for op in ("all-reduce", "all-gather", "all-to-all",
-                                        "collective-permute", "reduce-scatter") if op in text]
+    out["collectives"] = [
+        op
+        for op in ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
+        if op in text
+    ]
     new_state, hist = compiled(state, hp, dd)
-    specs = {str(leaf.sharding.spec) for leaf in jax.tree_util.tree_leaves(new_state)
-             if hasattr(leaf, "sharding")}
+    specs = {
+        str(leaf.sharding.spec)
+        for leaf in jax.tree_util.tree_leaves(new_state)
+        if hasattr(leaf, "sharding")
+    }
     out["state_specs"] = sorted(specs)
     out["n_shards"] = len(jax.tree_util.tree_leaves(new_state)[0].addressable_shards)
     _, run_map = sharded_programs(trainer, mesh, 2, "map")
     text = run_map.lower(state, hp, dd).compile().as_text()
-    out["map_collectives"] = [op for op in ("all-reduce", "all-gather", "all-to-all",
-                                            "collective-permute", "reduce-scatter") if op in text]
+    out["map_collectives"] = [
+        op
+        for op in ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
+        if op in text
+    ]
     print("RESULT " + json.dumps(out))
 
 
