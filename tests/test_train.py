@@ -378,3 +378,25 @@ def test_host_loop_equals_scan():
     for k in a.history:
         np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-5, atol=1e-6)
     assert a.stop_reason == b.stop_reason
+
+
+@pytest.mark.parametrize("loop", ["scan", "host"])
+def test_progress_bar_moves_per_period_and_closes_when_all_models_stopped(capsys, loop):
+    # Separable data: every model converges long before the 4000-update budget, so the bar must
+    # end at the update reached and say that all models stopped (not sit at a few percent).
+    x, y = _data()
+    cfg = TrainConfig(lr=0.5, max_steps=4000, eval_every=50, batch_size=64)
+    model = make_model({"name": "fcn", "width": 8})
+    r = train_sweep(
+        cfg, model, (x, y), n_seeds=2, progress=True, periods_per_chunk=4, loop=loop, desc="bar"
+    )
+    assert all(s == "converged" for s in r.stop_reason)
+    err = capsys.readouterr().err
+    assert "all 2 models stopped at update" in err
+    stopped_at = int(err.rsplit("stopped at update", 1)[1].split()[0].rstrip("]"))
+    assert stopped_at < 4000 and stopped_at % 50 == 0
+    counts = {int(t.split("/4000")[0].split()[-1]) for t in err.split("\r") if "/4000" in t}
+    if loop == "host":  # the bar advanced within chunks (50, ...), not only per chunk (200, 400)
+        assert 50 in counts
+    else:
+        assert all(c % 200 == 0 for c in counts)

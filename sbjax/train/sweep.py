@@ -1157,10 +1157,15 @@ class ChunkDriver:
                         st = update_c(st, hp, data)
                     st, row = end_c(st, hp, data)
                     rows.append(row)
+                    # Python drives the updates here, so the bar can move every period instead
+                    # of once per chunk (a slow CNN chunk otherwise sits at 0 % for minutes).
+                    if self.on_period is not None:
+                        self.on_period(every)
                 return st, jax.tree_util.tree_map(lambda *r: jnp.stack(r, axis=1), *rows)
 
             self.programs = {n: functools.partial(host_run, n) for n in self.programs}
         self.progress, self.desc = progress, desc
+        self.on_period = None  # host loop: called with the updates of each finished period
 
     def n_running(self, st) -> int:
         """Models (members of the real units) still updating: one small transfer."""
@@ -1185,9 +1190,18 @@ class ChunkDriver:
                 dynamic_ncols=True,
             )
         running = self.n_running(state) if periods_done > 0 else plan.m  # may be finished
+        moved = 0  # updates the bar already advanced inside the current chunk (host loop)
+
+        def on_period(k: int) -> None:
+            nonlocal moved
+            moved += k
+            bar.update(k)
+
+        self.on_period = on_period if bar is not None else None
         for n in chunks:
             if running == 0:
                 break
+            moved = 0
             state, rows = self.programs[n](state, hp, data)
             rows = {k: plan.layout.rows_to_models(np.asarray(v)) for k, v in _to_host(rows).items()}
             for k in HISTORY_KEYS:
@@ -1196,10 +1210,17 @@ class ChunkDriver:
             running = self.n_running(state)  # stop check and progress bar
             ckpt.commit(periods_done, n, state, history, rows)
             if bar is not None:
-                bar.update(n * every)
+                bar.update(n * every - moved)
                 acc = rows["train_acc"][: plan.m, -1]
-                bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=running)
+                bar.set_postfix(train_acc=f"{np.nanmean(acc):.4f}", running=f"{running}/{plan.m}")
+        self.on_period = None
         if bar is not None:
+            if running == 0 and bar.n < bar.total:
+                # Every model stopped early (converged or diverged): say so and close the bar at
+                # the update reached, so an early stop never looks like a hang at 10-20 %.
+                bar.set_postfix_str(f"all {plan.m} models stopped at update {bar.n}")
+                bar.total = bar.n
+                bar.refresh()
             bar.close()
         return state, history
 
