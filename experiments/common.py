@@ -350,9 +350,10 @@ class Run:
 
         The folder is made only when the first thing is written into it (a sweep's checkpoint, a
         figure, the summary), so a start that fails on its checks, its data or its model names
-        leaves nothing behind and a retry is not refused.
+        leaves nothing behind and a retry is not refused. In a multi-process run (--distributed)
+        only process 0 writes; the others get the path and write nothing.
         """
-        if not self._ready:
+        if not self._ready and _is_main_process():
             io.prepare_run_dir(
                 self.out, experiment=self.name, overwrite=self.overwrite, resume=self.resume
             )
@@ -499,12 +500,15 @@ class Run:
         """
         from sbjax import plots
 
-        path = plots.save_and_draw(self.ensure_folder(), filename, kind, **args)
         self.figures.append(filename)
-        return path
+        if not _is_main_process():
+            return self.out / filename
+        return plots.save_and_draw(self.ensure_folder(), filename, kind, **args)
 
     def save_params(self, name: str, tree: Any) -> None:
-        """Saves stacked model variables to params/<name>.npz."""
+        """Saves stacked model variables to params/<name>.npz (process 0 only)."""
+        if not _is_main_process():
+            return
         self.ensure_folder()
         io.save_npz(self.out / "params" / f"{name}.npz", tree)
 
@@ -524,6 +528,8 @@ class Run:
             summary["figures"] = list(self.figures)
         if extra:
             summary.update(io.to_jsonable(dict(extra)))
+        if not _is_main_process():  # every process computed it; process 0 writes it
+            return summary
         io.write_json(self.out / "summary.json", summary)
         io.write_csv(self.out / "metrics.csv", self.rows)
         print(results_table(self.results), flush=True)
@@ -750,3 +756,10 @@ def run_sweep(
             len(reasons),
         )
     return r
+
+
+def _is_main_process() -> bool:
+    """Process 0 of a multi-process run (always True in one process); only it writes files."""
+    import jax
+
+    return jax.process_index() == 0

@@ -370,6 +370,28 @@ def _compiled_programs(
     return init_c, runs
 
 
+def _put_global(tree: Any, sharding: NamedSharding) -> Any:
+    """`jax.device_put` that also works when the mesh spans several processes.
+
+    Every process builds the same host arrays (same seeds, data and grid), so each one fills the
+    shards of its own devices from its copy (`jax.make_array_from_callback`); `device_put` of a
+    host array onto devices of other processes is an error in JAX. Typed PRNG keys travel as
+    their key data and are wrapped again.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(a: Any) -> jax.Array:
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(a)
+            raw = put(jax.random.key_data(a))
+            return jax.random.wrap_key_data(raw, impl=impl)
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 def _to_host(tree: Any) -> Any:
     if jax.process_count() > 1:  # sharded across hosts: gather the global arrays
         from jax.experimental import multihost_utils
@@ -548,13 +570,15 @@ def _read_manifest(out: Path | None) -> dict | None:
 def _write_checkpoint(
     out: Path,
     updates_done: int,
-    state: TrainState,
+    host: TrainState,
     history: Mapping[str, Sequence[np.ndarray]],
     fingerprint: str,
     parts: Mapping[str, str],
 ) -> None:
-    """The npz under a content-hash name, then the manifest (the commit point), then cleanup."""
-    host = _state_to_host(state)
+    """The npz under a content-hash name, then the manifest (the commit point), then cleanup.
+
+    `host` is the state on the host (`_state_to_host`), gathered by every process beforehand.
+    """
     hist = {k: np.concatenate(v, axis=1) for k, v in history.items()}
     data = _npz_bytes({"state": host, "history": hist})
     digest = hashlib.sha256(data).hexdigest()
@@ -799,17 +823,15 @@ def train_sweep(
 
     model_sh = NamedSharding(plan.mesh, P("model"))
     repl = NamedSharding(plan.mesh, P())
-    hp = jax.device_put(
+    hp = _put_global(
         {
             **{k: jnp.asarray(v) for k, v in plan.hp_np.items()},
             **jax.tree_util.tree_map(jnp.asarray, plan.hp_in),
         },
         model_sh,
     )
-    data = jax.device_put(jax.tree_util.tree_map(jnp.asarray, plan.data_host), repl)
-    keys = jax.device_put(
-        _unit_keys(plan.seed, plan.seed_indices, plan.layout, plan.m_pad), model_sh
-    )
+    data = _put_global(jax.tree_util.tree_map(jnp.asarray, plan.data_host), repl)
+    keys = _put_global(_unit_keys(plan.seed, plan.seed_indices, plan.layout, plan.m_pad), model_sh)
     chunks = plan.chunks(ckpt.periods_done)
 
     t0 = time.perf_counter()
@@ -1098,7 +1120,7 @@ class Checkpointer:
             st, hist = _load_checkpoint(
                 out, self.manifest, _state_to_host(state), plan.cfg.eval_every
             )
-            state = jax.device_put(st._replace(key=jax.random.wrap_key_data(st.key)), sharding)
+            state = _put_global(st._replace(key=jax.random.wrap_key_data(st.key)), sharding)
             history = {k: [hist[k]] for k in HISTORY_KEYS}
             recs = plan.metric_rows(hist, 0)
             log.info(
@@ -1116,14 +1138,19 @@ class Checkpointer:
         return state, history
 
     def commit(self, periods_done: int, n_new: int, state, history, rows) -> None:
-        if self.out is None or jax.process_index() != 0:
+        if self.out is None:
+            return
+        # Gathering a state sharded over several processes is a collective: every process takes
+        # part (a gather on process 0 alone would wait forever), and only process 0 writes.
+        host = _state_to_host(state)
+        if jax.process_index() != 0:
             return
         plan = self.plan
         _write_chunk(
             self.out,
             periods_done,
             n_new,
-            state,
+            host,
             history,
             rows,
             self.fingerprint,
@@ -1229,7 +1256,7 @@ def _write_chunk(
     out: Path,
     periods_done: int,
     n_new: int,
-    state,
+    host,
     history,
     rows,
     fingerprint,
@@ -1249,6 +1276,6 @@ def _write_chunk(
       n_new: periods in this chunk; `rows` holds their history, {name: [M, n_new]}.
     """
     out.mkdir(parents=True, exist_ok=True)
-    _write_checkpoint(out, periods_done * eval_every, state, history, fingerprint, parts)
+    _write_checkpoint(out, periods_done * eval_every, host, history, fingerprint, parts)
     recs = _metric_rows(rows, periods_done - n_new, m, n_grid, n_members, seed_indices)
     io.append_jsonl(out / METRICS, recs)
