@@ -368,7 +368,7 @@ def test_seed_i_of_a_sweep_equals_a_single_run():
 def test_sharded_equals_unsharded():
     """Sharding the seed axis changes the program, not the draws: equal to float rounding."""
     if len(jax.devices()) < 2:
-        pytest.skip("needs >= 2 JAX devices (sbjax exposes one per CPU core on import)")
+        pytest.skip("needs >= 2 JAX devices (tests/conftest.py exposes one per CPU core)")
     cfg = _seed_cfg()
     n = len(jax.devices())
     a = simulate(cfg, n_seeds=n, seed=1, eval_steps=(2,), shard=True)
