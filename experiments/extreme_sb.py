@@ -81,6 +81,8 @@ from experiments.evaluation import (
 )
 from experiments.synthetic import (
     MODELS,
+    NB01,
+    NB03_MS7,
     Recipe,
     check_names,
     check_per_dataset,
@@ -115,31 +117,9 @@ TABLE4_MODELS = (
     "gru_100x10x2",
 )
 
-# nb01 recipe (REFERENCE.md Sec. 3.3): lr 0.1, no momentum, wd 5e-5, batch 256, acc rule 1e-4.
-NB01 = Recipe(
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.0,
-    weight_decay=5e-5,
-    batch_size=256,
-    stop_rule="acc",
-    stop_eps=1e-4,
-)
-# nb03's MS-7 recipe (the reference's own "S removed" control): lr 0.3, momentum 0.9, wd 5e-4,
-# train accuracy >= 0.995, evaluation every 2000 updates, patience 1000. Used for the MS-(5,7)
+# Recipes: `NB01` (nb01) for Table 4 / Fig. 3(b); `NB03_MS7` (nb03's MS-7 recipe) for the MS-(5,7)
 # control, where plain nb01 SGD (lr 0.1, no momentum) overfits 20k points without escaping the
-# 7-slab plateau.
-NB03_MS7 = Recipe(
-    optimizer="sgd",
-    lr=0.3,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=256,
-    stop_rule="acc",
-    stop_eps=5e-3,
-    eval_every=2000,
-    patience=1000,
-)
+# 7-slab plateau. Both live in experiments.synthetic.
 
 # Published values (REFERENCE.md Sec. 9): Table 4 (App. C) S-/S^c-randomized AUC per model, and
 # Fig. 3(b) ((2000,1)-FCNs) per |S^c|.

@@ -77,6 +77,8 @@ from experiments.evaluation import (
     sweep_eval_keys,
 )
 from experiments.synthetic import (
+    NB01,
+    NB03_MS7,
     OPTIMIZERS,
     Recipe,
     check_names,
@@ -101,28 +103,11 @@ ACTIVATIONS = ("relu", "leaky_relu", "prelu", "tanh")
 INITS = ("kaiming", "xavier")
 T6_DATASETS = ("lms7", "ms57")
 
-# Standard SGD recipe of the synthetic experiments: the reference's nb01 values (lr 0.1, no
-# momentum, coupled L2 5e-5, batch 256, stop at train accuracy 1 - 1e-4; REFERENCE.md Sec. 3.3 and
-# Sec. 11 item 1 -- the paper's App. B says L2 5e-7).
-SGD = Recipe(
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.0,
-    weight_decay=5e-5,
-    batch_size=256,
-    stop_rule="acc",
-    stop_eps=1e-4,
-)
-# M_slab of Fig. 5: nb03's MS-7 recipe (lr 0.3, momentum 0.9, wd 5e-4, train accuracy 0.995).
-SLAB = Recipe(
-    optimizer="sgd",
-    lr=0.3,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=256,
-    stop_rule="acc",
-    stop_eps=5e-3,
-)
+# Standard SGD recipe: the reference's nb01 values (`experiments.synthetic.NB01`).
+SGD = NB01
+# M_slab of Fig. 5: nb03's MS-7 recipe (lr 0.3, momentum 0.9, wd 5e-4, train accuracy 0.995) with
+# this experiment's own evaluation period and the default patience.
+SLAB = NB03_MS7.replace(eval_every=None, patience=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,6 +84,33 @@ class Recipe:
         return dataclasses.replace(self, **over)
 
 
+# The reference's recipes shared by several experiments (REFERENCE.md Sec. 3.3).
+# nb01: lr 0.1, no momentum, coupled L2 5e-5 (the paper's App. B says 5e-7), batch 256, stop at
+# train accuracy >= 1 - 1e-4.
+NB01 = Recipe(
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.0,
+    weight_decay=5e-5,
+    batch_size=256,
+    stop_rule="acc",
+    stop_eps=1e-4,
+)
+# nb03's MS-7 recipe (the reference's own "S removed" control): lr 0.3, momentum 0.9, wd 5e-4,
+# train accuracy >= 0.995, evaluation every 2000 updates, patience 1000.
+NB03_MS7 = Recipe(
+    optimizer="sgd",
+    lr=0.3,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=256,
+    stop_rule="acc",
+    stop_eps=5e-3,
+    eval_every=2000,
+    patience=1000,
+)
+
+
 def train_config(recipe: Recipe | Mapping[str, Any], **over: Any):
     """`sbjax.train.TrainConfig` of a recipe with `over` applied (None fields left out)."""
     from sbjax.train import TrainConfig

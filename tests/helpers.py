@@ -21,3 +21,19 @@ def assert_figure(path: str | Path, *, min_width: int = 300, min_height: int = 2
     assert len(np.unique(rgb, axis=0)) > 16, f"{path}: blank or single-colour image"
     ink = float(np.mean(np.any(rgb < 0.9, axis=1)))
     assert 0.01 < ink < 0.99, (path, ink)
+
+
+def imported_modules(path: str | Path, *, with_names: bool = False) -> list[str]:
+    """Modules a Python file imports (`import a.b` -> "a.b"; `from a import b` -> "a", and also
+    "a.b" with `with_names`, which catches `from experiments import extreme_sb`)."""
+    import ast
+
+    mods: list[str] = []
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Import):
+            mods += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mods.append(node.module or "")
+            if with_names and node.module:
+                mods += [f"{node.module}.{a.name}" for a in node.names]
+    return mods

@@ -8,7 +8,6 @@ effect (small-eps models reach ~100 % standard and robust accuracy and rely on t
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 
 from experiments import adversarial_training as A
 from experiments.common import Run
-from tests.helpers import assert_figure
+from tests.helpers import assert_figure, imported_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = (
@@ -48,9 +47,7 @@ def test_presets():
 
 
 def test_experiment_imports_no_matplotlib_and_no_other_experiment():
-    tree = ast.parse((ROOT / "experiments" / "adversarial_training.py").read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    names = imported_modules(ROOT / "experiments" / "adversarial_training.py")
     assert not [m for m in names if m.split(".")[0] == "matplotlib"], names
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 

@@ -9,7 +9,6 @@ LMS-7 effects.
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 
 from experiments import ensembles as E
 from experiments.common import Run
-from tests.helpers import assert_figure
+from tests.helpers import assert_figure, imported_modules
 
 HEADLINE = (
     "test_acc",
@@ -59,9 +58,7 @@ def test_presets_are_consistent():
 
 
 def test_experiment_imports_no_matplotlib_and_no_other_experiment():
-    tree = ast.parse((ROOT / "experiments" / "ensembles.py").read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    names = imported_modules(ROOT / "experiments" / "ensembles.py")
     assert not [m for m in names if m.split(".")[0] == "matplotlib"], names
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 

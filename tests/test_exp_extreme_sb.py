@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from experiments import extreme_sb as E
 from experiments.common import parse_parts
 from experiments.evaluation import eval_keys
-from tests.helpers import assert_figure
+from tests.helpers import assert_figure, imported_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = (
@@ -203,36 +202,18 @@ def test_no_experiment_imports_another():
     names = {f.stem for f in exp_dir.glob("*.py")} - shared
     bad = []
     for f in sorted(exp_dir.glob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text())):
-            mods = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            for mod in mods:
-                parts = mod.split(".")
-                if (
-                    parts[0] == "experiments"
-                    and len(parts) > 1
-                    and parts[1] in names
-                    and (parts[1] != f.stem)
-                ):
-                    bad.append(f"{f.name}: {mod}")
+        for mod in imported_modules(f, with_names=True):
+            parts = mod.split(".")
+            if parts[0] == "experiments" and len(parts) > 1 and parts[1] in names - {f.stem}:
+                bad.append(f"{f.name}: {mod}")
     assert not bad, bad
 
 
 def test_no_experiment_imports_matplotlib():
     """Figures are drawn by sbjax.plots kinds from saved data (Run.figure), never in a run."""
     for f in sorted((ROOT / "experiments").glob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text())):
-            names = (
-                [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else []
-            )
-            assert not any(n.split(".")[0] == "matplotlib" for n in names), f.name
+        names = imported_modules(f)
+        assert not any(n.split(".")[0] == "matplotlib" for n in names), f.name
 
 
 @pytest.mark.slow

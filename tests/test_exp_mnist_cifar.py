@@ -4,7 +4,6 @@ and UAPs all run), and on the real subset when it is present."""
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from experiments import mnist_cifar
 from sbjax.data.mnist_cifar import default_subset_dir
-from tests.helpers import assert_figure
+from tests.helpers import assert_figure, imported_modules
 from tests.test_mnist_cifar import write_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,9 +94,7 @@ def test_smoke_standard_and_uap_on_real_format_files(tmp_path):
 
 
 def test_experiment_imports_no_matplotlib_and_no_other_experiment():
-    tree = ast.parse((ROOT / "experiments" / "mnist_cifar.py").read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    names = imported_modules(ROOT / "experiments" / "mnist_cifar.py")
     assert not [m for m in names if m.split(".")[0] == "matplotlib"], names
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 

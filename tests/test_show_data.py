@@ -1,6 +1,5 @@
 """The dataset preview `python -m experiments.show_data` (Fig. 2 style figure + blocks.json)."""
 
-import ast
 import json
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments import show_data
-from tests.helpers import assert_figure
+from tests.helpers import assert_figure, imported_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,9 +64,7 @@ def test_the_preview_is_redrawn_from_the_run_folder(run, tmp_path):
 
 
 def test_imports_no_matplotlib_and_no_other_experiment():
-    tree = ast.parse((ROOT / "experiments" / "show_data.py").read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    names = imported_modules(ROOT / "experiments" / "show_data.py")
     assert not [m for m in names if m.split(".")[0] == "matplotlib"], names
     assert {m for m in names if m.startswith("experiments")} <= {"experiments.common"}, names
 
