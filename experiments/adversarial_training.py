@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, resolve_preset, start_run
+from experiments.common import make_parser, resolve_preset, run_sweep, start_run
 from sbjax.validate import check_int, check_range, fail
 
 log = logging.getLogger("sbjax.experiments.adversarial_training")
@@ -257,7 +257,7 @@ def run_width(run, preset: Preset, width: int, ds, train, val, test, bounds, key
     from sbjax.eval.metrics import accuracy_from_logits, stacked_logits
     from sbjax.eval.randomize import randomization_report
     from sbjax.models import make_model
-    from sbjax.train import TrainConfig, train_sweep
+    from sbjax.train import TrainConfig
 
     t0 = time.perf_counter()
     steps_per_epoch = -(-preset.n_train // preset.batch_size)
@@ -282,17 +282,16 @@ def run_width(run, preset: Preset, width: int, ds, train, val, test, bounds, key
     )
     model_name = f"fcn_{width}x{preset.depth}"
     model = make_model({"name": "fcn", "width": width, "depth": preset.depth})
-    r = train_sweep(
+    r = run_sweep(
+        run,
+        f"adv_ms57_{model_name}",
         cfg,
         model,
         train,
         val,
-        n_seeds=run.n_seeds,
+        save="best_params",
         grid={"adv_eps": list(preset.eps_grid)},
-        seed=run.seed,
-        **run.sweep_kwargs(f"adv_ms57_{model_name}"),
     )
-    run.save_params(f"adv_ms57_{model_name}", r.best_params)
     params = r.best_params
     x_tr, y_tr = train
     x_te, y_te = test

@@ -708,6 +708,7 @@ def run_sweep(
     *,
     save: str | None = "params",
     timings: dict | None = None,
+    n_seeds: int | None = None,
     **kwargs: Any,
 ):
     """`sbjax.train.train_sweep` of run.n_seeds seeds with the run's checkpoints and progress.
@@ -719,8 +720,8 @@ def run_sweep(
 
     Args:
       run: the `Run`. name: the sweep's name (checkpoint folder, progress label, params file).
-      cfg, model, train, val: `train_sweep`'s arguments. kwargs: more of them (grid,
-        periods_per_chunk, n_members, ...).
+      cfg, model, train, val: `train_sweep`'s arguments. n_seeds: seeds of this sweep (default
+        run.n_seeds). kwargs: more of them (grid, periods_per_chunk, n_members, ...).
     """
     from sbjax.train import train_sweep
 
@@ -730,7 +731,7 @@ def run_sweep(
         model,
         train,
         val,
-        n_seeds=run.n_seeds,
+        n_seeds=run.n_seeds if n_seeds is None else n_seeds,
         seed=run.seed,
         **kwargs,
         **run.sweep_kwargs(name),

@@ -75,6 +75,7 @@ from experiments.common import (
     SEED_UNCONVERGED_USED,
     make_parser,
     resolve_preset,
+    run_sweep,
     seed_status,
     start_run,
 )
@@ -360,7 +361,7 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     from sbjax.eval.metrics import accuracy_from_logits, stacked_logits
     from sbjax.eval.randomize import as_basis, randomize_block
     from sbjax.models import make_model
-    from sbjax.train import TrainConfig, train_sweep
+    from sbjax.train import TrainConfig
 
     t0 = time.perf_counter()
     ds = make_dataset(study.dataset, **study.dataset_params)
@@ -380,15 +381,8 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
         patience=study.patience,
     )
     n_s, n_k = run.n_seeds, study.n_members
-    r = train_sweep(
-        cfg,
-        model,
-        train,
-        val,
-        n_seeds=n_s,
-        n_members=n_k,
-        seed=run.seed,
-        **run.sweep_kwargs(f"{study.key}_{model_name}_x{n_k}"),
+    r = run_sweep(
+        run, f"{study.key}_{model_name}_x{n_k}", cfg, model, train, val, save=None, n_members=n_k
     )
     run.save_params(f"{study.key}_{model_name}", r.best_params)
     params = r.best_params  # the reference keeps each member's best evaluation

@@ -73,6 +73,7 @@ from experiments.common import (
     SEED_UNCONVERGED_USED,
     make_parser,
     resolve_preset,
+    run_sweep,
     start_run,
 )
 from sbjax.validate import check_choice, check_int, check_range, fail
@@ -437,7 +438,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     devices = jax.devices()[:1] if jax.default_backend() == "cpu" else None
 
     from sbjax.data.mnist_cifar import cifar_only, load_mnist_cifar
-    from sbjax.train import train_sweep
 
     data = load_mnist_cifar(
         version=p.version,
@@ -462,16 +462,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         std_params = None
 
         if "standard" in parts or "uap" in parts:
-            r = train_sweep(
+            r = run_sweep(
+                run,
+                f"{mname}_standard",
                 _train_cfg(p),
                 model,
                 train,
                 val,
-                n_seeds=run.n_seeds,
-                seed=run.seed,
+                save=None,
                 loop=loop,
                 devices=devices,
-                **run.sweep_kwargs(f"{mname}_standard"),
             )
             std_params = r.params  # the reference uses the final model (nb02)
             met, logits = _standard_metrics(model.logits, std_params, data)
@@ -509,16 +509,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         if "cifar_only" in parts:
             ctrain, ctest = cifar_only(data.train), cifar_only(data.test)
-            r = train_sweep(
+            r = run_sweep(
+                run,
+                f"{mname}_cifar_only",
                 _train_cfg(p),
                 model,
                 (ctrain.x, ctrain.y),
                 (ctest.x, ctest.y),
-                n_seeds=run.n_seeds,
-                seed=run.seed,
+                save=None,
                 loop=loop,
                 devices=devices,
-                **run.sweep_kwargs(f"{mname}_cifar_only"),
             )
             from sbjax.eval.metrics import evaluate
 
@@ -540,17 +540,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
             extra.setdefault("stop_reason", {})[f"{mname}_cifar_only"] = list(r.stop_reason)
 
         if "ensemble" in parts:
-            r = train_sweep(
+            r = run_sweep(
+                run,
+                f"{mname}_ensemble",
                 _train_cfg(p),
                 model,
                 train,
                 val,
+                save=None,
                 n_seeds=aux_seeds,
                 n_members=p.n_members,
-                seed=run.seed,
                 loop=loop,
                 devices=devices,
-                **run.sweep_kwargs(f"{mname}_ensemble"),
             )
             _ensemble_part(run, model, arch, mname, dataset, data, r, p)
             extra.setdefault("stop_reason", {})[f"{mname}_ensemble"] = list(r.stop_reason)
@@ -572,16 +573,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 lr_boundaries=p.adv_lr_boundaries,
                 lr_decay=0.2,
             )
-            r = train_sweep(
+            r = run_sweep(
+                run,
+                f"{mname}_adversarial",
                 cfg,
                 model,
                 train,
                 val,
+                save=None,
                 n_seeds=aux_seeds,
-                seed=run.seed,
                 loop=loop,
                 devices=devices,
-                **run.sweep_kwargs(f"{mname}_adversarial"),
             )
             met, _ = _standard_metrics(model.logits, r.best_params, data)
             rob = _robust_accuracy(model, r.best_params, data.test, p, key_seed=run.seed)
