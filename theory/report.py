@@ -62,10 +62,6 @@ PROTOTYPE = {
 }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)
-
-
 def _fmt(x: Any, digits: int = 4) -> str:
     if x is None:
         return "–"
@@ -142,7 +138,7 @@ def write_logs(out: Path, points: list[Point]) -> None:
     for p in points:
         buf = io.BytesIO()
         np.savez_compressed(buf, **_point_arrays(p))
-        _atomic_write(out / "logs" / p.grid / f"{p.pid}.npz", buf.getvalue())
+        atomic_write_bytes(out / "logs" / p.grid / f"{p.pid}.npz", buf.getvalue())
         if p.sim is None:
             continue
         append_jsonl(out / "steps.jsonl", step_records(p))
@@ -863,7 +859,7 @@ def write_report(
         "",
     ]
     text = "\n".join(lines)
-    _atomic_write(out / "report.md", text.encode())
+    atomic_write_bytes(out / "report.md", text.encode())
     return text
 
 
@@ -996,7 +992,7 @@ def rejudge(run_dir: str | Path) -> dict[str, Any]:
             + "\n"
             + rest
         )
-        _atomic_write(report, text.encode())
+        atomic_write_bytes(report, text.encode())
     write_json(out / "summary.json", summary)
     return {"counts": counts, "changed": changed}
 

@@ -41,7 +41,7 @@ from sbjax.eval.metrics import (
     _check_xy,
     accuracy_from_logits,
     check_model_keys,
-    map_models,
+    map_models_keys,
     num_models,
 )
 from sbjax.eval.randomize import Basis, _as_coords, as_basis
@@ -262,9 +262,7 @@ def _pgd_attack(
             delta, accuracy_from_logits(adv_logits, y), loss, accuracy_from_logits(clean_logits, y)
         )
 
-    if per_model:
-        return map_models(lambda vk: one(*vk), (variables, key), model_chunk=model_chunk)
-    return map_models(lambda v: one(v, key), variables, model_chunk=model_chunk)
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
 
 def _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, schedule):

@@ -48,7 +48,7 @@ from sbjax.eval.metrics import (
     _check_batch_size,
     _check_model_chunk,
     check_model_keys,
-    map_models,
+    map_models_keys,
     num_models,
 )
 from sbjax.eval.randomize import _flat, as_basis
@@ -172,9 +172,7 @@ def _ldsb_report(
         perm = jax.random.permutation(k, n)
         return _ldsb_one(logits_fn, kernel_fn, v, x, perm, idx_s, w, threshold, rank, batch_size)
 
-    if per_model:
-        return map_models(lambda vk: one(*vk), (variables, key), model_chunk=model_chunk)
-    return map_models(lambda v: one(v, key), variables, model_chunk=model_chunk)
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
 
 def ldsb_report(

@@ -191,6 +191,24 @@ def map_models(fn: Callable[[Any], Any], variables: Any, *, model_chunk: int | N
     return jax.lax.map(fn, variables, batch_size=model_chunk)
 
 
+def map_models_keys(
+    fn: Callable[[Any, Any], Any],
+    variables: Any,
+    key: Any,
+    per_model: bool,
+    *,
+    model_chunk: int | None = None,
+) -> Any:
+    """`map_models` of `fn(one_model_variables, its_key)`.
+
+    With `per_model` (keys [M], see `check_model_keys`) model i gets key[i], mapped together with
+    its variables; otherwise the one shared key is closed over.
+    """
+    if per_model:
+        return map_models(lambda vk: fn(*vk), (variables, key), model_chunk=model_chunk)
+    return map_models(lambda v: fn(v, key), variables, model_chunk=model_chunk)
+
+
 def _batched(fn: Callable[[Any], Any], x: Any, batch_size: int | None):
     """Applies `fn` (batch -> batch of outputs) to x [n, ...] in chunks of `batch_size` rows.
 

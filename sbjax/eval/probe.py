@@ -58,7 +58,7 @@ from sbjax.eval.metrics import (
     _check_model_chunk,
     _check_xy,
     check_model_keys,
-    map_models,
+    map_models_keys,
     num_models,
     roc_auc_from_scores,
 )
@@ -330,9 +330,7 @@ def _last_layer_probe(
                 out[f"head_{kind}_acc"] = jnp.mean((jnp.argmax(lg, -1) == y_te).astype(jnp.float32))
         return out
 
-    if per_model:
-        return map_models(lambda vk: one(*vk), (variables, key), model_chunk=model_chunk)
-    return map_models(lambda v: one(v, key), variables, model_chunk=model_chunk)
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
 
 def last_layer_probe(

@@ -61,6 +61,7 @@ from sbjax.eval.metrics import (
     check_model_keys,
     ks_statistic,
     map_models,
+    map_models_keys,
     metrics_from_logits,
     num_models,
     score_from_logits,
@@ -314,13 +315,6 @@ def _prep(logits_fn, variables, x, y, key, rotation, mode, source, batch_size, m
     return x, dim, (None if w is None else jnp.asarray(w)), src, per_model
 
 
-def _map_models_keys(fn, variables, key, per_model, model_chunk):
-    """`map_models` of `fn(one_model_variables, its_key)`; one shared key is closed over."""
-    if per_model:
-        return map_models(lambda vk: fn(*vk), (variables, key), model_chunk=model_chunk)
-    return map_models(lambda v: fn(v, key), variables, model_chunk=model_chunk)
-
-
 @functools.partial(
     jax.jit, static_argnames=("logits_fn", "mode", "batch_size", "model_chunk", "per_model")
 )
@@ -338,12 +332,12 @@ def _randomized_logits(
             variables,
             model_chunk=model_chunk,
         )
-    return _map_models_keys(
+    return map_models_keys(
         lambda v, k: _model_logits(logits_fn, v, randomized(k), batch_size),
         variables,
         key,
         True,
-        model_chunk,
+        model_chunk=model_chunk,
     )
 
 
@@ -507,7 +501,7 @@ def _randomization_report(
             )
         return out
 
-    return _map_models_keys(one, variables, key, per_model, model_chunk)
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
 
 def randomization_report(
@@ -731,7 +725,7 @@ def _per_coordinate(
             )
             return m if auc_kind else {"accuracy": m["accuracy"]}
 
-        return _map_models_keys(one, variables, key, per_model, model_chunk)
+        return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
     out = jax.lax.map(per_coord, coords)  # [C, M]
     return jax.tree.map(lambda a: a.T, out)

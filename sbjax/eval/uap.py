@@ -51,6 +51,7 @@ from sbjax.eval.metrics import (
     accuracy_from_logits,
     check_model_keys,
     map_models,
+    map_models_keys,
     num_models,
 )
 from sbjax.validate import check_choice, check_int, check_range, fail
@@ -137,9 +138,7 @@ def _svd_uap(
         u = jnp.where(proj < 0, -u, u)
         return u.reshape(x.shape[1:])
 
-    if per_model:
-        return map_models(lambda vk: one(*vk), (variables, key), model_chunk=model_chunk)
-    return map_models(lambda v: one(v, key), variables, model_chunk=model_chunk)
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
 
 def svd_uap(
