@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -59,6 +60,11 @@ HISTORY_KEYS = (
 )
 STREAM_ADV, STREAM_ADV_EVAL = 3, 4  # STREAM_ADV: the batch transform's key (PGD's random start)
 STREAM_UNLABELED, STREAM_PENALTY = 5, 6
+
+
+def monitor_key(name: str) -> str:
+    """History key of the accuracy on monitor set `name`: "monitor_<name>_acc"."""
+    return f"monitor_{name}_acc"
 
 
 class TrainState(NamedTuple):
@@ -98,6 +104,8 @@ class TrainData:
       x_train_eval, m_train_eval: train-metric set, [C, E, ...] chunks and float32 [C, E] validity.
       x_val, y_val, m_val: validation set in chunks (None when there is none).
       x_u: the unlabeled pool [Nu, ...] (None without one).
+      monitor: name -> (x [C, E, ...], y [C, E], validity [C, E]) fixed evaluation sets whose
+        accuracy is recorded at every period end (None without any).
     """
 
     x: jax.Array
@@ -109,6 +117,7 @@ class TrainData:
     y_val: jax.Array | None
     m_val: jax.Array | None
     x_u: jax.Array | None = None
+    monitor: dict[str, tuple[jax.Array, jax.Array, jax.Array]] | None = None
 
 
 jax.tree_util.register_dataclass(
@@ -175,20 +184,30 @@ def _to_float32(name: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def prepare_data(cfg: TrainConfig, train, val=None) -> TrainData:
+def check_monitor_name(name: Any) -> str:
+    """A monitor set's name: a non-empty string of letters, digits and underscores."""
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "_" for c in name):
+        fail("monitor", name, "names made of letters, digits and underscores (e.g. 's_rand')")
+    return name
+
+
+def prepare_data(cfg: TrainConfig, train, val=None, monitor=None) -> TrainData:
     """Validates and packs host arrays into `TrainData` (float32 inputs, int32 labels).
 
     Args:
       cfg: the training configuration (batch and evaluation sizes).
       train: (x [N, ...] real, y [N] with values in {0, 1}).
       val: optional (x [M, ...], y [M]) with the same per-example shape as the training inputs.
+      monitor: optional mapping name -> (x [n, ...], y [n]) of fixed evaluation sets (same
+        per-example shape as the training inputs); their accuracy is recorded at every
+        evaluation as `monitor_<name>_acc`.
 
     Returns:
       `TrainData` with x float32, y int32, and the evaluation sets in padded chunks.
 
     Raises:
       ValueError: mismatched shapes, an empty set, a batch larger than the training set, NaN/inf
-        inputs or labels outside {0, 1} (in either set), before anything is compiled.
+        inputs or labels outside {0, 1} (in any set), before anything is compiled.
     """
     x, y = (np.asarray(a) for a in train)
     if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
@@ -212,7 +231,30 @@ def prepare_data(cfg: TrainConfig, train, val=None) -> TrainData:
         _check_xy("val", vx, vy)
         vx = _to_float32("val x", vx)
         xv, yv, mv = _chunk(vx, vy.astype(np.int32), cfg.eval_batch_size)
-    return TrainData(x, y, xe, ye, me, xv, yv, mv)
+    mon = None
+    if monitor is not None:
+        if not isinstance(monitor, Mapping) or not monitor:
+            fail("monitor", type(monitor).__name__, "None or a non-empty dict name -> (x, y)")
+        mon = {}
+        for name, xy in monitor.items():
+            check_monitor_name(name)
+            where = f"monitor[{name!r}]"
+            if not isinstance(xy, tuple | list) or len(xy) != 2:
+                fail(where, type(xy).__name__, "a pair (x [n, ...], y [n])")
+            mx, my = (np.asarray(a) for a in xy)
+            if mx.shape[1:] != x.shape[1:] or my.ndim != 1 or mx.shape[0] != my.shape[0]:
+                fail(
+                    where,
+                    (mx.shape, my.shape),
+                    f"(x [n, {', '.join(map(str, x.shape[1:]))}], y [n])",
+                )
+            if mx.shape[0] == 0:
+                fail(where, mx.shape, "a non-empty set")
+            _check_xy(where, mx, my)
+            mon[name] = _chunk(
+                _to_float32(f"{where} x", mx), my.astype(np.int32), cfg.eval_batch_size
+            )
+    return TrainData(x, y, xe, ye, me, xv, yv, mv, monitor=mon)
 
 
 def per_example_loss(cfg: TrainConfig, logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -250,8 +292,9 @@ class Trainer:
     Attributes beyond the shapes: `objective` (static), `n_unlabeled` / `unlabeled_batch_size`
     (size of the unlabeled pool and of its batches; 0 without one), `has_weights` (per-example
     weights in hp["members"]["example_weights"]), `n_frozen` (frozen members in hp["frozen"]),
-    `has_init` (start from hp["members"]["init_variables"] instead of a fresh init), `tx` (the
-    optimizer, built once; its hyperparameters are state).
+    `has_init` (start from hp["members"]["init_variables"] instead of a fresh init),
+    `monitor_names` (the monitor sets in `data.monitor`, whose accuracy each evaluation records),
+    `tx` (the optimizer, built once; its hyperparameters are state).
     """
 
     cfg: TrainConfig
@@ -266,12 +309,18 @@ class Trainer:
     has_weights: bool = False
     n_frozen: int = 0
     has_init: bool = False
+    monitor_names: tuple[str, ...] = ()
     tx: Any = dataclasses.field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.tx is None:
             tx = make_optimizer(self.cfg, self.cfg.default_hparams(), self.steps_per_epoch)
             object.__setattr__(self, "tx", tx)
+
+    @property
+    def history_keys(self) -> tuple[str, ...]:
+        """Names of a history row: `HISTORY_KEYS`, then `monitor_<name>_acc` per monitor set."""
+        return HISTORY_KEYS + tuple(monitor_key(n) for n in self.monitor_names)
 
     @property
     def transform(self):
@@ -582,6 +631,17 @@ class Trainer:
         n = jnp.sum(ms)
         return n_correct / n, loss_sum / n
 
+    def accuracy(self, variables, xs: jax.Array, ys: jax.Array, ms: jax.Array) -> jax.Array:
+        """Accuracy of one model (eval mode) over chunked data [C, E, ...] with mask [C, E]."""
+
+        def body(acc, chunk):
+            x, y, m = chunk
+            pred = jnp.argmax(self.model.logits(variables, x), -1)
+            return acc + jnp.sum((pred == y).astype(jnp.float32) * m), None
+
+        n_correct, _ = jax.lax.scan(body, 0.0, (xs, ys, ms))
+        return n_correct / jnp.sum(ms)
+
     def _period(self, state: TrainState, hp: dict, data: TrainData):
         state, _ = jax.lax.scan(
             lambda s, _: (self._update(s, hp, data), None),
@@ -614,7 +674,8 @@ class Trainer:
 
         Returns:
           (state, row): the state with stop rule and best model updated, and the history row
-          (`HISTORY_KEYS`, float32/int32 scalars) of this evaluation.
+          (`history_keys`, float32/int32 scalars) of this evaluation; monitor sets add their
+          accuracy (`monitor_<name>_acc`) of the variables evaluated here.
         """
         cfg = self.cfg
         # Whether the model was updating during the period that just ended (stop_step only
@@ -688,6 +749,8 @@ class Trainer:
             "val_loss": va_loss,
             "val_robust_acc": va_rob,
         }
+        for name in self.monitor_names:  # fixed evaluation sets (the feature timeline)
+            row[monitor_key(name)] = self.accuracy(state.variables, *data.monitor[name])
         return state, row
 
     def run(self, state: TrainState, hp: dict, data: TrainData, n_periods: int):
@@ -720,7 +783,8 @@ def make_trainer(
     Args:
       cfg: static training settings.
       model: an `sbjax.models.Model` (pure init / apply / logits).
-      data: from `prepare_data` (with `x_u` when there is an unlabeled stream).
+      data: from `prepare_data` (with `x_u` when there is an unlabeled stream; its monitor sets
+        fix `monitor_names`).
       objective: penalties / batch transform (None: the plain data loss).
       unit_size: K members per unit (1: independent models).
       unlabeled_batch_size: rows of the unlabeled batch (default: `cfg.batch_size`).
@@ -770,17 +834,18 @@ def make_trainer(
         has_weights=bool(has_weights),
         n_frozen=int(n_frozen),
         has_init=bool(has_init),
+        monitor_names=tuple(data.monitor) if data.monitor else (),
     )
 
 
-def make_train(cfg: TrainConfig, model: Any, train, val=None):
+def make_train(cfg: TrainConfig, model: Any, train, val=None, monitor=None):
     """DESIGN.md's core shape: returns a pure `train(key, hparams) -> (state, history)`.
 
     The data are closed over as device arrays. `jax.jit(jax.vmap(train))(keys, hparams)` trains a
     whole sweep; `train_sweep` adds sharding, chunking, checkpoints and progress on top of the same
     `Trainer` (and passes the data as arguments, so large datasets never become program constants).
     """
-    data = prepare_data(cfg, train, val)
+    data = prepare_data(cfg, train, val, monitor)
     trainer = make_trainer(cfg, model, data)
     data = jax.tree_util.tree_map(jnp.asarray, data)
 

@@ -135,7 +135,7 @@ class SweepResult:
         accuracy without a validation set).
       best_step: int [M] update count of `best_params`.
       history: name -> float [M, E] per evaluation: step, updates, train_acc, train_loss, val_acc,
-        val_loss.
+        val_loss, val_robust_acc, and monitor_<name>_acc per monitor set of `train_sweep`.
       stop_step: int [M] updates actually applied.
       stop_reason: list of M strings: "converged", "diverged" or "max_steps".
       hparams: name -> float32 [M] traced hyperparameters of each model.
@@ -327,6 +327,7 @@ def _compiled_programs(
         trainer.has_weights,
         trainer.n_frozen,
         trainer.has_init,
+        trainer.monitor_names,
     )
     base = (
         id(model.init),
@@ -547,7 +548,7 @@ def _fingerprint_parts(
 
     h = hashlib.sha256()
     _hash_arrays(h, (data.x, data.y, data.x_val, data.y_val, data.m_val))
-    return {
+    parts = {
         "train_config": digest(dataclasses.asdict(cfg)),
         "model": digest(getattr(model, "config", repr(model))),
         "data": h.hexdigest()[:16],
@@ -555,6 +556,14 @@ def _fingerprint_parts(
         "padding_models": str(int(m_pad)),
         "objective": extra or "none",
     }
+    if data.monitor is not None:
+        # Only with monitor sets, so the fingerprints of sweeps without them are unchanged.
+        hm = hashlib.sha256()
+        for name, arrays in data.monitor.items():
+            hm.update(name.encode() + b"\0")
+            _hash_arrays(hm, arrays)
+        parts["monitor"] = hm.hexdigest()[:16]
+    return parts
 
 
 def _fingerprint(parts: Mapping[str, str]) -> str:
@@ -610,10 +619,12 @@ def _metric_rows(
     n_members: int,
     seed_indices: Sequence[int],
 ) -> list[dict]:
-    """metrics.jsonl records of evaluations [first_period, ...) from rows {name: [>= m, E]}.
+    """metrics.jsonl records of evaluations [first_period, ...) from rows {name: [>= m, E]}
+    (`HISTORY_KEYS`, then any monitor accuracies, in the order of `rows`).
 
     Period-major, so the rows of a run are the same whatever its chunking (or resumes) was.
     """
+    keys = list(HISTORY_KEYS) + [k for k in rows if k not in HISTORY_KEYS]
     recs = []
     for e in range(rows["step"].shape[1]):
         for i in range(m):
@@ -624,7 +635,7 @@ def _metric_rows(
                 "member": (i // n_grid) % n_members,
                 "grid": i % n_grid,
             }
-            rec.update({k: float(rows[k][i, e]) for k in HISTORY_KEYS})
+            rec.update({k: float(rows[k][i, e]) for k in keys})
             recs.append(rec)
     return recs
 
@@ -651,7 +662,7 @@ def _check_manifest(
         )
     if manifest.get("fingerprint") != fingerprint:
         old = manifest.get("fingerprint_parts", {})
-        differ = sorted(k for k in parts if old.get(k) != parts[k])
+        differ = sorted(k for k in {*parts, *old} if old.get(k) != parts.get(k))
         if "padding_models" in differ:  # the only part that depends on the machine
             differ[differ.index("padding_models")] = "padding_models (another device count)"
         raise ValueError(
@@ -672,7 +683,13 @@ def _check_manifest(
     return periods_done
 
 
-def _load_checkpoint(out: Path, manifest: Mapping[str, Any], like: TrainState, eval_every: int):
+def _load_checkpoint(
+    out: Path,
+    manifest: Mapping[str, Any],
+    like: TrainState,
+    eval_every: int,
+    history_keys: Sequence[str] = HISTORY_KEYS,
+):
     """Loads the npz a checked manifest names, verifying its hash and its progress.
 
     Returns:
@@ -691,7 +708,7 @@ def _load_checkpoint(out: Path, manifest: Mapping[str, Any], like: TrainState, e
             f"checkpoint file {str(npz)!r} is corrupt (its sha256 differs from the "
             f"one in {where!r}); use --overwrite (overwrite=True) to start again"
         )
-    loaded = _load_npz_bytes(data, {"state": like, "history": {k: 0 for k in HISTORY_KEYS}})
+    loaded = _load_npz_bytes(data, {"state": like, "history": {k: 0 for k in history_keys}})
     st, hist = loaded["state"], {k: np.asarray(v) for k, v in loaded["history"].items()}
     updates_done = int(manifest["updates_done"])
     if hist["step"].shape[1] != updates_done // eval_every or np.any(
@@ -732,6 +749,7 @@ def train_sweep(
     unlabeled_batch_size: int | None = None,
     init_variables: Any = None,
     frozen: Any = None,
+    monitor: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> SweepResult:
     """Trains n_seeds x n_members x |grid| models of one architecture in one compiled program.
 
@@ -784,6 +802,11 @@ def train_sweep(
       frozen: variables of frozen members, leaves [F, ...] (shared by every unit) or [M, F, ...]
         (per model; a unit uses the row of its first member). Penalties read their logits as
         `ctx.frozen_logits` / `ctx.frozen_logits_u` (D-BAT's earlier members).
+      monitor: name -> (x [n, ...], y [n]) fixed evaluation sets (e.g. the S-randomized and
+        S^c-randomized copies of a test subset: the feature timeline). Each evaluation period
+        records every model's accuracy on each set inside the compiled program, as the history
+        entry `monitor_<name>_acc` [M, E] (also in metrics.jsonl); the checkpoint fingerprint
+        covers the sets. None (default): the program and every number of a sweep without them.
 
     Returns:
       A `SweepResult` (leading axis M in model order whatever K; `unit_size` and `unit_view`
@@ -818,6 +841,7 @@ def train_sweep(
         unlabeled_batch_size=unlabeled_batch_size,
         init_variables=init_variables,
         frozen=frozen,
+        monitor=monitor,
     )
     ckpt = Checkpointer(plan, resume=resume, overwrite=overwrite)  # fingerprint checked here
 
@@ -975,6 +999,7 @@ def plan_sweep(
     unlabeled_batch_size: int | None = None,
     init_variables=None,
     frozen=None,
+    monitor=None,
 ) -> SweepPlan:
     """Checks every argument (in milliseconds, before data preparation), then prepares the data,
     the `Trainer`, the unit layout, padding and hyperparameter arrays (`train_sweep`'s args)."""
@@ -1010,7 +1035,7 @@ def plan_sweep(
         model = make_model(model)
     extra_hp = {"unlabeled_mix": 1.0} if unlabeled is not None else {}
     points = expand_grid(grid, hparam_names(cfg, objective) + tuple(extra_hp))
-    data_host = prepare_data(cfg, train, val)
+    data_host = prepare_data(cfg, train, val, monitor)
     k_unit = int(unit_size)
     n_units = n_members // k_unit
     layout = UnitLayout(n_seeds, n_units, k_unit, len(points))
@@ -1114,14 +1139,15 @@ class Checkpointer:
     def restore(self, state: TrainState, sharding) -> tuple[TrainState, dict]:
         """(state, history lists) after a resume (the fresh ones otherwise); cleans the folder."""
         plan, out = self.plan, self.out
-        history: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
+        keys = plan.trainer.history_keys
+        history: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         recs: list[dict] = []
         if self.manifest is not None:
             st, hist = _load_checkpoint(
-                out, self.manifest, _state_to_host(state), plan.cfg.eval_every
+                out, self.manifest, _state_to_host(state), plan.cfg.eval_every, keys
             )
             state = _put_global(st._replace(key=jax.random.wrap_key_data(st.key)), sharding)
-            history = {k: [hist[k]] for k in HISTORY_KEYS}
+            history = {k: [hist[k]] for k in keys}
             recs = plan.metric_rows(hist, 0)
             log.info(
                 "resuming %s at update %d of %d",
@@ -1231,7 +1257,7 @@ class ChunkDriver:
             moved = 0
             state, rows = self.programs[n](state, hp, data)
             rows = {k: plan.layout.rows_to_models(np.asarray(v)) for k, v in _to_host(rows).items()}
-            for k in HISTORY_KEYS:
+            for k in plan.trainer.history_keys:
                 history[k].append(rows[k])
             periods_done += n
             running = self.n_running(state)  # stop check and progress bar
