@@ -32,12 +32,14 @@ __all__ = [
     "check_level_probs",
     "check_slab_params",
     "default_level_probs",
+    "level_cdf",
     "linear",
     "linear_rule",
     "noise_mask",
     "noisy_linear",
     "noisy_slab",
     "slab",
+    "slab_from_cdf",
     "slab_geometry",
     "slab_level",
     "slab_rule",
@@ -55,6 +57,19 @@ NOISE_SAMPLINGS = ("exact_count", "iid")
 
 # --------------------------------------------------------------------------------------------------
 # Parameter checks (run on the host, before anything is traced).
+
+
+def _is_static(value) -> bool:
+    """Whether a parameter is a concrete value (checked on the host) rather than a tracer.
+
+    Traced parameters (a noise fraction or a margin that is a sweep axis inside `jit(vmap)`,
+    `sbjax.train.phase`) cannot be checked here; their caller checks the grid on the host.
+    """
+    try:
+        float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return False
+    return True
 
 
 def _check_width_margin(margin: float, width: float, *, margin_name: str = "margin") -> None:
@@ -208,13 +223,23 @@ def noise_mask(key: jax.Array, n: int, p: float, sampling: str = "exact_count") 
     Args:
       key: PRNG key.
       n: number of points (static).
-      p: noise fraction in [0, 1] (static).
+      p: noise fraction in [0, 1]: a Python number, or a traced scalar (a sweep axis).
       sampling: ``"exact_count"`` picks exactly ``round(n * p)`` rows uniformly without replacement
         (the reference's rule, REFERENCE.md Sec. 1.3 step 2c); ``"iid"`` corrupts each row
         independently with probability ``p``.
+
+    Note:
+      A traced ``p`` with ``"exact_count"`` selects the same rows as the static rule (the
+      ``round(n p)`` smallest random words, chosen by rank instead of by slicing); ``n p`` is
+      then rounded in float32, so a count exactly halfway between two integers may round the
+      other way.
     """
     if sampling == "iid":
         return jax.random.bernoulli(key, p, (n,))
+    if not _is_static(p):
+        bits = jax.random.bits(key, (n,), jnp.uint32)
+        ranks = jnp.zeros((n,), jnp.int32).at[jnp.argsort(bits)].set(jnp.arange(n, dtype=jnp.int32))
+        return ranks < jnp.round(n * jnp.asarray(p, jnp.float32))
     n_noisy = int(round(n * p))
     if n_noisy == 0:
         return jnp.zeros((n,), bool)
@@ -267,8 +292,8 @@ def noisy_linear(
     Args:
       key: PRNG key.
       labels: int32 ``[n]`` in {0, 1}.
-      p: noise fraction in [0, 1].
-      margin: effective margin gamma in [0, 1).
+      p: noise fraction in [0, 1] (a traced scalar is allowed: it is then not checked here).
+      margin: effective margin gamma in [0, 1) (may be traced, like ``p``).
       width: data width B > 0.
       noise_model: ``"margin"`` (reference default) or ``"signflip"``.
       noise_sampling: ``"exact_count"`` (reference: exactly ``round(n p)`` rows) or ``"iid"``.
@@ -281,7 +306,8 @@ def noisy_linear(
       writes the noise to column 0; sbjax corrupts exactly ``round(n p)`` rows of each call to the
       sampler (so of each split drawn separately) and corrupts the block it is applied to.
     """
-    validate.check_range("p", p, 0.0, 1.0)
+    if _is_static(p):
+        validate.check_range("p", p, 0.0, 1.0)
     validate.check_choice("noise_model", noise_model, LIN_NOISE_MODELS)
     validate.check_choice("noise_sampling", noise_sampling, NOISE_SAMPLINGS)
     k_clean, k_mask, k_noise = jax.random.split(key, 3)
@@ -342,6 +368,52 @@ def _level_table(k: int, probs: Sequence[float]) -> np.ndarray:
     return table
 
 
+def level_cdf(
+    k: int, level_probs: Sequence[float] | None = None, *, n_levels: int | None = None
+) -> jax.Array:
+    """Per-class CDFs over the slab levels of a k-slab block, for `slab_from_cdf`.
+
+    Args:
+      k: odd number of slabs >= 3.
+      level_probs: per-level probabilities (see `default_level_probs`); None for the default.
+      n_levels: pad the level axis to this many levels (>= (k+1)/2; padded levels have
+        probability 0 and are never drawn), so that tables of several k stack into one array
+        and k can be chosen by a traced index.
+
+    Returns:
+      float32 ``[2, n_levels]`` (row 0 negatives, row 1 positives).
+    """
+    probs = check_level_probs(k, default_level_probs(k) if level_probs is None else level_probs)
+    table = _level_table(k, probs)
+    if n_levels is not None:
+        validate.check_int("n_levels", n_levels, min_value=table.shape[1])
+        table = np.pad(table, ((0, 0), (0, int(n_levels) - table.shape[1])))
+    return _cdf_table(table)
+
+
+def slab_from_cdf(
+    key: jax.Array, labels: jax.Array, *, k, margin, width: float = 1.0, cdf: jax.Array
+) -> jax.Array:
+    """The k-slab sampler of `slab` with its level distribution given as CDFs; traceable in k.
+
+    No checks: ``k`` (odd, >= 3), ``margin`` (< 1/(k-1)) and ``width`` may be traced scalars
+    (the slab geometry is arithmetic in them) and ``cdf`` is `level_cdf`'s table, e.g. picked
+    from a stack of tables by a traced index. With a Python k and ``level_cdf(k, probs)`` this
+    is exactly `slab` (same key use, same values).
+
+    Args:
+      key: PRNG key.
+      labels: int32 ``[n]`` in {0, 1}.
+      k, margin, width: the slab count, effective margin and data width.
+      cdf: float32 ``[2, L]`` per-class level CDFs (`level_cdf`).
+
+    Returns:
+      float32 ``[n]``.
+    """
+    u = jax.random.uniform(key, (3,) + labels.shape, jnp.float32)
+    return _place(u[1:], _draw_levels(u[0], cdf[labels]), k, margin, width)
+
+
 def slab(
     key: jax.Array,
     labels: jax.Array,
@@ -369,10 +441,8 @@ def slab(
       float32 ``[n]``.
     """
     check_slab_params(k, margin, width)
-    probs = check_level_probs(k, default_level_probs(k) if level_probs is None else level_probs)
-    cdf = _cdf_table(_level_table(k, probs))
-    u = jax.random.uniform(key, (3,) + labels.shape, jnp.float32)
-    return _place(u[1:], _draw_levels(u[0], cdf[labels]), k, margin, width)
+    cdf = level_cdf(k, level_probs)
+    return slab_from_cdf(key, labels, k=k, margin=margin, width=width, cdf=cdf)
 
 
 def noisy_slab(

@@ -257,6 +257,48 @@ def prepare_data(cfg: TrainConfig, train, val=None, monitor=None) -> TrainData:
     return TrainData(x, y, xe, ye, me, xv, yv, mv, monitor=mon)
 
 
+def _chunk_traced(x: jax.Array, y: jax.Array, size: int):
+    """`_chunk` for (traced) device arrays: the same padding and [C, size, ...] layout."""
+    n = x.shape[0]
+    size = min(size, n)
+    c = math.ceil(n / size)
+    pad = c * size - n
+    xp = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+    yp = jnp.pad(y, (0, pad))
+    m = (jnp.arange(c * size) < n).astype(jnp.float32)
+    return xp.reshape((c, size) + x.shape[1:]), yp.reshape(c, size), m.reshape(c, size)
+
+
+def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> TrainData:
+    """`TrainData` built inside a traced function from data made there (no checks).
+
+    For programs that sample their training set from traced parameters (`sbjax.train.phase`):
+    the layout (train-metric chunks, monitor chunks) is `prepare_data`'s, so a `Trainer` made
+    from `jax.eval_shape` of this function trains on it. No validation set, no unlabeled pool.
+
+    Args:
+      cfg: the training configuration (evaluation sizes).
+      x: float [N, ...] training inputs; y: int [N] labels in {0, 1} (not checked).
+      monitor: optional name -> (x [n, ...], y [n]) monitor sets (see `prepare_data`).
+
+    Returns:
+      `TrainData` with float32 inputs and int32 labels.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.int32)
+    n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
+    xe, ye, me = _chunk_traced(x[:n_te], y[:n_te], cfg.eval_batch_size)
+    mon = None
+    if monitor is not None:
+        mon = {
+            check_monitor_name(name): _chunk_traced(
+                jnp.asarray(mx, jnp.float32), jnp.asarray(my, jnp.int32), cfg.eval_batch_size
+            )
+            for name, (mx, my) in monitor.items()
+        }
+    return TrainData(x, y, xe, ye, me, None, None, None, monitor=mon)
+
+
 def per_example_loss(cfg: TrainConfig, logits: jax.Array, y: jax.Array) -> jax.Array:
     """float32 [n]: 2-logit cross-entropy, or hinge on the score logit1 - logit0 with y in {-1, 1}."""
     if cfg.loss == "ce":
