@@ -749,7 +749,7 @@ def run_sweep(
     bad = {s: [i for i, v in enumerate(reasons) if v == s] for s in ("diverged", "max_steps")}
     if bad["diverged"]:
         log.warning("%s: models %s of %d diverged", name, bad["diverged"], len(reasons))
-    if bad["max_steps"]:
+    if bad["max_steps"] and getattr(cfg, "stop_rule", None) != "none":  # none: a fixed budget
         log.info(
             "%s: models %s of %d used their whole budget (did not converge)",
             name,

@@ -23,6 +23,7 @@ See docs/objective.md for one example per capability.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -292,3 +293,86 @@ def member_agreement(default: float = 0.0, name: str = "member_agreement") -> Pe
         return jnp.sum(ctx.batch_mean(jnp.mean(jnp.square(dev), axis=-1)))
 
     return Penalty(name, fn, default)
+
+
+def divdis_mutual_information(default: float = 0.0, name: str = "divdis_mi") -> Penalty:
+    """DivDis's diversity term (Lee, Yao, Finn, ICLR 2023; yoonholee/DivDis): the mutual
+    information between the predictions of every pair of members (heads) i < j on the unlabeled
+    batch, estimated from the batch's joint distribution
+
+        P_ij(a, b) = mean_x p_i(a|x) p_j(b|x),   I_ij = sum_ab P_ij log(P_ij / (P_i(a) P_j(b))),
+
+    with P_i, P_j the marginals of P_ij. Summed over pairs. Needs `unlabeled` and K >= 2. (DivDis
+    sums over ordered pairs i != j, i.e. twice this; the factor goes into lambda.)
+    """
+
+    def fn(ctx: Context) -> jax.Array:
+        p = jax.nn.softmax(ctx.logits_u, axis=-1)  # [K, Bu, C]
+        wu = ctx.valid_u / jnp.sum(ctx.valid_u)  # [Bu]
+        joint = jnp.einsum("b,iba,jbc->ijac", wu, p, p)  # [K, K, C, C]
+        pi = jnp.sum(joint, axis=-1, keepdims=True)  # [K, K, C, 1]
+        pj = jnp.sum(joint, axis=-2, keepdims=True)  # [K, K, 1, C]
+        eps = 1e-12
+        mi = jnp.sum(joint * (jnp.log(joint + eps) - jnp.log(pi * pj + eps)), axis=(-2, -1))
+        k = p.shape[0]
+        upper = jnp.triu(jnp.ones((k, k), jnp.float32), 1)
+        return jnp.sum(upper * mi)
+
+    return Penalty(name, fn, default, needs=("unlabeled",))
+
+
+def divdis_marginal(
+    prior: tuple[float, float] = (0.5, 0.5), default: float = 0.0, name: str = "divdis_marginal"
+) -> Penalty:
+    """DivDis's regulariser: KL(mean prediction of each member on the unlabeled batch || prior),
+    summed over members; it keeps a diverse member from predicting one class everywhere. `prior`
+    is the label marginal (0.5, 0.5 for the paper's balanced datasets). Needs `unlabeled`."""
+    q = tuple(float(v) for v in prior)
+
+    def fn(ctx: Context) -> jax.Array:
+        p = jax.nn.softmax(ctx.logits_u, axis=-1)  # [K, Bu, C]
+        mean = jnp.einsum("b,kbc->kc", ctx.valid_u / jnp.sum(ctx.valid_u), p)
+        prior_ = jnp.asarray(q, jnp.float32)
+        return jnp.sum(mean * (jnp.log(mean + 1e-12) - jnp.log(prior_)))
+
+    return Penalty(name, fn, default, needs=("unlabeled",))
+
+
+def data_loss_term(default: float = 1.0, name: str = "data_loss") -> Penalty:
+    """The unweighted data loss as a penalty, sum_k mean_b loss_kb over real rows (with
+    `Objective(data_loss_weight=0)` it lets the data loss's weight be a traced strength, or sit
+    beside `weighted_data_loss`, as in `jtt_objective`)."""
+
+    def fn(ctx: Context) -> jax.Array:
+        return jnp.sum(ctx.batch_mean(ctx.data_loss))
+
+    return Penalty(name, fn, default)
+
+
+def weighted_data_loss(default: float = 0.0, name: str = "weighted_data_loss") -> Penalty:
+    """sum_k mean_b w_kb loss_kb over real rows, with w the example weights (`example_weights`)."""
+
+    def fn(ctx: Context) -> jax.Array:
+        return jnp.sum(ctx.batch_mean(ctx.weights * ctx.data_loss))
+
+    return Penalty(name, fn, default)
+
+
+@functools.cache  # one Objective object, so its compiled programs are reused
+def jtt_objective() -> Objective:
+    """Just Train Twice's second stage (Liu et al., ICML 2021) with a traced up-weight.
+
+    Pass the first stage's error set as `example_weights` e in {0, 1} ([N] or per model [M, N]);
+    the update then minimises
+
+        mean_b loss_b + lambda_jtt_up * mean_b e_b loss_b = mean_b (1 + lambda_jtt_up e_b) loss_b,
+
+    i.e. JTT's loss with up-weight lambda_up = 1 + lambda_jtt_up, so a grid over
+    ``lambda_jtt_up`` is a grid over up-weights in one program. (JTT up-samples the error set; an
+    up-sampled epoch's mean loss is this one divided by 1 + lambda_jtt_up |E| / N, a constant
+    factor per model that Adam's update ignores and that rescales SGD's learning rate.)
+    """
+    return Objective(
+        penalties=(data_loss_term(1.0, "jtt_all"), weighted_data_loss(0.0, "jtt_up")),
+        data_loss_weight=0.0,
+    )

@@ -1,0 +1,102 @@
+"""Figures of the mitigation testbed (`python -m experiments.mitigation`).
+
+* `mitigation_heatmap` -- methods x datasets, colour = mean S-randomized accuracy (0.5: the
+  method's reported model relies on S alone; near the test accuracy: it does not need S).
+* `mitigation_s_vs_sc` -- one dataset: each method's S-randomized accuracy against its
+  S^c-randomized accuracy (mean +- sample std over seeds). "Uses S only" sits at (0.5, 1) and
+  "uses S^c only" at (1, 0.5).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sbjax.plots.paper import _finish
+from sbjax.plots.registry import figure_kind
+from sbjax.validate import fail
+
+__all__ = ["mitigation_heatmap", "mitigation_s_vs_sc"]
+
+
+@figure_kind
+def mitigation_heatmap(
+    values: Sequence[Sequence[float]],
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    path: str | os.PathLike | None = None,
+    *,
+    metric: str = "s_rand_acc",
+    title: str | None = None,
+) -> Figure:
+    """Heat-map of one metric, rows = methods, columns = datasets (NaN: not run / all failed).
+
+    Args:
+        values: float [n_methods, n_datasets] means.
+        methods, datasets: row / column labels.
+        path: PNG path or None.
+        metric: the metric's name (colour-bar label).
+        title: figure title.
+    """
+    v = np.asarray(values, np.float64).reshape(len(methods), len(datasets))
+    if v.size == 0:
+        fail("values", values, "a non-empty [methods, datasets] table")
+    fig = Figure(
+        figsize=(1.6 + 1.4 * len(datasets), 0.9 + 0.42 * len(methods)), layout="constrained"
+    )
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(v), vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            text = "n/a" if not np.isfinite(v[i, j]) else f"{v[i, j]:.3f}"
+            dark = np.isfinite(v[i, j]) and v[i, j] < 0.8
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black"
+            )
+    ax.set_xticks(range(len(datasets)), list(datasets))
+    ax.set_yticks(range(len(methods)), list(methods))
+    fig.colorbar(im, ax=ax, label=f"{metric} (mean over seeds)")
+    return _finish(fig, path, title or f"{metric}: 0.5 = relies on S only")
+
+
+@figure_kind
+def mitigation_s_vs_sc(
+    points: Mapping[str, Sequence[float]],
+    dataset: str,
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+) -> Figure:
+    """S-randomized (x) against S^c-randomized (y) accuracy, one marker per method.
+
+    Args:
+        points: method -> [x mean, x std, y mean, y std] (std 0: one seed).
+        dataset: the dataset's name (title).
+        path: PNG path or None.
+        title: figure title.
+    """
+    if not points:
+        fail("points", points, "a non-empty {method: [x, x_std, y, y_std]} map")
+    fig = Figure(figsize=(5.2, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0.5, 1.0], [1.0, 0.5], color="gray", ls=":", lw=1)
+    ax.scatter([0.5], [1.0], marker="s", color="gray")
+    ax.annotate("uses S only", (0.5, 1.0), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.scatter([1.0], [0.5], marker="s", color="gray")
+    ax.annotate(
+        "uses S$^c$ only", (1.0, 0.5), textcoords="offset points", xytext=(-62, 6), fontsize=8
+    )
+    cmap = [f"C{i}" for i in range(10)]
+    for i, (m, (x, xe, y, ye)) in enumerate(points.items()):
+        ax.errorbar([x], [y], xerr=[xe], yerr=[ye], fmt="o", capsize=3, color=cmap[i % 10], label=m)
+    ax.set_xlim(0.45, 1.03)
+    ax.set_ylim(0.45, 1.03)
+    ax.set_xlabel("S-randomized accuracy")
+    ax.set_ylabel("S$^c$-randomized accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    return _finish(fig, path, title or f"{dataset}: where each method sits (mean ± sample std)")
