@@ -1,0 +1,231 @@
+"""Mitigation testbed: each method's loss or procedure against a direct formula, the data sets
+the methods are scored on, and the command end to end (smoke preset)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import mitigation as mit
+from sbjax.data import make_dataset
+from sbjax.eval import randomize as R
+from sbjax.models import first_layer_kernel, make_model
+from sbjax.models.projected import orthogonal_complement, project_out, with_basis
+from sbjax.train import TrainConfig, train_sweep
+from sbjax.train import objective as obj
+from tests.test_objective import _ctx
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _unlabeled_ctx(k=3, bu=6, seed=1):
+    rng = np.random.default_rng(seed)
+    logits_u = jnp.asarray(2 * rng.normal(size=(k, bu, 2)), jnp.float32)
+    valid_u = jnp.asarray([1, 1, 1, 1, 1, 0][:bu], jnp.float32)
+    return _ctx(k=k, logits_u=logits_u, valid_u=valid_u, x_u=jnp.zeros((bu, 3)))
+
+
+def test_divdis_mutual_information_matches_formula():
+    ctx = _unlabeled_ctx()
+    p = _softmax(np.asarray(ctx.logits_u, np.float64))
+    v = np.asarray(ctx.valid_u, np.float64)
+    w = v / v.sum()
+    want = 0.0
+    for i in range(3):
+        for j in range(i + 1, 3):
+            joint = np.einsum("b,ba,bc->ac", w, p[i], p[j])
+            pi, pj = joint.sum(1), joint.sum(0)
+            want += np.sum(joint * np.log(joint / np.outer(pi, pj)))
+    got = float(obj.divdis_mutual_information().fn(ctx))
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-7)
+
+
+def test_divdis_mutual_information_known_answers():
+    # Two identical, confident, balanced members: I = H(marginal) = log 2. Independent ones: 0.
+    same = jnp.asarray([[[9.0, -9.0], [-9.0, 9.0]]] * 2, jnp.float32)  # [2, 2, 2]
+    ctx = _ctx(k=2, logits_u=same, valid_u=jnp.ones(2), x_u=jnp.zeros((2, 3)))
+    assert float(obj.divdis_mutual_information().fn(ctx)) == pytest.approx(np.log(2), abs=1e-4)
+    # member 0 varies over rows, member 1 is the same on every row: independent.
+    lg = jnp.asarray([[[3.0, -3.0], [-3.0, 3.0]], [[1.0, 0.0], [1.0, 0.0]]], jnp.float32)
+    ctx = _ctx(k=2, logits_u=lg, valid_u=jnp.ones(2), x_u=jnp.zeros((2, 3)))
+    assert float(obj.divdis_mutual_information().fn(ctx)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_divdis_marginal_matches_formula():
+    ctx = _unlabeled_ctx()
+    p = _softmax(np.asarray(ctx.logits_u, np.float64))
+    v = np.asarray(ctx.valid_u, np.float64)
+    prior = np.array([0.3, 0.7])
+    mean = np.einsum("b,kbc->kc", v / v.sum(), p)
+    want = np.sum(mean * (np.log(mean) - np.log(prior)))
+    got = float(obj.divdis_marginal(prior=(0.3, 0.7)).fn(ctx))
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_jtt_objective_is_the_upweighted_loss():
+    rng = np.random.default_rng(0)
+    loss = jnp.asarray(rng.uniform(size=(1, 5)), jnp.float32)
+    err = jnp.asarray([[1.0, 0.0, 0.0, 1.0, 1.0]])  # the last row is padding (valid 0)
+    ctx = _ctx(k=1, data_loss=loss, weights=err)
+    objective = obj.jtt_objective()
+    assert objective.data_loss_weight == 0.0 and objective is obj.jtt_objective()
+    up = 20.0
+    lam = {"jtt_all": 1.0, "jtt_up": up - 1.0}
+    got = sum(lam[p.name] * float(p.fn(ctx)) for p in objective.penalties)
+    v = np.asarray(ctx.valid)
+    w = 1 + (up - 1) * np.asarray(err[0])
+    want = np.sum(w * np.asarray(loss[0]) * v) / v.sum()
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_jtt_with_upweight_one_trains_like_erm():
+    ds = make_dataset("lms", d=6, k=5)
+    x, y = map(np.asarray, ds.sample(jax.random.key(0), 300))
+    cfg = TrainConfig(optimizer="adam", lr=1e-2, batch_size=64, max_steps=40, eval_every=20)
+    model = {"name": "fcn", "width": 8, "depth": 1}
+    erm = train_sweep(cfg, model, (x, y), n_seeds=2, progress=False)
+    errors = np.zeros((4, len(y)), np.float32)  # per model: m = seed * 2 + grid point
+    errors[:, ::3] = 1.0
+    jtt = train_sweep(
+        cfg,
+        model,
+        (x, y),
+        n_seeds=2,
+        progress=False,
+        objective=obj.jtt_objective(),
+        example_weights=errors,
+        grid={"lambda_jtt_up": [0.0, 50.0]},
+    )
+    k_erm = np.asarray(erm.params["params"]["head"]["kernel"])
+    k_jtt = np.asarray(jtt.params["params"]["head"]["kernel"])  # model m = seed * 2 + grid
+    np.testing.assert_allclose(k_jtt[[0, 2]], k_erm, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(k_jtt[[1, 3]], k_erm, atol=1e-4)
+
+
+def test_projected_model_ignores_the_stored_subspace():
+    model = make_model({"name": "fcn", "width": 16, "depth": 1})
+    m2 = orthogonal_complement(model, 3)
+    assert orthogonal_complement(model, 3) is m2  # cached: one static argument per model
+    x = jax.random.normal(jax.random.key(1), (10, 7))
+    v = m2.init(jax.random.key(2), x[:1])
+    base = {k: val for k, val in v.items() if k != "projection"}
+    np.testing.assert_allclose(m2.logits(v, x), model.logits(base, x), rtol=1e-6)  # U = 0
+    u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(7, 2)))
+    v = with_basis(v, u)  # 2 of 3 columns used
+    shift = jnp.asarray(np.random.default_rng(1).normal(size=(10, 2)) @ u.T, jnp.float32)
+    np.testing.assert_allclose(m2.logits(v, x + shift), m2.logits(v, x), atol=1e-5)
+    np.testing.assert_allclose(project_out(x, jnp.asarray(u, jnp.float32)) @ u, 0.0, atol=1e-5)
+    with pytest.raises(ValueError, match="basis.shape"):
+        with_basis(v, np.zeros((7, 4)))
+
+
+def test_orthop_bases_recover_a_rank_one_first_layer():
+    model = make_model({"name": "fcn", "width": 8, "depth": 1})
+    v = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 5))))(jax.random.split(jax.random.key(0), 2))
+    direction = np.array([0.0, 1.0, 0.0, 0.0, 0.0], np.float32)
+    kernel = np.outer(direction, np.linspace(1, 2, 8)).astype(np.float32)
+    v["params"]["hidden_0"]["kernel"] = jnp.stack([kernel, 3 * kernel])
+    kernel_fn = first_layer_kernel(model)
+    np.testing.assert_allclose(kernel_fn(jax.tree.map(lambda a: a[0], v)), kernel)
+    u, ranks = mit.orthop_bases(kernel_fn, v, [0.9])
+    assert u.shape == (2, 1, 5, 5) and ranks.tolist() == [[1], [1]]
+    np.testing.assert_allclose(np.abs(u[:, 0, :, 0]), np.stack([direction] * 2), atol=1e-6)
+    np.testing.assert_allclose(u[:, 0, :, 1:], 0.0)
+
+
+def _lms(n=400, seed=0):
+    ds = make_dataset("lms", d=10, k=5)
+    x, y = map(np.asarray, ds.sample(jax.random.key(seed), n))
+    return ds, R.as_basis(ds), x, y
+
+
+def test_randomize_s_permutes_only_s():
+    ds, basis, x, y = _lms()
+    xr = mit.randomize_s(x, basis, np.random.default_rng(0))
+    z, zr = np.asarray(ds.to_canonical(x)), np.asarray(ds.to_canonical(xr))
+    np.testing.assert_allclose(zr[:, 1:], z[:, 1:], atol=1e-5)  # S^c untouched
+    np.testing.assert_allclose(np.sort(zr[:, 0]), np.sort(z[:, 0]), atol=1e-5)  # S's values kept
+    agree = np.mean((zr[:, 0] > 0) == (y == 1))
+    assert 0.4 < agree < 0.6  # S no longer predicts the label
+
+
+def test_reversed_and_decorrelated_sets():
+    ds, basis, x, y = _lms()
+    z = np.asarray(ds.to_canonical(x))
+    assert np.all((z[:, 0] > 0) == (y == 1))  # LMS: S's sign is the label
+    zr = np.asarray(ds.to_canonical(mit.reverse_s(x, y, basis, np.random.default_rng(0))))
+    assert np.all((zr[:, 0] > 0) == (y == 0))  # reversed: S points to the other class
+    np.testing.assert_allclose(zr[:, 1:], z[:, 1:], atol=1e-5)
+    xd = mit.decorrelate(x, y, basis, 0.95, np.random.default_rng(0))
+    zd = np.asarray(ds.to_canonical(xd))
+    assert np.mean((zd[:, 0] > 0) == (y == 1)) == pytest.approx(0.95, abs=1 / len(y))
+    assert mit.decorrelate(x, y, basis, 1.0, np.random.default_rng(0)) is x
+
+
+def test_select_takes_the_best_validation_member_and_marks_failures():
+    members = [
+        {k: np.array([0.6, 0.7, 0.5]) for k in mit.METRICS},
+        {k: np.array([0.9, 0.7, 0.4]) for k in mit.METRICS},
+    ]
+    members[1]["test_acc"] = np.array([0.1, 0.2, 0.3])
+    choice, chosen = mit.select(members, 2, np.array([False, False, True]))
+    assert choice.tolist() == [1, 0, 0]  # ties -> the first member
+    np.testing.assert_allclose(chosen["test_acc"][:2], [0.1, 0.7])
+    assert np.isnan(chosen["test_acc"][2])
+
+
+def test_bad_options_name_the_parameter(tmp_path):
+    with pytest.raises(ValueError, match="methods"):
+        mit.main(["--preset", "smoke", "--methods", "erm,magic", "--out", str(tmp_path / "a")])
+    with pytest.raises(ValueError, match="correlation"):
+        mit.main(["--preset", "smoke", "--correlation", "0.2", "--out", str(tmp_path / "b")])
+    with pytest.raises(ValueError, match="grids.jtt"):
+        mit.main(["--preset", "smoke", "--set", "grids.jtt=[0.5]", "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "a").exists()
+
+
+def _run(tmp_path, methods):
+    out = tmp_path / "run"
+    summary = mit.main(
+        ["--preset", "smoke", "--methods", methods, "--out", str(out), "--no-progress"]
+    )
+    return out, summary
+
+
+def test_smoke_run_records_and_figures(tmp_path):
+    out, summary = _run(tmp_path, "erm,jtt,dbat,orthop")
+    recs = {r["method"]: r for r in summary["results"]}
+    assert list(recs) == ["erm", "jtt", "dbat", "orthop"]
+    for m, r in recs.items():
+        assert r["experiment"] == "mitigation" and r["dataset"] == "lms5"
+        assert r["model"] == "fcn_100x1" and r["n_seeds"] + r["n_failed"] == 2
+        assert set(r["metrics"]) == set(mit.METRICS)
+        assert len(r["metrics"]["reversed_acc"]["per_seed"]) == 2
+        assert ("members" in r) == (m in mit.MULTI_MEMBER)
+    assert set(recs["dbat"]["members"]) == {"member_0", "member_1", "ensemble"}
+    assert recs["jtt"]["hparams"] == {"upweight": 20.0}
+    assert recs["orthop"]["hparams"] == {"threshold": 0.9}
+    assert len(recs["orthop"]["projection_rank"]) == 2
+    # D-BAT's member 0 is the ERM model of the same seed: same numbers.
+    assert (
+        recs["dbat"]["members"]["member_0"]["test_acc"]["per_seed"]
+        == recs["erm"]["metrics"]["test_acc"]["per_seed"]
+    )
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["results"][0]["method"] == "erm"
+    for name in ("mitigation_s_rand_heatmap.png", "mitigation_s_vs_sc_lms5.png"):
+        assert (out / name).stat().st_size > 1000
+        assert (out / "figures" / (name[:-4] + ".json")).exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_every_method(tmp_path):
+    _, summary = _run(tmp_path, ",".join(mit.METHODS))
+    assert [r["method"] for r in summary["results"]] == list(mit.METHODS)
