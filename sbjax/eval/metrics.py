@@ -27,6 +27,8 @@ Both return NaN when a class is missing (scikit-learn raises) or a score is NaN.
 from __future__ import annotations
 
 import functools
+import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -162,11 +164,79 @@ def check_model_keys(key: Any, n_models: int) -> bool:
     )
 
 
+def per_model_keys(key: Any) -> bool:
+    """True for keys [M] (one per model), False for one shared key.
+
+    `check_model_keys`'s answer for a key it accepted, read from the shape alone, so a jitted
+    body (`checked_jit`) derives it from its traced `key` instead of taking a flag.
+    """
+    return _key_batch_shape(key) != ()
+
+
 def fold_in_keys(key: jax.Array, data: int, per_model: bool) -> jax.Array:
     """`jax.random.fold_in` of one key, or of each key of a stack [M] when `per_model`."""
     if per_model:
         return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
     return jax.random.fold_in(key, data)
+
+
+# ----------------------------------------------------------------------------------------------
+# One function: checks in Python, then a jitted body.
+# ----------------------------------------------------------------------------------------------
+
+
+def checked_jit(
+    check: Callable[[types.SimpleNamespace], None],
+    *,
+    static_argnames: tuple[str, ...] = (),
+    finish: Callable[[Any, types.SimpleNamespace], Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: a public function written once, its arguments checked before it is jitted.
+
+    The decorated function `f` carries the public name, signature, defaults and docstring; its
+    body is the traced computation. A call of the result
+
+    1. binds the arguments to `f`'s signature (defaults filled in; a wrong call is the TypeError
+       `f` would raise);
+    2. runs `check(a)` in Python, before anything is traced: `a` is a `types.SimpleNamespace` of
+       every argument by name. `check` validates them (`sbjax.validate.fail`: a ValueError naming
+       the parameter) and may replace any of them in place by the form the body takes
+       (`a.x = jnp.asarray(a.x, jnp.float32)`, a dataset `basis` by its coordinate arrays, a
+       `model` by its functions). Other attributes it sets are not passed to the body; `finish`
+       can read them;
+    3. calls `jax.jit(f, static_argnames=static_argnames)` with every argument as a keyword:
+       static arguments must be hashable (each distinct value compiles its own program), the
+       others pytrees of arrays (or None). The jitted `f` is built once, so equal static values
+       and argument shapes reuse one compiled program across calls;
+    4. returns `finish(out, a)` (Python-side post-processing of the compiled result, e.g.
+       Python ints or a renamed dict), or `out` without `finish`.
+
+    Values a body derives from shapes (e.g. `per_model_keys(key)`) are recomputed in the body
+    rather than passed: shapes are static under `jit`.
+    """
+    static_argnames = tuple(static_argnames)
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(f)
+        names = tuple(sig.parameters)
+        unknown = set(static_argnames) - set(names)
+        if unknown:
+            raise TypeError(f"{f.__name__}: static_argnames {sorted(unknown)} are not parameters")
+        jitted = jax.jit(f, static_argnames=static_argnames)
+
+        @functools.wraps(f)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            a = types.SimpleNamespace(**bound.arguments)
+            check(a)
+            out = jitted(**{name: getattr(a, name) for name in names})
+            return out if finish is None else finish(out, a)
+
+        checked.jitted = jitted  # the compiled body, e.g. for its cache
+        return checked
+
+    return wrap
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,13 +305,15 @@ def _model_logits(logits_fn: LogitsFn, v: Any, x: jax.Array, batch_size: int | N
     return _batched(lambda xb: logits_fn(v, xb), x, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "batch_size", "model_chunk"))
-def _stacked_logits(logits_fn, variables, x, batch_size, model_chunk):
-    return map_models(
-        lambda v: _model_logits(logits_fn, v, x, batch_size), variables, model_chunk=model_chunk
-    )
+def _check_stacked_logits(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    num_models(a.variables)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.x = jnp.asarray(a.x)
 
 
+@checked_jit(_check_stacked_logits, static_argnames=("logits_fn", "batch_size", "model_chunk"))
 def stacked_logits(
     logits_fn: LogitsFn,
     variables: Any,
@@ -263,11 +335,9 @@ def stacked_logits(
     Returns:
         float32 logits [M, n, 2].
     """
-    _check_logits_fn(logits_fn)
-    num_models(variables)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    return _stacked_logits(logits_fn, variables, jnp.asarray(x), batch_size, model_chunk)
+    return map_models(
+        lambda v: _model_logits(logits_fn, v, x, batch_size), variables, model_chunk=model_chunk
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,14 +516,19 @@ def metrics_from_logits(logits: jax.Array, y: jax.Array, auc_kind: str = "roc") 
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "auc_kind", "batch_size", "model_chunk"))
-def _evaluate(logits_fn, variables, x, y, auc_kind, batch_size, model_chunk):
-    def one(v):
-        return metrics_from_logits(_model_logits(logits_fn, v, x, batch_size), y, auc_kind)
+def _check_evaluate(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    num_models(a.variables)
+    _check_xy(a.x, a.y)
+    check_choice("auc_kind", a.auc_kind, AUC_KINDS)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.x, a.y = jnp.asarray(a.x), jnp.asarray(a.y)
 
-    return map_models(one, variables, model_chunk=model_chunk)
 
-
+@checked_jit(
+    _check_evaluate, static_argnames=("logits_fn", "auc_kind", "batch_size", "model_chunk")
+)
 def evaluate(
     logits_fn: LogitsFn,
     variables: Any,
@@ -476,15 +551,11 @@ def evaluate(
     Returns:
         dict with float32 [M] arrays: `accuracy` and `roc_auc` and/or `pr_auc`.
     """
-    _check_logits_fn(logits_fn)
-    num_models(variables)
-    _check_xy(x, y)
-    check_choice("auc_kind", auc_kind, AUC_KINDS)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    return _evaluate(
-        logits_fn, variables, jnp.asarray(x), jnp.asarray(y), auc_kind, batch_size, model_chunk
-    )
+
+    def one(v):
+        return metrics_from_logits(_model_logits(logits_fn, v, x, batch_size), y, auc_kind)
+
+    return map_models(one, variables, model_chunk=model_chunk)
 
 
 def accuracy(logits_fn: LogitsFn, variables: Any, x: jax.Array, y: jax.Array, **kw) -> jax.Array:
