@@ -23,7 +23,7 @@ min / max over the whole rotated dataset): the box clamp then only shrinks |delt
 
 from __future__ import annotations
 
-import functools
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,8 +41,10 @@ from sbjax.eval.metrics import (
     _check_xy,
     accuracy_from_logits,
     check_model_keys,
+    checked_jit,
     map_models_keys,
     num_models,
+    per_model_keys,
 )
 from sbjax.eval.randomize import Basis, _as_coords, as_basis
 from sbjax.validate import check_choice, check_int, check_range, fail
@@ -202,69 +204,6 @@ def pgd_perturb(
     return delta, loss
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "logits_fn",
-        "norm",
-        "n_iter",
-        "restarts",
-        "step_schedule",
-        "batch_size",
-        "model_chunk",
-        "per_model",
-    ),
-)
-def _pgd_attack(
-    logits_fn,
-    variables,
-    x,
-    y,
-    key,
-    eps,
-    step_size,
-    bounds,
-    rand_init,
-    norm,
-    n_iter,
-    restarts,
-    step_schedule,
-    batch_size,
-    model_chunk,
-    per_model,
-):
-    n = x.shape[0]
-
-    def one(v, key):
-        def attack_batch(batch):
-            xb, yb, ib = batch
-            delta, loss = pgd_perturb(
-                lambda t: logits_fn(v, t),
-                xb,
-                yb,
-                key,
-                norm=norm,
-                eps=eps,
-                step_size=step_size,
-                n_iter=n_iter,
-                bounds=bounds,
-                rand_init=rand_init,
-                restarts=restarts,
-                step_schedule=step_schedule,
-                example_index=ib,
-            )
-            return delta, loss, logits_fn(v, xb + delta), logits_fn(v, xb)
-
-        delta, loss, adv_logits, clean_logits = _batched(
-            attack_batch, (x, y, jnp.arange(n)), batch_size
-        )
-        return PGDResult(
-            delta, accuracy_from_logits(adv_logits, y), loss, accuracy_from_logits(clean_logits, y)
-        )
-
-    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
-
-
 def _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, schedule):
     check_choice("norm", norm, ATTACK_NORMS)
     check_range("eps", eps, 0.0, None, lo_open=True)
@@ -279,6 +218,34 @@ def _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restar
             fail("bounds", bounds, "None or (B0, B1) with B0 < B1")
 
 
+def _check_pgd_attack(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    check_model_keys(a.key, num_models(a.variables))
+    _check_xy(a.x, a.y)
+    _check_attack_params(
+        a.norm, a.eps, a.step_size, a.n_iter, a.bounds, a.rand_init, a.restarts, a.step_schedule
+    )
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.x, a.y = jnp.asarray(a.x, jnp.float32), jnp.asarray(a.y)
+    a.eps, a.step_size, a.rand_init = (jnp.float32(t) for t in (a.eps, a.step_size, a.rand_init))
+    if a.bounds is not None:
+        a.bounds = (jnp.float32(a.bounds[0]), jnp.float32(a.bounds[1]))
+    a.n_iter, a.restarts = int(a.n_iter), int(a.restarts)
+
+
+@checked_jit(
+    _check_pgd_attack,
+    static_argnames=(
+        "logits_fn",
+        "norm",
+        "n_iter",
+        "restarts",
+        "step_schedule",
+        "batch_size",
+        "model_chunk",
+    ),
+)
 def pgd_attack(
     logits_fn: LogitsFn,
     variables: Any,
@@ -322,31 +289,36 @@ def pgd_attack(
     Returns:
         `PGDResult` with per-model arrays [M, ...].
     """
-    _check_logits_fn(logits_fn)
-    per_model = check_model_keys(key, num_models(variables))
-    _check_xy(x, y)
-    _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, step_schedule)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    b = None if bounds is None else (jnp.float32(bounds[0]), jnp.float32(bounds[1]))
-    return _pgd_attack(
-        logits_fn,
-        variables,
-        jnp.asarray(x, jnp.float32),
-        jnp.asarray(y),
-        key,
-        jnp.float32(eps),
-        jnp.float32(step_size),
-        b,
-        jnp.float32(rand_init),
-        norm,
-        int(n_iter),
-        int(restarts),
-        step_schedule,
-        batch_size,
-        model_chunk,
-        per_model,
-    )
+    n = x.shape[0]
+
+    def one(v, key):
+        def attack_batch(batch):
+            xb, yb, ib = batch
+            delta, loss = pgd_perturb(
+                lambda t: logits_fn(v, t),
+                xb,
+                yb,
+                key,
+                norm=norm,
+                eps=eps,
+                step_size=step_size,
+                n_iter=n_iter,
+                bounds=bounds,
+                rand_init=rand_init,
+                restarts=restarts,
+                step_schedule=step_schedule,
+                example_index=ib,
+            )
+            return delta, loss, logits_fn(v, xb + delta), logits_fn(v, xb)
+
+        delta, loss, adv_logits, clean_logits = _batched(
+            attack_batch, (x, y, jnp.arange(n)), batch_size
+        )
+        return PGDResult(
+            delta, accuracy_from_logits(adv_logits, y), loss, accuracy_from_logits(clean_logits, y)
+        )
+
+    return map_models_keys(one, variables, key, per_model_keys(key), model_chunk=model_chunk)
 
 
 def pgd_accuracy(

@@ -110,6 +110,10 @@ class BoundaryGrid(NamedTuple):
     fill: str
 
 
+# Not a `checked_jit` function (sbjax.eval.metrics): `boundary_projection` is Python
+# orchestration around it (a compiled coordinate-wise randomization picks c2, NumPy builds the
+# grids, the result is a NumPy `BoundaryGrid`), and this kernel takes the arrays derived there,
+# not the public arguments.
 @functools.partial(
     jax.jit, static_argnames=("logits_fn", "c1", "batch_size", "model_chunk", "per_model")
 )

@@ -35,7 +35,7 @@ Keys: one key shared by the models (same pairs for all) or keys [M] (model i pai
 
 from __future__ import annotations
 
-import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -48,10 +48,12 @@ from sbjax.eval.metrics import (
     _check_batch_size,
     _check_model_chunk,
     check_model_keys,
+    checked_jit,
     map_models_keys,
     num_models,
+    per_model_keys,
 )
-from sbjax.eval.randomize import _flat, as_basis
+from sbjax.eval.randomize import _basis_arrays, _flat, as_basis
 from sbjax.models.features import first_layer_kernel
 from sbjax.models.registry import Model
 from sbjax.validate import check_int, check_range, fail
@@ -148,33 +150,44 @@ def _ldsb_one(logits_fn, kernel_fn, v_vars, x, perm, idx_s, w, threshold, rank, 
     }
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("logits_fn", "kernel_fn", "rank", "batch_size", "model_chunk", "per_model"),
+def _check_ldsb_report(a: types.SimpleNamespace) -> None:
+    if isinstance(a.model, Model):
+        logits_fn = a.model.logits
+        if a.kernel_fn is None:
+            a.kernel_fn = first_layer_kernel(a.model)
+    elif callable(a.model):
+        logits_fn = a.model
+        if a.kernel_fn is None:
+            fail(
+                "kernel_fn", None, "a kernel_fn(variables) -> [D, width] when model is a logits_fn"
+            )
+    else:
+        fail("model", type(a.model).__name__, "a Model or a logits_fn(variables, x) -> [n, 2]")
+    if not callable(a.kernel_fn):
+        fail("kernel_fn", a.kernel_fn, "a callable kernel_fn(variables) -> [D, width]")
+    check_model_keys(a.key, num_models(a.variables))
+    if np.ndim(a.x) < 2 or np.shape(a.x)[0] < 2:
+        fail("x.shape", np.shape(a.x), "a batch of at least 2 inputs [n, ...]")
+    b = as_basis(a.basis)
+    dim = int(np.prod(np.shape(a.x)[1:]))
+    if dim != b.dim:
+        fail("x.shape", np.shape(a.x), f"inputs with {b.dim} features to match the basis")
+    if a.rank is not None:
+        check_int("rank", a.rank, min_value=1)
+    check_range("threshold", a.threshold, 0.0, 1.0, lo_open=True)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.model = logits_fn
+    a.x = jnp.asarray(a.x, jnp.float32)
+    a.basis = _basis_arrays(b)
+    a.threshold = jnp.float32(a.threshold)
+    a.rank = None if a.rank is None else int(a.rank)
+
+
+@checked_jit(
+    _check_ldsb_report,
+    static_argnames=("model", "kernel_fn", "rank", "batch_size", "model_chunk"),
 )
-def _ldsb_report(
-    logits_fn,
-    kernel_fn,
-    variables,
-    x,
-    key,
-    idx_s,
-    w,
-    threshold,
-    rank,
-    batch_size,
-    model_chunk,
-    per_model,
-):
-    n = x.shape[0]
-
-    def one(v, k):
-        perm = jax.random.permutation(k, n)
-        return _ldsb_one(logits_fn, kernel_fn, v, x, perm, idx_s, w, threshold, rank, batch_size)
-
-    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
-
-
 def ldsb_report(
     model: Model | Callable[[Any, jax.Array], jax.Array],
     variables: Any,
@@ -212,44 +225,12 @@ def ldsb_report(
     Raises:
         ValueError: naming `model` for families without a dense first layer; bad arguments.
     """
-    if isinstance(model, Model):
-        logits_fn = model.logits
-        if kernel_fn is None:
-            kernel_fn = first_layer_kernel(model)
-    elif callable(model):
-        logits_fn = model
-        if kernel_fn is None:
-            fail(
-                "kernel_fn", None, "a kernel_fn(variables) -> [D, width] when model is a logits_fn"
-            )
-    else:
-        fail("model", type(model).__name__, "a Model or a logits_fn(variables, x) -> [n, 2]")
-    if not callable(kernel_fn):
-        fail("kernel_fn", kernel_fn, "a callable kernel_fn(variables) -> [D, width]")
-    per_model = check_model_keys(key, num_models(variables))
-    if np.ndim(x) < 2 or np.shape(x)[0] < 2:
-        fail("x.shape", np.shape(x), "a batch of at least 2 inputs [n, ...]")
-    b = as_basis(basis)
-    dim = int(np.prod(np.shape(x)[1:]))
-    if dim != b.dim:
-        fail("x.shape", np.shape(x), f"inputs with {b.dim} features to match the basis")
-    if rank is not None:
-        check_int("rank", rank, min_value=1)
-    check_range("threshold", threshold, 0.0, 1.0, lo_open=True)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    w = None if b.rotation is None else jnp.asarray(b.rotation)
-    return _ldsb_report(
-        logits_fn,
-        kernel_fn,
-        variables,
-        jnp.asarray(x, jnp.float32),
-        key,
-        jnp.asarray(b.simple_coords),
-        w,
-        jnp.float32(threshold),
-        None if rank is None else int(rank),
-        batch_size,
-        model_chunk,
-        per_model,
-    )
+    logits_fn = model  # checked: the model's logits_fn
+    w, idx_s = basis.rotation, basis.simple_coords  # checked: `_BasisArrays`
+    n = x.shape[0]
+
+    def one(v, k):
+        perm = jax.random.permutation(k, n)
+        return _ldsb_one(logits_fn, kernel_fn, v, x, perm, idx_s, w, threshold, rank, batch_size)
+
+    return map_models_keys(one, variables, key, per_model_keys(key), model_chunk=model_chunk)

@@ -43,7 +43,7 @@ S^c-randomized train, S^c-randomized test, train / validation split.
 
 from __future__ import annotations
 
-import functools
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -58,11 +58,19 @@ from sbjax.eval.metrics import (
     _check_model_chunk,
     _check_xy,
     check_model_keys,
+    checked_jit,
     map_models_keys,
     num_models,
+    per_model_keys,
     roc_auc_from_scores,
 )
-from sbjax.eval.randomize import RANDOMIZE_MODES, _flat, _randomize_flat, as_basis
+from sbjax.eval.randomize import (
+    RANDOMIZE_MODES,
+    _basis_arrays,
+    _flat,
+    _randomize_flat,
+    as_basis,
+)
 from sbjax.models.features import features_fn as _model_features_fn
 from sbjax.models.registry import Model
 from sbjax.validate import check_choice, check_int, check_range, fail
@@ -252,87 +260,68 @@ def _probe_one(f_tr, y_tr, f_te, y_te, perm, l2_grid, n_fit, select_by, max_iter
     }
 
 
-@functools.partial(
-    jax.jit,
+def _n_fit(val_fraction: float, n_train: int) -> int:
+    """Rows the grid fits on; the other round(val_fraction n_train) rows choose the strength."""
+    return n_train - int(round(val_fraction * n_train))
+
+
+def _check_last_layer_probe(a: types.SimpleNamespace) -> None:
+    if isinstance(a.model, Model):
+        feat_fn, logits_fn = _model_features_fn(a.model), a.model.logits
+    elif callable(a.model):
+        feat_fn, logits_fn = a.model, None
+    else:
+        fail("model", type(a.model).__name__, "a Model or a features_fn(variables, x) -> [n, h]")
+    check_model_keys(a.key, num_models(a.variables))
+    _check_xy(a.x_train, a.y_train)
+    _check_xy(a.x_test, a.y_test)
+    shape = np.shape(a.x_train)
+    if shape[1:] != np.shape(a.x_test)[1:]:
+        fail("x_test.shape", np.shape(a.x_test), f"[n, {', '.join(map(str, shape[1:]))}]")
+    b = as_basis(a.basis)
+    if int(np.prod(shape[1:])) != b.dim:
+        fail("x_train.shape", shape, f"inputs with {b.dim} features to match the basis")
+    grid = np.asarray(a.l2_grid, np.float64).reshape(-1)
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+        fail("l2_grid", tuple(np.asarray(a.l2_grid).reshape(-1).tolist()), "finite strengths > 0")
+    grid = np.sort(grid)[::-1]  # the path runs from the strongest penalty down
+    check_range("val_fraction", a.val_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+    n_train = int(shape[0])
+    n_fit = _n_fit(a.val_fraction, n_train)
+    if n_train - n_fit < 2 or n_fit < 2:
+        fail(
+            "val_fraction",
+            a.val_fraction,
+            f"a share leaving >= 2 fit and >= 2 validation rows of {n_train}",
+        )
+    check_choice("select_by", a.select_by, PROBE_SELECTION)
+    check_int("max_iter", a.max_iter, min_value=1)
+    check_range("tol", a.tol, 0.0, None, lo_open=True)
+    check_choice("mode", a.mode, RANDOMIZE_MODES)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.model = (feat_fn, logits_fn)
+    a.x_train, a.y_train = jnp.asarray(a.x_train, jnp.float32), jnp.asarray(a.y_train, jnp.int32)
+    a.x_test, a.y_test = jnp.asarray(a.x_test, jnp.float32), jnp.asarray(a.y_test, jnp.int32)
+    a.basis = _basis_arrays(b)
+    a.l2_grid = jnp.asarray(grid, jnp.float32)
+    a.val_fraction = float(a.val_fraction)
+    a.tol = jnp.float32(a.tol)
+    a.max_iter = int(a.max_iter)
+
+
+@checked_jit(
+    _check_last_layer_probe,
     static_argnames=(
-        "feat_fn",
-        "logits_fn",
-        "mode",
-        "n_fit",
+        "model",
+        "val_fraction",
         "select_by",
         "max_iter",
+        "mode",
         "batch_size",
         "model_chunk",
-        "per_model",
     ),
 )
-def _last_layer_probe(
-    feat_fn,
-    logits_fn,
-    variables,
-    x_tr,
-    y_tr,
-    x_te,
-    y_te,
-    key,
-    idx_s,
-    idx_sc,
-    w,
-    l2_grid,
-    tol,
-    mode,
-    n_fit,
-    select_by,
-    max_iter,
-    batch_size,
-    model_chunk,
-    per_model,
-):
-    xf_tr, xf_te = _flat(x_tr), _flat(x_te)
-
-    def rand(k, xf, shape, idx, stream):
-        return _randomize_flat(jax.random.fold_in(k, stream), xf, idx, w, mode, None).reshape(shape)
-
-    def inputs(k):
-        return {
-            "s_rand": (rand(k, xf_tr, x_tr.shape, idx_s, 0), rand(k, xf_te, x_te.shape, idx_s, 1)),
-            "sc_rand": (
-                rand(k, xf_tr, x_tr.shape, idx_sc, 2),
-                rand(k, xf_te, x_te.shape, idx_sc, 3),
-            ),
-            "perm": jax.random.permutation(jax.random.fold_in(k, 4), x_tr.shape[0]),
-        }
-
-    shared = None if per_model else inputs(key)  # one draw for all models: made once
-
-    def one(v, k):
-        data = inputs(k) if per_model else shared
-        phi = lambda t: _batched(lambda xb: feat_fn(v, xb), t, batch_size)
-        out = {}
-        for kind in ("s_rand", "sc_rand"):
-            xr_tr, xr_te = data[kind]
-            res = _probe_one(
-                phi(xr_tr),
-                y_tr,
-                phi(xr_te),
-                y_te,
-                data["perm"],
-                l2_grid,
-                n_fit,
-                select_by,
-                max_iter,
-                tol,
-            )
-            for name, val in res.items():
-                out[f"probe_{kind}_{name}"] = val
-            if logits_fn is not None:
-                lg = _batched(lambda xb: logits_fn(v, xb), xr_te, batch_size)
-                out[f"head_{kind}_acc"] = jnp.mean((jnp.argmax(lg, -1) == y_te).astype(jnp.float32))
-        return out
-
-    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
-
-
 def last_layer_probe(
     model: Model | Callable[[Any, jax.Array], jax.Array],
     variables: Any,
@@ -385,62 +374,51 @@ def last_layer_probe(
     Raises:
         ValueError: bad shapes, labels, grid, fraction or options (before compiling).
     """
-    if isinstance(model, Model):
-        feat_fn, logits_fn = _model_features_fn(model), model.logits
-    elif callable(model):
-        feat_fn, logits_fn = model, None
-    else:
-        fail("model", type(model).__name__, "a Model or a features_fn(variables, x) -> [n, h]")
-    n_models = num_models(variables)
-    per_model = check_model_keys(key, n_models)
-    _check_xy(x_train, y_train)
-    _check_xy(x_test, y_test)
-    if np.shape(x_train)[1:] != np.shape(x_test)[1:]:
-        fail("x_test.shape", np.shape(x_test), f"[n, {', '.join(map(str, np.shape(x_train)[1:]))}]")
-    b = as_basis(basis)
-    dim = int(np.prod(np.shape(x_train)[1:]))
-    if dim != b.dim:
-        fail("x_train.shape", np.shape(x_train), f"inputs with {b.dim} features to match the basis")
-    grid = np.asarray(l2_grid, np.float64).reshape(-1)
-    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
-        fail("l2_grid", tuple(np.asarray(l2_grid).reshape(-1).tolist()), "finite strengths > 0")
-    grid = np.sort(grid)[::-1]  # the path runs from the strongest penalty down
-    check_range("val_fraction", val_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
-    n_train = int(np.shape(x_train)[0])
-    n_val = int(round(val_fraction * n_train))
-    n_fit = n_train - n_val
-    if n_val < 2 or n_fit < 2:
-        fail(
-            "val_fraction",
-            val_fraction,
-            f"a share leaving >= 2 fit and >= 2 validation rows of {n_train}",
-        )
-    check_choice("select_by", select_by, PROBE_SELECTION)
-    check_int("max_iter", max_iter, min_value=1)
-    check_range("tol", tol, 0.0, None, lo_open=True)
-    check_choice("mode", mode, RANDOMIZE_MODES)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    w = None if b.rotation is None else jnp.asarray(b.rotation)
-    return _last_layer_probe(
-        feat_fn,
-        logits_fn,
-        variables,
-        jnp.asarray(x_train, jnp.float32),
-        jnp.asarray(y_train, jnp.int32),
-        jnp.asarray(x_test, jnp.float32),
-        jnp.asarray(y_test, jnp.int32),
-        key,
-        jnp.asarray(b.simple_coords),
-        jnp.asarray(b.complex_coords),
-        w,
-        jnp.asarray(grid, jnp.float32),
-        jnp.float32(tol),
-        mode,
-        n_fit,
-        select_by,
-        int(max_iter),
-        batch_size,
-        model_chunk,
-        per_model,
-    )
+    feat_fn, logits_fn = model  # checked: the features_fn and the head's logits_fn (or None)
+    w, idx_s, idx_sc = basis  # checked: `_BasisArrays`
+    x_tr, y_tr, x_te, y_te = x_train, y_train, x_test, y_test
+    n_fit = _n_fit(val_fraction, x_tr.shape[0])
+    per_model = per_model_keys(key)
+    xf_tr, xf_te = _flat(x_tr), _flat(x_te)
+
+    def rand(k, xf, shape, idx, stream):
+        return _randomize_flat(jax.random.fold_in(k, stream), xf, idx, w, mode, None).reshape(shape)
+
+    def inputs(k):
+        return {
+            "s_rand": (rand(k, xf_tr, x_tr.shape, idx_s, 0), rand(k, xf_te, x_te.shape, idx_s, 1)),
+            "sc_rand": (
+                rand(k, xf_tr, x_tr.shape, idx_sc, 2),
+                rand(k, xf_te, x_te.shape, idx_sc, 3),
+            ),
+            "perm": jax.random.permutation(jax.random.fold_in(k, 4), x_tr.shape[0]),
+        }
+
+    shared = None if per_model else inputs(key)  # one draw for all models: made once
+
+    def one(v, k):
+        data = inputs(k) if per_model else shared
+        phi = lambda t: _batched(lambda xb: feat_fn(v, xb), t, batch_size)
+        out = {}
+        for kind in ("s_rand", "sc_rand"):
+            xr_tr, xr_te = data[kind]
+            res = _probe_one(
+                phi(xr_tr),
+                y_tr,
+                phi(xr_te),
+                y_te,
+                data["perm"],
+                l2_grid,
+                n_fit,
+                select_by,
+                max_iter,
+                tol,
+            )
+            for name, val in res.items():
+                out[f"probe_{kind}_{name}"] = val
+            if logits_fn is not None:
+                lg = _batched(lambda xb: logits_fn(v, xb), xr_te, batch_size)
+                out[f"head_{kind}_acc"] = jnp.mean((jnp.argmax(lg, -1) == y_te).astype(jnp.float32))
+        return out
+
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)

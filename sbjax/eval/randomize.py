@@ -40,8 +40,8 @@ pairings of images (REFERENCE 4.4, row 19); randomizing the block of one test se
 
 from __future__ import annotations
 
-import functools
 import math
+import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -59,11 +59,13 @@ from sbjax.eval.metrics import (
     _key_batch_shape,
     _model_logits,
     check_model_keys,
+    checked_jit,
     ks_statistic,
     map_models,
     map_models_keys,
     metrics_from_logits,
     num_models,
+    per_model_keys,
     score_from_logits,
 )
 from sbjax.validate import check_choice, check_range, fail
@@ -299,48 +301,35 @@ def randomize_block(
 # ----------------------------------------------------------------------------------------------
 
 
-def _prep(logits_fn, variables, x, y, key, rotation, mode, source, batch_size, model_chunk):
-    """Validates the common arguments; returns (x, D, W or None, flat source, per_model keys)."""
-    _check_logits_fn(logits_fn)
-    per_model = check_model_keys(key, num_models(variables))
-    if y is not None:
-        _check_xy(x, y)
-    x = jnp.asarray(x, jnp.float32)
-    dim = math.prod(x.shape[1:])
+def _check_randomized(a: types.SimpleNamespace, rotation: Any) -> tuple[int, jax.Array | None]:
+    """Checks the arguments the randomized evaluations share (`y` when `a` has one).
+
+    Normalizes `a.x` (float32) and `a.source` (flattened float32 [m, D], or None); returns D and
+    the rotation W as an array (or None).
+    """
+    _check_logits_fn(a.logits_fn)
+    check_model_keys(a.key, num_models(a.variables))
+    if getattr(a, "y", None) is not None:
+        _check_xy(a.x, a.y)
+    a.x = jnp.asarray(a.x, jnp.float32)
+    dim = math.prod(a.x.shape[1:])
     w = _check_rotation(rotation, dim)
-    _check_mode_source(mode, source, x)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    src = None if source is None else _flat(jnp.asarray(source, jnp.float32))
-    return x, dim, (None if w is None else jnp.asarray(w)), src, per_model
+    _check_mode_source(a.mode, a.source, a.x)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.source = None if a.source is None else _flat(jnp.asarray(a.source, jnp.float32))
+    return dim, (None if w is None else jnp.asarray(w))
 
 
-@functools.partial(
-    jax.jit, static_argnames=("logits_fn", "mode", "batch_size", "model_chunk", "per_model")
+def _check_randomized_logits(a: types.SimpleNamespace) -> None:
+    dim, a.rotation = _check_randomized(a, a.rotation)
+    a.coords = jnp.asarray(_as_coords("coords", a.coords, dim))
+
+
+@checked_jit(
+    _check_randomized_logits,
+    static_argnames=("logits_fn", "mode", "batch_size", "model_chunk"),
 )
-def _randomized_logits(
-    logits_fn, variables, x, key, idx, w, source_f, mode, batch_size, model_chunk, per_model
-):
-    def randomized(k):
-        return _randomize_flat(k, _flat(x), idx, w, mode, source_f).reshape(x.shape)
-
-    if not per_model:
-        # One draw shared by every model: randomize once, outside the model map.
-        xr = randomized(key)
-        return map_models(
-            lambda v: _model_logits(logits_fn, v, xr, batch_size),
-            variables,
-            model_chunk=model_chunk,
-        )
-    return map_models_keys(
-        lambda v, k: _model_logits(logits_fn, v, randomized(k), batch_size),
-        variables,
-        key,
-        True,
-        model_chunk=model_chunk,
-    )
-
-
 def randomized_logits(
     logits_fn: LogitsFn,
     variables: Any,
@@ -368,12 +357,25 @@ def randomized_logits(
         coords, rotation, mode, source: see `randomize_block`.
         batch_size, model_chunk: memory controls (see `sbjax.eval.stacked_logits`).
     """
-    x, dim, w, src, per_model = _prep(
-        logits_fn, variables, x, None, key, rotation, mode, source, batch_size, model_chunk
-    )
-    idx = jnp.asarray(_as_coords("coords", coords, dim))
-    return _randomized_logits(
-        logits_fn, variables, x, key, idx, w, src, mode, batch_size, model_chunk, per_model
+    # Checked: coords an int array, rotation W or None, source flattened [m, D] or None.
+
+    def randomized(k):
+        return _randomize_flat(k, _flat(x), coords, rotation, mode, source).reshape(x.shape)
+
+    if not per_model_keys(key):
+        # One draw shared by every model: randomize once, outside the model map.
+        xr = randomized(key)
+        return map_models(
+            lambda v: _model_logits(logits_fn, v, xr, batch_size),
+            variables,
+            model_chunk=model_chunk,
+        )
+    return map_models_keys(
+        lambda v, k: _model_logits(logits_fn, v, randomized(k), batch_size),
+        variables,
+        key,
+        True,
+        model_chunk=model_chunk,
     )
 
 
@@ -452,58 +454,45 @@ def _report_one(logits, logits_s, logits_sc, y, auc_kind):
     return out, (s0, ss, ssc)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "logits_fn",
-        "mode",
-        "auc_kind",
-        "return_scores",
-        "batch_size",
-        "model_chunk",
-        "per_model",
-    ),
+class _BasisArrays(NamedTuple):
+    """A checked `Basis` as the arrays a jitted body takes (`_basis_arrays`)."""
+
+    rotation: jax.Array | None  # float32 W [D, D], or None for the identity
+    simple_coords: jax.Array  # int S
+    complex_coords: jax.Array  # int S^c
+
+
+def _basis_arrays(b: Basis) -> _BasisArrays:
+    return _BasisArrays(
+        None if b.rotation is None else jnp.asarray(b.rotation),
+        jnp.asarray(b.simple_coords),
+        jnp.asarray(b.complex_coords),
+    )
+
+
+def _check_randomization_report(a: types.SimpleNamespace) -> None:
+    b = as_basis(a.basis)
+    dim, _ = _check_randomized(a, b.rotation)
+    if dim != b.dim:
+        fail("x.shape", a.x.shape, f"inputs with {b.dim} features to match the basis")
+    check_choice("auc_kind", a.auc_kind, AUC_KINDS)
+    a.basis = _basis_arrays(b)
+    a.y = jnp.asarray(a.y)
+    a.return_scores = bool(a.return_scores)
+
+
+def _class_counts(out: dict[str, Any], a: types.SimpleNamespace) -> dict[str, Any]:
+    n_pos = int(np.sum(np.asarray(a.y) == 1))
+    out["n_pos"] = n_pos
+    out["n_neg"] = int(a.y.shape[0]) - n_pos
+    return out
+
+
+@checked_jit(
+    _check_randomization_report,
+    static_argnames=("logits_fn", "mode", "auc_kind", "return_scores", "batch_size", "model_chunk"),
+    finish=_class_counts,
 )
-def _randomization_report(
-    logits_fn,
-    variables,
-    x,
-    y,
-    key,
-    idx_s,
-    idx_sc,
-    w,
-    source_f,
-    mode,
-    auc_kind,
-    return_scores,
-    batch_size,
-    model_chunk,
-    per_model,
-):
-    xf = _flat(x)
-
-    def randomized(k):
-        # S and S^c use independent draws: fold_in(k, 0) and fold_in(k, 1).
-        xs = _randomize_flat(jax.random.fold_in(k, 0), xf, idx_s, w, mode, source_f)
-        xsc = _randomize_flat(jax.random.fold_in(k, 1), xf, idx_sc, w, mode, source_f)
-        return xs.reshape(x.shape), xsc.reshape(x.shape)
-
-    shared = None if per_model else randomized(key)  # one draw for all models: made once
-
-    def one(v, k):
-        xs, xsc = randomized(k) if per_model else shared
-        lg = [_model_logits(logits_fn, v, t, batch_size) for t in (x, xs, xsc)]
-        out, scores = _report_one(*lg, y, auc_kind)
-        if return_scores:
-            out["scores"] = dict(
-                zip(("standard", "s_randomized", "sc_randomized"), scores, strict=True)
-            )
-        return out
-
-    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
-
-
 def randomization_report(
     logits_fn: LogitsFn,
     variables: Any,
@@ -548,36 +537,29 @@ def randomization_report(
         KS distance between a class's S^c-randomized and original scores) and
         `sc_max_abs_score_change`; `n_pos`, `n_neg` (ints); optionally `scores` [M, n] each.
     """
-    b = as_basis(basis)
-    x, dim, _, src, per_model = _prep(
-        logits_fn, variables, x, y, key, b.rotation, mode, source, batch_size, model_chunk
-    )
-    if dim != b.dim:
-        fail("x.shape", x.shape, f"inputs with {b.dim} features to match the basis")
-    check_choice("auc_kind", auc_kind, AUC_KINDS)
-    w = None if b.rotation is None else jnp.asarray(b.rotation)
-    y = jnp.asarray(y)
-    out = _randomization_report(
-        logits_fn,
-        variables,
-        x,
-        y,
-        key,
-        jnp.asarray(b.simple_coords),
-        jnp.asarray(b.complex_coords),
-        w,
-        src,
-        mode,
-        auc_kind,
-        bool(return_scores),
-        batch_size,
-        model_chunk,
-        per_model,
-    )
-    n_pos = int(np.sum(np.asarray(y) == 1))
-    out["n_pos"] = n_pos
-    out["n_neg"] = int(y.shape[0]) - n_pos
-    return out
+    w, idx_s, idx_sc = basis  # checked: `_BasisArrays`; source flattened [m, D] or None
+    per_model = per_model_keys(key)
+    xf = _flat(x)
+
+    def randomized(k):
+        # S and S^c use independent draws: fold_in(k, 0) and fold_in(k, 1).
+        xs = _randomize_flat(jax.random.fold_in(k, 0), xf, idx_s, w, mode, source)
+        xsc = _randomize_flat(jax.random.fold_in(k, 1), xf, idx_sc, w, mode, source)
+        return xs.reshape(x.shape), xsc.reshape(x.shape)
+
+    shared = None if per_model else randomized(key)  # one draw for all models: made once
+
+    def one(v, k):
+        xs, xsc = randomized(k) if per_model else shared
+        lg = [_model_logits(logits_fn, v, t, batch_size) for t in (x, xs, xsc)]
+        out, scores = _report_one(*lg, y, auc_kind)
+        if return_scores:
+            out["scores"] = dict(
+                zip(("standard", "s_randomized", "sc_randomized"), scores, strict=True)
+            )
+        return out
+
+    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -689,48 +671,25 @@ def reliance_summary(
 # ----------------------------------------------------------------------------------------------
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("logits_fn", "mode", "auc_kind", "batch_size", "model_chunk", "per_model"),
+def _check_per_coordinate(a: types.SimpleNamespace) -> None:
+    if a.rotation is not None and hasattr(a.rotation, "simple_coords"):
+        a.rotation = as_basis(a.rotation).rotation
+    if a.auc_kind is not None:
+        check_choice("auc_kind", a.auc_kind, AUC_KINDS)
+    dim, a.rotation = _check_randomized(a, a.rotation)
+    if a.coords is None:
+        coords = np.arange(dim)
+    else:
+        _as_coords("coords", a.coords, dim)  # validation only; keep the caller's order
+        coords = np.asarray(a.coords, np.int64).reshape(-1)
+    a.y = jnp.asarray(a.y)
+    a.coords = jnp.asarray(coords, jnp.int32)
+
+
+@checked_jit(
+    _check_per_coordinate,
+    static_argnames=("logits_fn", "mode", "auc_kind", "batch_size", "model_chunk"),
 )
-def _per_coordinate(
-    logits_fn,
-    variables,
-    x,
-    y,
-    key,
-    coords,
-    w,
-    source_f,
-    mode,
-    auc_kind,
-    batch_size,
-    model_chunk,
-    per_model,
-):
-    xf = _flat(x)
-
-    def per_coord(c):
-        def randomized(k):
-            # A fresh permutation per coordinate, as in the reference.
-            xr = _randomize_flat(jax.random.fold_in(k, c), xf, c[None], w, mode, source_f)
-            return xr.reshape(x.shape)
-
-        shared = None if per_model else randomized(key)
-
-        def one(v, k):
-            xr = randomized(k) if per_model else shared
-            m = metrics_from_logits(
-                _model_logits(logits_fn, v, xr, batch_size), y, auc_kind or "roc"
-            )
-            return m if auc_kind else {"accuracy": m["accuracy"]}
-
-        return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
-
-    out = jax.lax.map(per_coord, coords)  # [C, M]
-    return jax.tree.map(lambda a: a.T, out)
-
-
 def per_coordinate_randomized(
     logits_fn: LogitsFn,
     variables: Any,
@@ -765,30 +724,26 @@ def per_coordinate_randomized(
         dict of float32 [M, C] arrays (`accuracy` and the requested AUCs), columns in the order of
         `coords` as given.
     """
-    if rotation is not None and hasattr(rotation, "simple_coords"):
-        rotation = as_basis(rotation).rotation
-    if auc_kind is not None:
-        check_choice("auc_kind", auc_kind, AUC_KINDS)
-    x, dim, w, src, per_model = _prep(
-        logits_fn, variables, x, y, key, rotation, mode, source, batch_size, model_chunk
-    )
-    if coords is None:
-        coords = np.arange(dim)
-    else:
-        _as_coords("coords", coords, dim)  # validation only; keep the caller's order
-        coords = np.asarray(coords, np.int64).reshape(-1)
-    return _per_coordinate(
-        logits_fn,
-        variables,
-        x,
-        jnp.asarray(y),
-        key,
-        jnp.asarray(coords, jnp.int32),
-        w,
-        src,
-        mode,
-        auc_kind,
-        batch_size,
-        model_chunk,
-        per_model,
-    )
+    # Checked: rotation W or None, coords int32 [C], source flattened [m, D] or None.
+    per_model = per_model_keys(key)
+    xf = _flat(x)
+
+    def per_coord(c):
+        def randomized(k):
+            # A fresh permutation per coordinate, as in the reference.
+            xr = _randomize_flat(jax.random.fold_in(k, c), xf, c[None], rotation, mode, source)
+            return xr.reshape(x.shape)
+
+        shared = None if per_model else randomized(key)
+
+        def one(v, k):
+            xr = randomized(k) if per_model else shared
+            m = metrics_from_logits(
+                _model_logits(logits_fn, v, xr, batch_size), y, auc_kind or "roc"
+            )
+            return m if auc_kind else {"accuracy": m["accuracy"]}
+
+        return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
+
+    out = jax.lax.map(per_coord, coords)  # [C, M]
+    return jax.tree.map(lambda a: a.T, out)

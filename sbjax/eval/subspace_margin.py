@@ -32,7 +32,7 @@ Extreme SB predicts an O(1) margin along S and a very large or infinite margin a
 
 from __future__ import annotations
 
-import functools
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +46,7 @@ from sbjax.eval.metrics import (
     _check_batch_size,
     _check_logits_fn,
     _check_model_chunk,
+    checked_jit,
     map_models,
     num_models,
     score_from_logits,
@@ -126,35 +127,66 @@ def _margins_batch(score_fn, x, u, max_radius, n_iter, overshoot, n_bisect):
     return jnp.where(ok, margin, jnp.inf)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("logits_fn", "n_iter", "n_bisect", "batch_size", "model_chunk")
+def _check_subspace_margins(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    num_models(a.variables)
+    if np.ndim(a.x) < 2:
+        fail("x.shape", np.shape(a.x), "a batch of inputs [n, ...]")
+    b = as_basis(a.basis)
+    dim = int(np.prod(np.shape(a.x)[1:]))
+    if dim != b.dim:
+        fail("x.shape", np.shape(a.x), f"inputs with {b.dim} features to match the basis")
+    subspaces = a.subspaces
+    if subspaces is None:
+        subspaces = {"s": b.simple_coords, "sc": b.complex_coords}
+    if not isinstance(subspaces, Mapping) or not subspaces:
+        fail("subspaces", subspaces, "a non-empty dict name -> canonical coordinates")
+    names = list(subspaces)
+    blocks = [subspace_basis(b, subspaces[nm]) for nm in names]
+    kmax = max(u.shape[0] for u in blocks)
+    # Zero rows add nothing to a @ U or to U g: padding keeps one shape for every subspace.
+    us = np.zeros((len(blocks), kmax, dim), np.float32)
+    for i, u in enumerate(blocks):
+        us[i, : u.shape[0]] = u
+    a.x = jnp.asarray(a.x, jnp.float32)
+    max_radius = a.max_radius
+    if max_radius is None:
+        max_radius = 2.0 * float(jnp.max(jnp.linalg.norm(_flat(a.x), axis=1)))
+        if max_radius <= 0:
+            fail("max_radius", None, "an explicit radius > 0 (every input is 0)")
+    check_range("max_radius", max_radius, 0.0, None, lo_open=True)
+    check_int("n_iter", a.n_iter, min_value=1)
+    check_range("overshoot", a.overshoot, 0.0, None)
+    check_int("n_bisect", a.n_bisect, min_value=0)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.basis, a.subspaces = None, jnp.asarray(us)  # the body takes the stacked rows [B, k, D]
+    a.max_radius, a.overshoot = jnp.float32(max_radius), jnp.float32(a.overshoot)
+    a.n_iter, a.n_bisect = int(a.n_iter), int(a.n_bisect)
+    a.return_margins = bool(a.return_margins)
+    a.names, a.radius = names, float(max_radius)  # for `_name_margins`
+
+
+def _name_margins(res: dict[str, jax.Array], a: types.SimpleNamespace) -> dict[str, Any]:
+    """Per-subspace results [M, B, ...] -> the named [M] (and [M, n]) entries."""
+    out: dict[str, Any] = {}
+    for i, nm in enumerate(a.names):
+        out[f"margin_median_{nm}"] = res["median"][:, i]
+        out[f"flipped_frac_{nm}"] = res["flipped_frac"][:, i]
+        out[f"margin_median_flipped_{nm}"] = res["median_flipped"][:, i]
+        if a.return_margins:
+            out[f"margins_{nm}"] = res["margins"][:, i]
+    if "s" in a.names and "sc" in a.names:
+        out["margin_ratio_sc_s"] = out["margin_median_sc"] / out["margin_median_s"]
+    out["max_radius"] = a.radius
+    return out
+
+
+@checked_jit(
+    _check_subspace_margins,
+    static_argnames=("logits_fn", "n_iter", "n_bisect", "batch_size", "model_chunk"),
+    finish=_name_margins,
 )
-def _subspace_margins(
-    logits_fn, variables, x, us, max_radius, overshoot, n_iter, n_bisect, batch_size, model_chunk
-):
-    def one(v):
-        score_fn = lambda t: score_from_logits(logits_fn(v, t))
-
-        def per_subspace(u):
-            return _batched(
-                lambda xb: _margins_batch(score_fn, xb, u, max_radius, n_iter, overshoot, n_bisect),
-                x,
-                batch_size,
-            )
-
-        # Subspaces one after the other (zero-padded to a common k): memory of one at a time.
-        m = jax.lax.map(per_subspace, us)  # [B, n]
-        fin = jnp.isfinite(m)
-        return {
-            "margins": m,
-            "median": jnp.median(m, axis=1),
-            "flipped_frac": jnp.mean(fin.astype(jnp.float32), axis=1),
-            "median_flipped": jnp.nanmedian(jnp.where(fin, m, jnp.nan), axis=1),
-        }
-
-    return map_models(one, variables, model_chunk=model_chunk)  # [M, B, ...]
-
-
 def subspace_margins(
     logits_fn: LogitsFn,
     variables: Any,
@@ -198,56 +230,26 @@ def subspace_margins(
     Raises:
         ValueError: bad subspaces, radius, iteration counts or shapes (before compiling).
     """
-    _check_logits_fn(logits_fn)
-    num_models(variables)
-    if np.ndim(x) < 2:
-        fail("x.shape", np.shape(x), "a batch of inputs [n, ...]")
-    b = as_basis(basis)
-    dim = int(np.prod(np.shape(x)[1:]))
-    if dim != b.dim:
-        fail("x.shape", np.shape(x), f"inputs with {b.dim} features to match the basis")
-    if subspaces is None:
-        subspaces = {"s": b.simple_coords, "sc": b.complex_coords}
-    if not isinstance(subspaces, Mapping) or not subspaces:
-        fail("subspaces", subspaces, "a non-empty dict name -> canonical coordinates")
-    names = list(subspaces)
-    blocks = [subspace_basis(b, subspaces[nm]) for nm in names]
-    kmax = max(u.shape[0] for u in blocks)
-    # Zero rows add nothing to a @ U or to U g: padding keeps one shape for every subspace.
-    us = np.zeros((len(blocks), kmax, dim), np.float32)
-    for i, u in enumerate(blocks):
-        us[i, : u.shape[0]] = u
-    x = jnp.asarray(x, jnp.float32)
-    if max_radius is None:
-        max_radius = 2.0 * float(jnp.max(jnp.linalg.norm(_flat(x), axis=1)))
-        if max_radius <= 0:
-            fail("max_radius", None, "an explicit radius > 0 (every input is 0)")
-    check_range("max_radius", max_radius, 0.0, None, lo_open=True)
-    check_int("n_iter", n_iter, min_value=1)
-    check_range("overshoot", overshoot, 0.0, None)
-    check_int("n_bisect", n_bisect, min_value=0)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    res = _subspace_margins(
-        logits_fn,
-        variables,
-        x,
-        jnp.asarray(us),
-        jnp.float32(max_radius),
-        jnp.float32(overshoot),
-        int(n_iter),
-        int(n_bisect),
-        batch_size,
-        model_chunk,
-    )
-    out: dict[str, Any] = {}
-    for i, nm in enumerate(names):
-        out[f"margin_median_{nm}"] = res["median"][:, i]
-        out[f"flipped_frac_{nm}"] = res["flipped_frac"][:, i]
-        out[f"margin_median_flipped_{nm}"] = res["median_flipped"][:, i]
-        if return_margins:
-            out[f"margins_{nm}"] = res["margins"][:, i]
-    if "s" in subspaces and "sc" in subspaces:
-        out["margin_ratio_sc_s"] = out["margin_median_sc"] / out["margin_median_s"]
-    out["max_radius"] = float(max_radius)
-    return out
+    us = subspaces  # checked: each subspace's rows, zero-padded to [B, k, D]
+
+    def one(v):
+        score_fn = lambda t: score_from_logits(logits_fn(v, t))
+
+        def per_subspace(u):
+            return _batched(
+                lambda xb: _margins_batch(score_fn, xb, u, max_radius, n_iter, overshoot, n_bisect),
+                x,
+                batch_size,
+            )
+
+        # Subspaces one after the other (zero-padded to a common k): memory of one at a time.
+        m = jax.lax.map(per_subspace, us)  # [B, n]
+        fin = jnp.isfinite(m)
+        return {
+            "margins": m,
+            "median": jnp.median(m, axis=1),
+            "flipped_frac": jnp.mean(fin.astype(jnp.float32), axis=1),
+            "median_flipped": jnp.nanmedian(jnp.where(fin, m, jnp.nan), axis=1),
+        }
+
+    return map_models(one, variables, model_chunk=model_chunk)  # [M, B, ...]

@@ -24,7 +24,7 @@ on training data and evaluate on the test set for a held-out estimate.
 
 from __future__ import annotations
 
-import functools
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,9 +50,11 @@ from sbjax.eval.metrics import (
     accuracy,
     accuracy_from_logits,
     check_model_keys,
+    checked_jit,
     map_models,
     map_models_keys,
     num_models,
+    per_model_keys,
 )
 from sbjax.validate import check_choice, check_int, check_range, fail
 
@@ -83,64 +85,23 @@ def _bcast(s: jax.Array, ndim: int) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "logits_fn",
-        "n_iter",
-        "label_signed",
-        "batch_size",
-        "model_chunk",
-        "per_model",
-    ),
+def _check_svd_uap(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    check_model_keys(a.key, num_models(a.variables))
+    _check_xy(a.x_fit, a.y_fit)
+    _check_attack_params("l2", a.eps, a.step_size, a.n_iter, a.bounds, a.rand_init, 1, "constant")
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    a.x_fit, a.y_fit = jnp.asarray(a.x_fit, jnp.float32), jnp.asarray(a.y_fit)
+    a.eps, a.step_size, a.rand_init = (jnp.float32(t) for t in (a.eps, a.step_size, a.rand_init))
+    a.bounds = _bounds(a.bounds)
+    a.n_iter, a.label_signed = int(a.n_iter), bool(a.label_signed)
+
+
+@checked_jit(
+    _check_svd_uap,
+    static_argnames=("logits_fn", "n_iter", "label_signed", "batch_size", "model_chunk"),
 )
-def _svd_uap(
-    logits_fn,
-    variables,
-    x,
-    y,
-    key,
-    eps,
-    step_size,
-    bounds,
-    rand_init,
-    n_iter,
-    label_signed,
-    batch_size,
-    model_chunk,
-    per_model,
-):
-    n = x.shape[0]
-
-    def one(v, key):
-        def attack(batch):
-            xb, yb, ib = batch
-            return pgd_perturb(
-                lambda t: logits_fn(v, t),
-                xb,
-                yb,
-                key,
-                norm="l2",
-                eps=eps,
-                step_size=step_size,
-                n_iter=n_iter,
-                bounds=bounds,
-                rand_init=rand_init,
-                example_index=ib,
-            )[0]
-
-        p = _batched(attack, (x, y, jnp.arange(n)), batch_size).reshape(n, -1)
-        # Top right singular vector of the unnormalised perturbations (the reference computes a
-        # row-normalised copy and ignores it).
-        _, _, vt = jnp.linalg.svd(p, full_matrices=False)
-        u = vt[0]
-        proj = jnp.sum(_signs(y, label_signed) * (p @ u))
-        u = jnp.where(proj < 0, -u, u)
-        return u.reshape(x.shape[1:])
-
-    return map_models_keys(one, variables, key, per_model, model_chunk=model_chunk)
-
-
 def svd_uap(
     logits_fn: LogitsFn,
     variables: Any,
@@ -176,28 +137,35 @@ def svd_uap(
     Returns:
         float32 [M, ...] unit-L2-norm directions u (model basis); scale with `uap_accuracy(eps=)`.
     """
-    _check_logits_fn(logits_fn)
-    per_model = check_model_keys(key, num_models(variables))
-    _check_xy(x_fit, y_fit)
-    _check_attack_params("l2", eps, step_size, n_iter, bounds, rand_init, 1, "constant")
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    return _svd_uap(
-        logits_fn,
-        variables,
-        jnp.asarray(x_fit, jnp.float32),
-        jnp.asarray(y_fit),
-        key,
-        jnp.float32(eps),
-        jnp.float32(step_size),
-        _bounds(bounds),
-        jnp.float32(rand_init),
-        int(n_iter),
-        bool(label_signed),
-        batch_size,
-        model_chunk,
-        per_model,
-    )
+    n = x_fit.shape[0]
+
+    def one(v, key):
+        def attack(batch):
+            xb, yb, ib = batch
+            return pgd_perturb(
+                lambda t: logits_fn(v, t),
+                xb,
+                yb,
+                key,
+                norm="l2",
+                eps=eps,
+                step_size=step_size,
+                n_iter=n_iter,
+                bounds=bounds,
+                rand_init=rand_init,
+                example_index=ib,
+            )[0]
+
+        p = _batched(attack, (x_fit, y_fit, jnp.arange(n)), batch_size).reshape(n, -1)
+        # Top right singular vector of the unnormalised perturbations (the reference computes a
+        # row-normalised copy and ignores it).
+        _, _, vt = jnp.linalg.svd(p, full_matrices=False)
+        u = vt[0]
+        proj = jnp.sum(_signs(y_fit, label_signed) * (p @ u))
+        u = jnp.where(proj < 0, -u, u)
+        return u.reshape(x_fit.shape[1:])
+
+    return map_models_keys(one, variables, key, per_model_keys(key), model_chunk=model_chunk)
 
 
 def _bounds(bounds):
@@ -213,8 +181,23 @@ def _bounds(bounds):
 # ----------------------------------------------------------------------------------------------
 
 
-@functools.partial(
-    jax.jit,
+def _check_as_uap(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    num_models(a.variables)
+    _check_xy(a.x_fit, a.y_fit)
+    _check_attack_params("l2", a.eps, a.step_size, a.n_iter, a.bounds, 0.0, 1, "constant")
+    check_int("n_epochs", a.n_epochs, min_value=1)
+    check_int("batch_size", a.batch_size, min_value=1)
+    _check_model_chunk(a.model_chunk)
+    a.batch_size = min(int(a.batch_size), int(np.shape(a.x_fit)[0]))
+    a.x_fit, a.y_fit = jnp.asarray(a.x_fit, jnp.float32), jnp.asarray(a.y_fit)
+    a.eps, a.step_size = jnp.float32(a.eps), jnp.float32(a.step_size)
+    a.bounds = _bounds(a.bounds)
+    a.n_iter, a.n_epochs, a.label_signed = int(a.n_iter), int(a.n_epochs), bool(a.label_signed)
+
+
+@checked_jit(
+    _check_as_uap,
     static_argnames=(
         "logits_fn",
         "n_iter",
@@ -224,20 +207,41 @@ def _bounds(bounds):
         "model_chunk",
     ),
 )
-def _as_uap(
-    logits_fn,
-    variables,
-    x,
-    y,
-    eps,
-    step_size,
-    bounds,
-    n_iter,
-    n_epochs,
-    batch_size,
-    label_signed,
-    model_chunk,
-):
+def as_uap(
+    logits_fn: LogitsFn,
+    variables: Any,
+    x_fit: jax.Array,
+    y_fit: jax.Array,
+    *,
+    eps: float,
+    n_iter: int,
+    step_size: float = 0.05,
+    n_epochs: int = 2,
+    batch_size: int = 256,
+    bounds: tuple[float, float] | None = None,
+    label_signed: bool = True,
+    model_chunk: int | None = None,
+) -> jax.Array:
+    """AS-UAP of every model (REFERENCE 5.6); `label_signed=False` gives a plain UAP.
+
+    Reference settings (nb06): LMS-5 `eps = 1.0, n_iter = 30`; MS-(5,7) `eps = 0.5, n_iter = 50`;
+    `step_size = 0.05`, 2 epochs, batch 256 in order, bounds = data bounds; fit on the test set.
+
+    Args:
+        logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
+        variables: stacked variables [M, ...].
+        x_fit: inputs [n, ...] (model basis), visited in order. y_fit: labels [n].
+        eps: L2 radius (absolute). n_iter: steps per batch. step_size: absolute step.
+        n_epochs: passes over the fit set. batch_size: rows per batch (the last one may be
+            partial; its loss is the mean over its real rows).
+        bounds: (B0, B1) clamp of the perturbed inputs, or None.
+        label_signed: apply (2y - 1) delta (reference) or delta to every input (plain UAP).
+        model_chunk: memory control.
+
+    Returns:
+        float32 [M, ...] perturbations with L2 norm <= eps (model basis).
+    """
+    x, y = x_fit, y_fit
     n = x.shape[0]
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
@@ -275,63 +279,6 @@ def _as_uap(
         return jax.lax.scan(epoch, delta0, None, length=n_epochs)[0]
 
     return map_models(one, variables, model_chunk=model_chunk)
-
-
-def as_uap(
-    logits_fn: LogitsFn,
-    variables: Any,
-    x_fit: jax.Array,
-    y_fit: jax.Array,
-    *,
-    eps: float,
-    n_iter: int,
-    step_size: float = 0.05,
-    n_epochs: int = 2,
-    batch_size: int = 256,
-    bounds: tuple[float, float] | None = None,
-    label_signed: bool = True,
-    model_chunk: int | None = None,
-) -> jax.Array:
-    """AS-UAP of every model (REFERENCE 5.6); `label_signed=False` gives a plain UAP.
-
-    Reference settings (nb06): LMS-5 `eps = 1.0, n_iter = 30`; MS-(5,7) `eps = 0.5, n_iter = 50`;
-    `step_size = 0.05`, 2 epochs, batch 256 in order, bounds = data bounds; fit on the test set.
-
-    Args:
-        logits_fn: `logits_fn(variables, x) -> [n, 2]` for one model (hashable).
-        variables: stacked variables [M, ...].
-        x_fit: inputs [n, ...] (model basis), visited in order. y_fit: labels [n].
-        eps: L2 radius (absolute). n_iter: steps per batch. step_size: absolute step.
-        n_epochs: passes over the fit set. batch_size: rows per batch (the last one may be
-            partial; its loss is the mean over its real rows).
-        bounds: (B0, B1) clamp of the perturbed inputs, or None.
-        label_signed: apply (2y - 1) delta (reference) or delta to every input (plain UAP).
-        model_chunk: memory control.
-
-    Returns:
-        float32 [M, ...] perturbations with L2 norm <= eps (model basis).
-    """
-    _check_logits_fn(logits_fn)
-    num_models(variables)
-    _check_xy(x_fit, y_fit)
-    _check_attack_params("l2", eps, step_size, n_iter, bounds, 0.0, 1, "constant")
-    check_int("n_epochs", n_epochs, min_value=1)
-    check_int("batch_size", batch_size, min_value=1)
-    _check_model_chunk(model_chunk)
-    return _as_uap(
-        logits_fn,
-        variables,
-        jnp.asarray(x_fit, jnp.float32),
-        jnp.asarray(y_fit),
-        jnp.float32(eps),
-        jnp.float32(step_size),
-        _bounds(bounds),
-        int(n_iter),
-        int(n_epochs),
-        min(int(batch_size), int(np.shape(x_fit)[0])),
-        bool(label_signed),
-        model_chunk,
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,42 +335,6 @@ def _acc_under(logits_fn, v, x, y, u, eps, label_signed, both_signs, bounds, bat
     return jnp.minimum(plus, minus), jnp.where(minus < plus, -1.0, 1.0).astype(jnp.float32)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "logits_fn",
-        "label_signed",
-        "both_signs",
-        "shared",
-        "batch_size",
-        "model_chunk",
-    ),
-)
-def _uap_accuracy(
-    logits_fn,
-    variables,
-    x,
-    y,
-    uaps,
-    eps,
-    bounds,
-    label_signed,
-    both_signs,
-    shared,
-    batch_size,
-    model_chunk,
-):
-    if shared:
-        fn = lambda v: _acc_under(
-            logits_fn, v, x, y, uaps, eps, label_signed, both_signs, bounds, batch_size
-        )
-        return map_models(fn, variables, model_chunk=model_chunk)
-    fn = lambda vu: _acc_under(
-        logits_fn, vu[0], x, y, vu[1], eps, label_signed, both_signs, bounds, batch_size
-    )
-    return map_models(fn, (variables, uaps), model_chunk=model_chunk)
-
-
 def _check_uaps(uaps, x, name="uaps"):
     feat = tuple(np.shape(x)[1:])
     shape = tuple(np.shape(uaps))
@@ -432,6 +343,35 @@ def _check_uaps(uaps, x, name="uaps"):
     return len(shape) == len(feat)
 
 
+def _normalize_uap_eval(a: types.SimpleNamespace) -> None:
+    """The arrays `uap_accuracy` and `uap_transfer_matrix` take (after their checks)."""
+    a.x, a.y = jnp.asarray(a.x, jnp.float32), jnp.asarray(a.y)
+    a.uaps = jnp.asarray(a.uaps, jnp.float32)
+    a.eps = None if a.eps is None else jnp.float32(a.eps)
+    a.bounds = _bounds(a.bounds)
+    a.label_signed, a.both_signs = bool(a.label_signed), bool(a.both_signs)
+
+
+def _check_uap_accuracy(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    m = num_models(a.variables)
+    _check_xy(a.x, a.y)
+    shared = _check_uaps(a.uaps, a.x)
+    if not shared and np.shape(a.uaps)[0] != m:
+        fail("uaps.shape", np.shape(a.uaps), f"[{m}, ...] (one UAP per model) or a single UAP")
+    if a.eps is not None:
+        check_range("eps", a.eps, 0.0, None, lo_open=True)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    _normalize_uap_eval(a)
+    a.return_sign = bool(a.return_sign)
+
+
+@checked_jit(
+    _check_uap_accuracy,
+    static_argnames=("logits_fn", "label_signed", "both_signs", "batch_size", "model_chunk"),
+    finish=lambda out, a: out if a.return_sign else out[0],  # (accuracy, sign)
+)
 def uap_accuracy(
     logits_fn: LogitsFn,
     variables: Any,
@@ -464,59 +404,35 @@ def uap_accuracy(
     Returns:
         float32 accuracy [M] (and the signs [M]).
     """
-    _check_logits_fn(logits_fn)
-    m = num_models(variables)
-    _check_xy(x, y)
-    shared = _check_uaps(uaps, x)
-    if not shared and np.shape(uaps)[0] != m:
-        fail("uaps.shape", np.shape(uaps), f"[{m}, ...] (one UAP per model) or a single UAP")
-    if eps is not None:
-        check_range("eps", eps, 0.0, None, lo_open=True)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    acc, sign = _uap_accuracy(
-        logits_fn,
-        variables,
-        jnp.asarray(x, jnp.float32),
-        jnp.asarray(y),
-        jnp.asarray(uaps, jnp.float32),
-        None if eps is None else jnp.float32(eps),
-        _bounds(bounds),
-        bool(label_signed),
-        bool(both_signs),
-        shared,
-        batch_size,
-        model_chunk,
+    shared = uaps.ndim == x.ndim - 1  # one UAP [...] for every model (checked)
+    if shared:
+        fn = lambda v: _acc_under(
+            logits_fn, v, x, y, uaps, eps, label_signed, both_signs, bounds, batch_size
+        )
+        return map_models(fn, variables, model_chunk=model_chunk)
+    fn = lambda vu: _acc_under(
+        logits_fn, vu[0], x, y, vu[1], eps, label_signed, both_signs, bounds, batch_size
     )
-    return (acc, sign) if return_sign else acc
+    return map_models(fn, (variables, uaps), model_chunk=model_chunk)
 
 
-@functools.partial(
-    jax.jit,
+def _check_transfer(a: types.SimpleNamespace) -> None:
+    _check_logits_fn(a.logits_fn)
+    num_models(a.variables)
+    _check_xy(a.x, a.y)
+    if _check_uaps(a.uaps, a.x):
+        a.uaps = jnp.asarray(a.uaps)[None]
+    if a.eps is not None:
+        check_range("eps", a.eps, 0.0, None, lo_open=True)
+    _check_batch_size(a.batch_size)
+    _check_model_chunk(a.model_chunk)
+    _normalize_uap_eval(a)
+
+
+@checked_jit(
+    _check_transfer,
     static_argnames=("logits_fn", "label_signed", "both_signs", "batch_size", "model_chunk"),
 )
-def _transfer(
-    logits_fn,
-    variables,
-    x,
-    y,
-    uaps,
-    eps,
-    bounds,
-    label_signed,
-    both_signs,
-    batch_size,
-    model_chunk,
-):
-    def per_uap(u):
-        fn = lambda v: _acc_under(
-            logits_fn, v, x, y, u, eps, label_signed, both_signs, bounds, batch_size
-        )[0]
-        return map_models(fn, variables, model_chunk=model_chunk)
-
-    return jax.lax.map(per_uap, uaps)
-
-
 def uap_transfer_matrix(
     logits_fn: LogitsFn,
     variables: Any,
@@ -544,28 +460,14 @@ def uap_transfer_matrix(
     Returns:
         float32 [K, M].
     """
-    _check_logits_fn(logits_fn)
-    num_models(variables)
-    _check_xy(x, y)
-    if _check_uaps(uaps, x):
-        uaps = jnp.asarray(uaps)[None]
-    if eps is not None:
-        check_range("eps", eps, 0.0, None, lo_open=True)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    return _transfer(
-        logits_fn,
-        variables,
-        jnp.asarray(x, jnp.float32),
-        jnp.asarray(y),
-        jnp.asarray(uaps, jnp.float32),
-        None if eps is None else jnp.float32(eps),
-        _bounds(bounds),
-        bool(label_signed),
-        bool(both_signs),
-        batch_size,
-        model_chunk,
-    )
+
+    def per_uap(u):
+        fn = lambda v: _acc_under(
+            logits_fn, v, x, y, u, eps, label_signed, both_signs, bounds, batch_size
+        )[0]
+        return map_models(fn, variables, model_chunk=model_chunk)
+
+    return jax.lax.map(per_uap, uaps)
 
 
 def uap_transfer_matrix_multi(
