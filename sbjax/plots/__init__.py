@@ -38,6 +38,7 @@ for _fn in (
 # Experiment-specific figure kinds (sbjax/plots/<experiment>.py) register themselves on import.
 import sbjax.plots.adversarial  # noqa: E402,F401
 import sbjax.plots.data  # noqa: E402,F401
+import sbjax.plots.diagnostics  # noqa: E402,F401
 import sbjax.plots.mitigation  # noqa: E402,F401
 import sbjax.plots.ensembles  # noqa: E402,F401
 import sbjax.plots.robustness  # noqa: E402,F401

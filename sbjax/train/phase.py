@@ -266,8 +266,12 @@ class PhaseResult:
             "reliance_sc": np.mean(m["test_acc"] - m["sc_rand_acc"], axis=-1),
         }
 
-    def crossover(self) -> list[dict[str, Any]]:
+    def crossover(self, min_gap: float = 0.05) -> list[dict[str, Any]]:
         """Per (margin, k): the smallest p at which mean reliance on S^c exceeds reliance on S.
+
+        Args:
+          min_gap: S^c must win by more than this (a cell where the model learned neither
+            feature has both reliances near 0, and seed noise alone would otherwise decide).
 
         Returns:
           A list of {"margin", "k", "p_cross" (None when S^c never wins on the grid),
@@ -278,7 +282,7 @@ class PhaseResult:
         for j, g in enumerate(self.margin):
             for l_, k in enumerate(self.k):
                 rs, rsc = r["reliance_s"][:, j, l_], r["reliance_sc"][:, j, l_]
-                wins = np.flatnonzero(rsc > rs)
+                wins = np.flatnonzero(rsc > rs + min_gap)
                 out.append(
                     {
                         "margin": float(g),
