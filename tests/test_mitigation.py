@@ -229,3 +229,8 @@ def test_smoke_run_records_and_figures(tmp_path):
 def test_smoke_run_every_method(tmp_path):
     _, summary = _run(tmp_path, ",".join(mit.METHODS))
     assert [r["method"] for r in summary["results"]] == list(mit.METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(mit.PRESETS))
+def test_every_preset_passes_its_checks(name):
+    mit.check_preset(mit.PRESETS[name])
