@@ -585,8 +585,10 @@ def start_run(
         enable_compilation_cache()
     import jax
 
-    if jax.default_backend() == "cpu" and len(jax.devices("cpu")) != n_devices:
-        raise RuntimeError(f"asked XLA for {n_devices} CPU devices, got {len(jax.devices('cpu'))}")
+    # This process's devices: with --distributed, jax.devices() lists every process's.
+    have = len(jax.local_devices(backend="cpu"))
+    if jax.default_backend() == "cpu" and have != n_devices:
+        raise RuntimeError(f"asked XLA for {n_devices} CPU devices, got {have}")
     return Run(
         name=name,
         out=out,
@@ -725,6 +727,7 @@ def run_sweep(
     """
     from sbjax.train import train_sweep
 
+    kwargs.setdefault("loop", "auto")  # host loop for convolutional models on CPU
     t0 = time.perf_counter()
     r = train_sweep(
         cfg,

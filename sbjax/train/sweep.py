@@ -62,6 +62,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sbjax import io
+from sbjax.models.image import IMAGE_MODELS
 from sbjax.train.config import TrainConfig, expand_grid, hparam_arrays, hparam_names
 from sbjax.train.engine import (
     HISTORY_KEYS,
@@ -248,7 +249,21 @@ def _over_models(fn, mesh: Mesh, vectorize: str):
     )
 
 
-LOOPS = ("scan", "host")
+LOOPS = ("scan", "host", "auto")
+# Families whose steps XLA:CPU runs slower inside `lax.scan` than called one at a time
+# (convolutions): loop="auto" drives them from the host on CPU. Measured on the 2-core CPU
+# (benchmarks/RESULTS.md, "Scan or host loop"): cnn1d_32x7x1 1.4-1.9x faster per update, small_cnn
+# ~20x; the GRU is not faster on the host (its recurrence is already a scan), so it stays on scan.
+HOST_LOOP_FAMILIES = ("cnn1d", *IMAGE_MODELS)
+
+
+def resolve_loop(loop: str, model: Any) -> str:
+    """ "scan" or "host" for `loop` ("auto": "host" for convolutional families on CPU)."""
+    if loop != "auto":
+        return loop
+    family = getattr(getattr(model, "config", None), "name", None)
+    on_cpu = jax.default_backend() == "cpu"
+    return "host" if on_cpu and family in HOST_LOOP_FAMILIES else "scan"
 
 
 def host_loop_programs(trainer: Trainer, mesh: Mesh, vectorize: str = "vmap"):
@@ -780,8 +795,9 @@ def train_sweep(
       vectorize: "vmap" (default) batches the models of a device; "map" loops over them inside
         the compiled program (same results).
       loop: "scan" (default) compiles whole chunks of updates into one program; "host" calls a
-        compiled single update from Python (same results; much faster for convolutional models
-        on CPU, see `host_loop_programs`).
+        compiled single update from Python (same results to float rounding; much faster for
+        convolutional models on CPU, see `host_loop_programs`); "auto": "host" for the
+        convolutional families (`HOST_LOOP_FAMILIES`) on CPU, else "scan".
       objective: an `sbjax.train.objective.Objective` (penalties with traced strengths
         lambda_<name> that `grid` accepts, a batch transform); None: the plain data loss.
         Evaluation, the stop rule and selection always use the plain data loss.
@@ -1033,6 +1049,7 @@ def plan_sweep(
         from sbjax.models import make_model
 
         model = make_model(model)
+    loop = resolve_loop(loop, model)
     extra_hp = {"unlabeled_mix": 1.0} if unlabeled is not None else {}
     points = expand_grid(grid, hparam_names(cfg, objective) + tuple(extra_hp))
     data_host = prepare_data(cfg, train, val, monitor)
