@@ -82,5 +82,22 @@ def measure_peak(n: int = 2048, repeats: int = 10) -> dict:
     return {"matmul_peak_gflops": max(rates.values()), "by_backend": rates, "n": n}
 
 
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.peak",
+        description="Prints this machine's float32 matmul rate (GFLOP/s) per backend (JAX, NumPy, "
+        "PyTorch if installed) and their maximum, as JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--n", type=int, default=2048, help="matrix size")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per backend (best kept)")
+    args = p.parse_args(argv)
+    report = measure_peak(args.n, args.repeats)
+    print(json.dumps(report, indent=2))
+    return report
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure_peak(), indent=2))
+    main()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from theory.fits import linear_fit, loglog_fit
-from theory.grids import Point
-from theory.setting import init_sigma
+
+if TYPE_CHECKING:  # theory.grids and theory.setting import JAX; `theory.report --help` must not
+    from theory.grids import Point
 
 __all__ = [
     "VERDICTS",
@@ -311,6 +312,8 @@ def _lemma1_ratios(p: Point) -> dict[str, float]:
 
 
 def _claims_G1(pts: list[Point]) -> list[dict]:
+    from theory.setting import init_sigma  # JAX's module: not at import time
+
     out = []
     # THEORY.md Sec. 6.4: the pass criteria, fitted slopes included, apply to d >= 128 (below, the
     # v > 0 random walk, which decays like 1/d, is comparable with the step-0 kick)
@@ -899,6 +902,8 @@ def _claims_G6(pts: list[Point]) -> list[dict]:
 
 
 def _claims_G7(pts: list[Point]) -> list[dict]:
+    from theory.setting import init_sigma  # JAX's module: not at import time
+
     out = []
     etas = sorted({p.params["eta"] for p in pts})
     eta0 = 1.0 if 1.0 in etas else etas[-1]

@@ -17,7 +17,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,8 +31,9 @@ from theory.claims import (
     per_seed_final,
     verdict,
 )
-from theory.grids import Point
-from theory.setting import init_sigma, theorem_stop_time
+
+if TYPE_CHECKING:  # theory.grids and theory.setting import JAX; `--help` must not
+    from theory.grids import Point
 
 __all__ = ["write_figures", "write_logs", "write_report", "PROTOTYPE"]
 
@@ -757,6 +758,8 @@ def _g3_lines(pts: list[Point]) -> list[str]:
 
 
 def _g7_lines(pts: list[Point]) -> list[str]:
+    from theory.setting import theorem_stop_time
+
     k = pts[0].params["k"]
     lines = [
         "| η | d | median\\|w2\\|·√(dk)/(0.2η) | median\\|w1\\|·2√k/(Tη) | median ‖w̄‖·√k log d "
@@ -1029,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def prediction_wbar(d: int, k: int, n: int, steps: int, eta: float, init: str = "log4") -> float:
     """THEORY.md's ``sqrt(sigma^2 (d-2) + T eta^2 (d-2) / (2 k n))``."""
+    from theory.setting import init_sigma
+
     s2 = init_sigma(d, k, init) ** 2
     return math.sqrt(s2 * (d - 2) + steps * eta**2 * (d - 2) / (2 * k * n))
 

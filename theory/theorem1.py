@@ -22,7 +22,7 @@ from typing import Any
 
 from sbjax import validate
 from sbjax.io import environment_info, prepare_run_dir, write_json
-from theory.grids import GRID_NAMES, PRESETS, count_points, preset, run_grid
+from theory.presets import GRID_NAMES, PRESETS, preset  # plain data: --help starts no JAX
 
 log = logging.getLogger("theory.theorem1")
 
@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from theory.claims import compute_claims, count_verdicts, g5_phase_table
+    from theory.grids import count_points, run_grid
     from theory.report import write_figures, write_logs, write_report
 
     specs = resolve_specs(args)

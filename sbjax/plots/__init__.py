@@ -9,40 +9,74 @@ Every drawing function takes plain arrays / dicts, draws one `matplotlib.figure.
 no global state, no display), writes it as PNG when `path` is given (atomically) and returns it.
 """
 
-from sbjax.plots.paper import (
-    coordinate_accuracy,
-    coordinate_heatmap,
-    decision_boundary,
-    logit_histograms,
-    logit_panels,
-    randomized_auc_vs_sc,
-    save_figure,
-    transfer_matrix,
-    uap_heatmaps,
-    uap_image_heatmap,
+# `python -m sbjax.plots --help` imports this package: matplotlib (and the drawing modules) load on
+# first use of a name below, not at import time (PEP 562 module __getattr__).
+_PAPER = (
+    "coordinate_accuracy",
+    "coordinate_heatmap",
+    "decision_boundary",
+    "logit_histograms",
+    "logit_panels",
+    "randomized_auc_vs_sc",
+    "save_figure",
+    "transfer_matrix",
+    "uap_heatmaps",
+    "uap_image_heatmap",
 )
-from sbjax.plots.registry import FIGURES, draw, figure_kind, redraw, save_and_draw
-
-for _fn in (
-    coordinate_accuracy,
-    coordinate_heatmap,
-    decision_boundary,
-    logit_histograms,
-    randomized_auc_vs_sc,
-    transfer_matrix,
-    uap_heatmaps,
-    uap_image_heatmap,
-):
-    figure_kind(_fn)
-
+_PAPER_KINDS = (
+    "coordinate_accuracy",
+    "coordinate_heatmap",
+    "decision_boundary",
+    "logit_histograms",
+    "randomized_auc_vs_sc",
+    "transfer_matrix",
+    "uap_heatmaps",
+    "uap_image_heatmap",
+)
+_REGISTRY = ("FIGURES", "draw", "figure_kind", "redraw", "save_and_draw")
 # Experiment-specific figure kinds (sbjax/plots/<experiment>.py) register themselves on import.
-import sbjax.plots.adversarial  # noqa: E402,F401
-import sbjax.plots.data  # noqa: E402,F401
-import sbjax.plots.diagnostics  # noqa: E402,F401
-import sbjax.plots.mitigation  # noqa: E402,F401
-import sbjax.plots.ensembles  # noqa: E402,F401
-import sbjax.plots.robustness  # noqa: E402,F401
-import sbjax.plots.suboptimal  # noqa: E402,F401
+_KIND_MODULES = (
+    "adversarial",
+    "data",
+    "diagnostics",
+    "mitigation",
+    "ensembles",
+    "robustness",
+    "suboptimal",
+)
+_loaded = False
+
+
+def _load() -> None:
+    """Imports the drawing modules and registers every figure kind (once)."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+
+    from sbjax.plots import paper, registry
+
+    for name in _PAPER:
+        globals()[name] = getattr(paper, name)
+    for name in _REGISTRY:
+        globals()[name] = getattr(registry, name)
+    for name in _PAPER_KINDS:
+        registry.figure_kind(getattr(paper, name))
+    for module in _KIND_MODULES:
+        importlib.import_module(f"sbjax.plots.{module}")
+    _loaded = True
+
+
+def __getattr__(name: str):
+    if name in _PAPER or name in _REGISTRY:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "FIGURES",

@@ -35,8 +35,10 @@ def figure_kind(fn: Callable[..., Any] | None = None, *, name: str | None = None
 
 
 def _load_kinds() -> None:
-    # Importing the modules registers their kinds (the package imports them all).
-    import sbjax.plots  # noqa: F401
+    # Importing the modules registers their kinds (the package's _load imports them all).
+    import sbjax.plots
+
+    sbjax.plots._load()
 
 
 def draw(kind: str, path: str | os.PathLike | None, **args: Any):
