@@ -77,7 +77,7 @@ def configure_cpu_devices(n: int | None = None) -> int:
     if _backends_initialized():
         import jax
 
-        have = len(jax.devices("cpu"))
+        have = len(jax.local_devices(backend="cpu"))  # this process's (multi-host: not all)
         if have != n:
             raise ValueError(
                 f"devices={n} is invalid here: JAX already started with {have} CPU device(s); "
@@ -99,8 +99,13 @@ def init_distributed(enabled: bool | None = None) -> bool:
     """Initialises multi-host JAX (TPU pods, multi-node GPU) when asked to.
 
     Enabled by `enabled=True` or the environment variable `SBJAX_DISTRIBUTED=1`; then
-    `jax.distributed.initialize()` reads the cluster from the environment (SLURM, TPU metadata, or
-    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+    `jax.distributed.initialize()` reads the cluster from the environment: SLURM or Open MPI
+    variables, Cloud TPU metadata, or, for a hand-launched job (e.g. two processes on one machine),
+    JAX_COORDINATOR_ADDRESS (host:port of process 0) with JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+
+    Note: jax.distributed.initialize itself reads only JAX_COORDINATOR_ADDRESS (and
+    JAX_LOCAL_DEVICE_IDS); the process count and index are passed from JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID here when set, and left to cluster detection otherwise. See docs/multihost.md.
 
     Returns:
       Whether distributed mode was initialised.
@@ -111,7 +116,15 @@ def init_distributed(enabled: bool | None = None) -> bool:
         return False
     import jax
 
-    jax.distributed.initialize()
+    kwargs = {}
+    for var, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        text = os.environ.get(var, "").strip()
+        if text:
+            try:
+                kwargs[arg] = int(text)
+            except ValueError:
+                raise ValueError(f"{var}={text!r} is invalid: expected an integer") from None
+    jax.distributed.initialize(**kwargs)
     log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
     return True
 
