@@ -32,8 +32,8 @@ def _floats(text: str) -> list[float]:
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--p", default="0,0.05,0.1,0.15,0.2,0.3,0.5")
-    ap.add_argument("--margins", default="0,0.1,0.3,0.6")
+    ap.add_argument("--p", default="0,0.05,0.1,0.2,0.3,0.5")
+    ap.add_argument("--margins", default="0,0.1,0.2,0.3,0.5")
     ap.add_argument("--k", default="3,5,7")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4000)
