@@ -577,7 +577,8 @@ class Methods:
         errors = training_errors(self.model.logits, stage1.params, d.x_train, d.y_train)  # [S, N]
         ups = list(self.p.grids.jtt)
         g = len(ups)
-        weights = errors[np.repeat(np.arange(self.n_seeds), g)].astype(np.float32)  # model m -> seed m // G
+        # model m of the grid sweep trains with the error set of seed m // G
+        weights = errors[np.repeat(np.arange(self.n_seeds), g)].astype(np.float32)
         r = self.sweep(
             "jtt",
             self.cfg(),
