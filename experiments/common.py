@@ -727,7 +727,9 @@ def run_sweep(
     """
     from sbjax.train import train_sweep
 
-    kwargs.setdefault("loop", "auto")  # host loop for convolutional models on CPU
+    # the fastest program per model family on CPU (sbjax.train.sweep.resolve_loop / _vectorize)
+    kwargs.setdefault("loop", "auto")
+    kwargs.setdefault("vectorize", "auto")
     t0 = time.perf_counter()
     r = train_sweep(
         cfg,

@@ -24,6 +24,7 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop")
 LOSSES = ("ce", "hinge")
 STOP_RULES = ("acc", "loss", "none")
 SELECT_METRICS = ("val_acc", "val_robust_acc")
+BATCH_ORDERS = ("per_model", "shared")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,10 @@ class TrainConfig:
       sam: wrap the optimizer in sharpness-aware minimisation (`optax.contrib.sam`, opaque mode,
         `sbjax.train.optim`); each update then costs two gradient evaluations.
       sam_rho: default SAM radius, the traced hyperparameter "sam_rho" (only with sam=True).
+      batch_order: "per_model" (the reference: every model reshuffles with its own key) or
+        "shared" (every model of a sweep sees the same batch at each update, from a key of the
+        sweep's seed: common random numbers for comparing grid points, and one wide first-layer
+        matmul for all models; `train_sweep` with vectorize="vmap", loop="scan").
     """
 
     optimizer: str = "sgd"
@@ -99,6 +104,7 @@ class TrainConfig:
     select_metric: str = "val_acc"
     sam: bool = False
     sam_rho: float = 0.05
+    batch_order: str = "per_model"
 
     def __post_init__(self) -> None:
         # Every check runs here, in milliseconds, before anything is traced (DESIGN.md "Errors
@@ -137,6 +143,7 @@ class TrainConfig:
         if not isinstance(self.sam, bool | np.bool_):
             fail("sam", self.sam, "True or False")
         check_range("sam_rho", self.sam_rho, 0.0, None)
+        check_choice("batch_order", self.batch_order, BATCH_ORDERS)
         if self.select_metric == "val_robust_acc" and self.adv_norm == "none":
             fail("select_metric", self.select_metric, "'val_acc' unless adv_norm is 'l2' or 'linf'")
         if self.adv_bounds is not None:

@@ -455,13 +455,20 @@ class Trainer:
         valid = jnp.where(pool, positions < nu, pos_t < n).astype(jnp.float32)
         return jnp.where(take_pool, xu, xt), valid
 
-    def _update(self, state: TrainState, hp: dict, data: TrainData) -> TrainState:
+    def batch_indices(self, key: jax.Array, step: jax.Array):
+        """(idx int32 [B], valid float32 [B]): the rows of update `step` in the epoch order of
+        `key` (a model's own key, or the sweep's shared-order key, see `run_shared`)."""
+        return self._batch_indices(key, step)
+
+    def _update(self, state: TrainState, hp: dict, data: TrainData, batch=None) -> TrainState:
         cfg, obj, k_units = self.cfg, self.objective, self.unit_size
         shared, members, frozen = split_hparams(hp)
         # One batch order per unit: the members of a coupled unit see the same rows.
         key0 = state.key if k_units == 1 else state.key[0]
         step0 = state.step if k_units == 1 else state.step[0]
-        idx, w = self._batch_indices(key0, step0)
+        # batch: the rows chosen outside the model map (a sweep-wide shared order), else the
+        # model's own order.
+        idx, w = self._batch_indices(key0, step0) if batch is None else batch
         xb, yb = data.x[idx], data.y[idx]
         transform = self.transform
 
@@ -798,6 +805,31 @@ class Trainer:
     def run(self, state: TrainState, hp: dict, data: TrainData, n_periods: int):
         """Runs `n_periods` evaluation periods; returns the state and a history of [n_periods] rows."""
         return jax.lax.scan(lambda s, _: self._period(s, hp, data), state, None, length=n_periods)
+
+    def run_shared(self, states: TrainState, hp: dict, data: TrainData, n_periods: int, order_key):
+        """`run` for a STACK of units [U, ...] that share one batch order (`order_key`).
+
+        The batch of each update is chosen once, outside the map over units, so the gathered
+        rows are one array for every model and a vmapped first layer is one [B, D] x [D, U*W]
+        matmul instead of U small ones (common random numbers across the models of a sweep).
+        All units start together and count updates together, so the step is read from unit 0 at
+        the start of the chunk. Returns (states, history) stacked like `vmap(run)`'s.
+        """
+        step_of = (lambda st: st.step[0]) if self.unit_size == 1 else (lambda st: st.step[0, 0])
+
+        def period(states, _):
+            t0 = step_of(states)
+
+            def one(states, i):
+                batch = self._batch_indices(order_key, t0 + i)
+                states = jax.vmap(lambda s, h: self._update(s, h, data, batch))(states, hp)
+                return states, None
+
+            states, _ = jax.lax.scan(one, states, jnp.arange(self.cfg.eval_every, dtype=jnp.int32))
+            return jax.vmap(lambda s, h: self.end_period(s, h, data))(states, hp)
+
+        states, rows = jax.lax.scan(period, states, None, length=n_periods)
+        return states, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1), rows)
 
     @property
     def total_periods(self) -> int:

@@ -221,7 +221,7 @@ def _mesh(devices: Sequence[Any] | None) -> Mesh:
     return Mesh(np.asarray(_check_devices(devices)), ("model",))
 
 
-VECTORIZE = ("vmap", "map")
+VECTORIZE = ("vmap", "map", "auto")
 
 
 def _over_models(fn, mesh: Mesh, vectorize: str):
@@ -250,20 +250,33 @@ def _over_models(fn, mesh: Mesh, vectorize: str):
 
 
 LOOPS = ("scan", "host", "auto")
-# Families whose steps XLA:CPU runs slower inside `lax.scan` than called one at a time
-# (convolutions): loop="auto" drives them from the host on CPU. Measured on the 2-core CPU
-# (benchmarks/RESULTS.md, "Scan or host loop"): cnn1d_32x7x1 1.4-1.9x faster per update, small_cnn
-# ~20x; the GRU is not faster on the host (its recurrence is already a scan), so it stays on scan.
-HOST_LOOP_FAMILIES = ("cnn1d", *IMAGE_MODELS)
+SHARED_ORDER_STREAM = 0x5EED  # fold_in(key(seed), this): the shared batch order's key
+# What "auto" picks on CPU, per model family (measured on the 2-core CPU, benchmarks/RESULTS.md,
+# "Scan or host loop"): vmapped 1-D convolutions become grouped convolutions, so cnn1d trains
+# 3.5x faster with vectorize="map" (scan + map 22 s, scan + vmap 77 s for 3 seeds on 2 devices;
+# the host loop with vmap deadlocks there in an all-gather); the image CNNs train ~20x faster
+# with the host loop (small_cnn). FCNs and RNNs keep the vmapped, scanned program.
+MAP_FAMILIES = ("cnn1d",)
+HOST_LOOP_FAMILIES = IMAGE_MODELS
+
+
+def _family_on_cpu(model: Any) -> str | None:
+    family = getattr(getattr(model, "config", None), "name", None)
+    return family if jax.default_backend() == "cpu" else None
 
 
 def resolve_loop(loop: str, model: Any) -> str:
-    """ "scan" or "host" for `loop` ("auto": "host" for convolutional families on CPU)."""
+    """ "scan" or "host" for `loop` ("auto": "host" for the image CNNs on CPU, else "scan")."""
     if loop != "auto":
         return loop
-    family = getattr(getattr(model, "config", None), "name", None)
-    on_cpu = jax.default_backend() == "cpu"
-    return "host" if on_cpu and family in HOST_LOOP_FAMILIES else "scan"
+    return "host" if _family_on_cpu(model) in HOST_LOOP_FAMILIES else "scan"
+
+
+def resolve_vectorize(vectorize: str, model: Any) -> str:
+    """ "vmap" or "map" for `vectorize` ("auto": "map" for cnn1d on CPU, else "vmap")."""
+    if vectorize != "auto":
+        return vectorize
+    return "map" if _family_on_cpu(model) in MAP_FAMILIES else "vmap"
 
 
 def host_loop_programs(trainer: Trainer, mesh: Mesh, vectorize: str = "vmap"):
@@ -287,12 +300,25 @@ def host_loop_programs(trainer: Trainer, mesh: Mesh, vectorize: str = "vmap"):
     return update, end
 
 
-def sharded_programs(trainer: Trainer, mesh: Mesh, n_periods: int, vectorize: str = "vmap"):
+def _config_for_fingerprint(cfg: TrainConfig) -> dict:
+    """The config's fields as the fingerprint sees them: fields added later are left out at
+    their defaults, so checkpoints written before them still resume."""
+    d = dataclasses.asdict(cfg)
+    if d.get("batch_order") == "per_model":
+        d.pop("batch_order")
+    return d
+
+
+def sharded_programs(
+    trainer: Trainer, mesh: Mesh, n_periods: int, vectorize: str = "vmap", order_key=None
+):
     """The jitted sweep programs: `init(keys, hp, data)` and `run(state, hp, data)`.
 
     The model axis of keys, hyperparameters, state and history is sharded over the mesh's "model"
     axis; the data are replicated. Models never interact, so the compiled program has no
-    collectives (checked in tests/test_train_sharding.py).
+    collectives (checked in tests/test_train_sharding.py). With `TrainConfig(batch_order=
+    "shared")`, `run` is `Trainer.run_shared` with `order_key` (its only cross-model reads are the
+    step counter of unit 0 at each period start).
     """
     model_sh = NamedSharding(mesh, P("model"))
     repl = NamedSharding(mesh, P())
@@ -301,8 +327,12 @@ def sharded_programs(trainer: Trainer, mesh: Mesh, n_periods: int, vectorize: st
         in_shardings=(model_sh, model_sh, repl),
         out_shardings=model_sh,
     )
+    if trainer.cfg.batch_order == "shared":
+        run = functools.partial(trainer.run_shared, n_periods=n_periods, order_key=order_key)
+    else:
+        run = _over_models(functools.partial(trainer.run, n_periods=n_periods), mesh, vectorize)
     run_fn = jax.jit(
-        _over_models(functools.partial(trainer.run, n_periods=n_periods), mesh, vectorize),
+        run,
         in_shardings=(model_sh, model_sh, repl),
         out_shardings=(model_sh, model_sh),
         donate_argnums=(0,),
@@ -324,6 +354,7 @@ def _compiled_programs(
     data,
     vectorize: str,
     loop: str = "scan",
+    order_key=None,
 ):
     """Compiled `init` and one `run` program per chunk size (periods), reused across `train_sweep`
     calls with the same model object, configuration, shapes and devices (e.g. a study that trains
@@ -356,6 +387,8 @@ def _compiled_programs(
         sig(data),
         keys.shape,
         vectorize,
+        # the shared order's key is a constant of the program
+        None if order_key is None else tuple(np.asarray(jax.random.key_data(order_key)).tolist()),
     )
 
     def cached(key, build):
@@ -378,7 +411,7 @@ def _compiled_programs(
             continue
 
         def build(n=n):
-            _, run_fn = sharded_programs(trainer, mesh, n, vectorize)
+            _, run_fn = sharded_programs(trainer, mesh, n, vectorize, order_key)
             state_shapes = jax.eval_shape(init_fn, keys, hp, data)
             return run_fn.lower(state_shapes, hp, data).compile()
 
@@ -564,7 +597,7 @@ def _fingerprint_parts(
     h = hashlib.sha256()
     _hash_arrays(h, (data.x, data.y, data.x_val, data.y_val, data.m_val))
     parts = {
-        "train_config": digest(dataclasses.asdict(cfg)),
+        "train_config": digest(_config_for_fingerprint(cfg)),
         "model": digest(getattr(model, "config", repr(model))),
         "data": h.hexdigest()[:16],
         "sweep": digest(int(seed), [int(s) for s in seed_indices], int(n_members), points),
@@ -793,11 +826,11 @@ def train_sweep(
       max_chunks: return after this many chunks in this call (time-sliced or preemptible jobs:
         call again with resume=True to continue); the result then holds the partial state.
       vectorize: "vmap" (default) batches the models of a device; "map" loops over them inside
-        the compiled program (same results).
+        the compiled program (same results); "auto": "map" for cnn1d on CPU, else "vmap".
       loop: "scan" (default) compiles whole chunks of updates into one program; "host" calls a
         compiled single update from Python (same results to float rounding; much faster for
-        convolutional models on CPU, see `host_loop_programs`); "auto": "host" for the
-        convolutional families (`HOST_LOOP_FAMILIES`) on CPU, else "scan".
+        convolutional models on CPU, see `host_loop_programs`); "auto": "host" for the image
+        CNNs (`HOST_LOOP_FAMILIES`) on CPU, else "scan".
       objective: an `sbjax.train.objective.Objective` (penalties with traced strengths
         lambda_<name> that `grid` accepts, a batch transform); None: the plain data loss.
         Evaluation, the stop rule and selection always use the plain data loss.
@@ -875,8 +908,20 @@ def train_sweep(
     chunks = plan.chunks(ckpt.periods_done)
 
     t0 = time.perf_counter()
+    order_key = None
+    if plan.cfg.batch_order == "shared":  # one epoch order for the sweep, from its seed
+        order_key = jax.random.fold_in(jax.random.key(plan.seed), SHARED_ORDER_STREAM)
     init_c, run_programs = _compiled_programs(
-        plan.trainer, plan.mesh, chunks, plan.model, keys, hp, data, plan.vectorize, plan.loop
+        plan.trainer,
+        plan.mesh,
+        chunks,
+        plan.model,
+        keys,
+        hp,
+        data,
+        plan.vectorize,
+        plan.loop,
+        order_key,
     )
     compile_s = time.perf_counter() - t0
     state = init_c(keys, hp, data)
@@ -1050,6 +1095,14 @@ def plan_sweep(
 
         model = make_model(model)
     loop = resolve_loop(loop, model)
+    vectorize = resolve_vectorize(vectorize, model)
+    if cfg.batch_order == "shared" and (vectorize != "vmap" or loop != "scan"):
+        fail(
+            "batch_order",
+            "shared",
+            f"'per_model' with vectorize={vectorize!r}, loop={loop!r} (the shared order runs in "
+            "the vmapped, scanned program)",
+        )
     extra_hp = {"unlabeled_mix": 1.0} if unlabeled is not None else {}
     points = expand_grid(grid, hparam_names(cfg, objective) + tuple(extra_hp))
     data_host = prepare_data(cfg, train, val, monitor)
