@@ -1,4 +1,4 @@
-"""Training-throughput benchmark: K seeds of a (100, 1)-FCN on LMS-5, four implementations.
+"""Training-throughput benchmark: K seeds of a (100, 1)-FCN on LMS-5, five implementations.
 
 Workload (issue 3, "Benchmark"): K seeds of Linear(50, 100) -> ReLU -> Linear(100, 2) with PyTorch's
 default init on LMS-5 (d = 50, 50,000 training points), SGD lr 0.1, batch 256 (last partial batch
@@ -6,6 +6,8 @@ kept), 2-logit cross-entropy, 10 epochs. Implementations:
 
 * ``sbjax``           -- ``sbjax.train.train_sweep`` with ``n_seeds=K``: one compiled program for
   all K seeds, seed axis sharded over one JAX CPU device per core.
+* ``sbjax_shared``    -- the same with ``TrainConfig(batch_order="shared")``: all K models see the
+  same batch at each update, so the first layer is one [B, 50] x [50, K*100] matmul.
 * ``sbjax_loop``      -- the same library call with ``n_seeds=1``, made K times from Python
   (one compile, reused).
 * ``torch_reference`` -- reference style: DataLoader(shuffle=True), one model at a time.
@@ -41,11 +43,11 @@ import time
 
 import numpy as np
 
-IMPLS = ("sbjax", "sbjax_loop", "torch_reference", "torch_best")
+IMPLS = ("sbjax", "sbjax_shared", "sbjax_loop", "torch_reference", "torch_best")
 # Not part of the default set: a self-contained jit(vmap(scan)) trainer used to validate the
 # harness (and to see how far the library is from a hand-tuned program).
 EXTRA_IMPLS = ("jax_proto",)
-JAX_IMPLS = ("sbjax", "sbjax_loop", "jax_proto")
+JAX_IMPLS = ("sbjax", "sbjax_shared", "sbjax_loop", "jax_proto")
 
 D = 50
 WIDTH = 100
@@ -173,7 +175,7 @@ def _run_jax_proto(x, y, n_seeds, epochs):
     return {"wall_s": wall, "compile_s": max(cold - wall, 0.0), "cpu_s": cpu, "train_acc": acc}
 
 
-def _sbjax_setup(x, y, epochs):
+def _sbjax_setup(x, y, epochs, batch_order="per_model"):
     """TrainConfig + model for the workload: exactly ``epochs`` epochs, no early stop, one
     evaluation (the final train accuracy) so evaluation passes stay out of the timing."""
     import math
@@ -191,6 +193,7 @@ def _sbjax_setup(x, y, epochs):
         max_steps=steps,
         eval_every=steps,
         stop_rule="none",
+        batch_order=batch_order,
     )
     model = make_model(
         {"name": "fcn", "width": WIDTH, "depth": 1, "activation": "relu", "init": "torch"}
@@ -198,7 +201,7 @@ def _sbjax_setup(x, y, epochs):
     return cfg, model
 
 
-def _run_sbjax(x, y, n_seeds, epochs, warm=True):
+def _run_sbjax(x, y, n_seeds, epochs, warm=True, batch_order="per_model"):
     """(a) The library's sweep: one ``train_sweep`` call trains all K seeds in one program.
 
     ``train_sweep`` reports its own compile time; it is called twice: compile_s is the first
@@ -208,7 +211,7 @@ def _run_sbjax(x, y, n_seeds, epochs, warm=True):
     """
     from sbjax.train import train_sweep
 
-    cfg, model = _sbjax_setup(x, y, epochs)
+    cfg, model = _sbjax_setup(x, y, epochs, batch_order)
     compile_s = None
     for _ in range(2 if warm else 1):
         c0 = time.process_time()
@@ -278,6 +281,8 @@ def worker(impl: str, n_seeds: int, epochs: int, n_train: int, warm: bool = True
         out = _run_jax_proto(x, y, n_seeds, epochs)
     elif impl == "sbjax":
         out = _run_sbjax(x, y, n_seeds, epochs, warm)
+    elif impl == "sbjax_shared":  # one batch order for all models (TrainConfig.batch_order)
+        out = _run_sbjax(x, y, n_seeds, epochs, warm, batch_order="shared")
     elif impl == "sbjax_loop":
         out = _run_sbjax_loop(x, y, n_seeds, epochs, warm)
     else:

@@ -61,7 +61,7 @@ def _check_row(row, impl, k, epochs, n, in_process=True):
     assert row["train_acc_mean"] > 0.65
 
 
-@pytest.mark.parametrize("impl", ["sbjax", "sbjax_loop"])
+@pytest.mark.parametrize("impl", ["sbjax", "sbjax_shared", "sbjax_loop"])
 def test_jax_workers_train(impl):
     row = tt.worker(impl, 2, 4, 1024, warm=False)
     _check_row(row, impl, 2, 4, 1024)
