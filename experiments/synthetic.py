@@ -177,24 +177,34 @@ def check_per_dataset(name: str, value: Any, datasets: Iterable[str], check) -> 
 
 def select_models(preset: Any, models: str | None) -> Any:
     """A preset (frozen dataclass with a `models` field: a list of names or {dataset: list})
-    with its models restricted to a comma-separated subset (`--models`; None: as is).
+    with its models chosen by `--models`: None keeps the preset's default list; a
+    comma-separated list picks from the default list and the preset's optional `more_models`
+    (same shape as `models`: architectures one option away, e.g. the quick preset's GRU);
+    "all" takes both.
 
     Raises:
-      ValueError: naming "models", the value and the preset's architectures.
+      ValueError: naming "models", the value and the architectures allowed.
     """
     if models is None:
         return preset
-    wanted = [m.strip() for m in models.split(",") if m.strip()]
     per = preset.models
-    available = sorted(
-        {m for v in per.values() for m in v} if isinstance(per, Mapping) else set(per)
-    )
-    if not wanted or any(m not in available for m in wanted):
-        fail("models", models, "a comma-separated subset of " + ", ".join(available))
+    more = getattr(preset, "more_models", None) or ({} if isinstance(per, Mapping) else ())
     if isinstance(per, Mapping):
-        new = {k: tuple(m for m in v if m in wanted) for k, v in per.items()}
+        keys = list(dict.fromkeys([*per, *more]))
+        pool = {k: tuple(dict.fromkeys([*per.get(k, ()), *more.get(k, ())])) for k in keys}
+        available = sorted({m for v in pool.values() for m in v})
     else:
-        new = tuple(m for m in per if m in wanted)
+        pool = tuple(dict.fromkeys([*per, *more]))
+        available = sorted(pool)
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    if wanted == ["all"]:
+        wanted = available
+    if not wanted or any(m not in available for m in wanted):
+        fail("models", models, '"all" or a comma-separated subset of ' + ", ".join(available))
+    if isinstance(pool, Mapping):
+        new = {k: tuple(m for m in v if m in wanted) for k, v in pool.items()}
+    else:
+        new = tuple(m for m in pool if m in wanted)
     return dataclasses.replace(preset, models=new)
 
 

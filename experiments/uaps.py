@@ -428,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--models",
         default=None,
-        help="comma-separated subset of the preset's architectures (default: all)",
+        help="'all' or a comma-separated subset of the preset's architectures (default: all)",
     )
     args = parser.parse_args(argv)
     preset = select_models(resolve_preset(PRESETS, args), args.models)

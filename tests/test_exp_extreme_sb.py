@@ -290,3 +290,20 @@ def test_documented_overrides_fit_every_preset(item):
         new = apply_overrides(preset, [item])
         E.check_preset(new)
         assert new != preset or name, name
+
+
+def test_models_option_adds_the_quick_presets_optional_gru():
+    """The quick preset trains FCN / CNN by default; `--models all` (or naming it) adds the GRU
+    one option away; a name outside both lists is an error naming the option."""
+    from experiments.extreme_sb import PRESETS
+    from experiments.synthetic import select_models
+
+    quick = PRESETS["quick"]
+    assert "gru_100x10x1" not in quick.models["lms5"]
+    full = select_models(quick, "all")
+    assert full.models["lms5"] == ("fcn_100x1", "cnn1d_32x7x1", "gru_100x10x1")
+    assert full.models["ms57"] == ("fcn_100x1",)
+    only = select_models(quick, "gru_100x10x1")
+    assert only.models == {"lms5": ("gru_100x10x1",), "ms57": ()}
+    with pytest.raises(ValueError, match="models"):
+        select_models(quick, "gru_100x10x2")

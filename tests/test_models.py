@@ -405,3 +405,33 @@ def test_cnn1d_padding_and_fc_sizes():
     pooled = make_model({"name": "cnn1d", "filters": 4, "kernel": 7, "pool": True})
     vp = jax.eval_shape(pooled.init, jax.random.key(0), _x())
     assert vp["params"]["fc"]["kernel"].shape == ((D // 3) * 4, D)  # MaxPool1d(7 // 2)
+
+
+@pytest.mark.parametrize("kernel,channels", [(7, 1), (5, 3), (4, 2)])
+def test_patch_conv1d_is_flax_conv(kernel, channels):
+    """PatchConv1D (the cnn1d layer) has nn.Conv's parameters (same values from the same key)
+    and computes its cross-correlation with symmetric padding (k-1)//2, to float rounding."""
+    from flax import linen as nn
+
+    from sbjax.models.cnn1d import PatchConv1D
+    from sbjax.models.initializers import conv
+
+    pad = (kernel - 1) // 2
+
+    class Reference(nn.Module):
+        @nn.compact
+        def __call__(self, h):
+            return conv(8, (kernel,), channels, "torch", padding=((pad, pad),), name="c")(h)
+
+    class Patches(nn.Module):
+        @nn.compact
+        def __call__(self, h):
+            return PatchConv1D(8, kernel, "torch", name="c")(h)
+
+    x = jax.random.normal(jax.random.key(1), (4, 50, channels))
+    p_ref = Reference().init(jax.random.key(0), x)
+    p_new = Patches().init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, p_ref, p_new)
+    y_ref, y_new = Reference().apply(p_ref, x), Patches().apply(p_new, x)
+    assert y_ref.shape == y_new.shape
+    np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)

@@ -15,7 +15,8 @@ from sbjax.train.sweep import resolve_loop, resolve_vectorize
         ({"name": "cnn1d", "filters": 4, "kernel": 3, "depth": 1}, "scan", "map"),
         ({"name": "small_cnn", "filters": 4}, "host", "vmap"),
         ({"name": "fcn", "width": 4, "depth": 1}, "scan", "vmap"),
-        ({"name": "gru", "hidden": 4, "chunk": 2, "depth": 1}, "scan", "vmap"),
+        ({"name": "gru", "hidden": 4, "chunk": 2, "depth": 1}, "scan", "map"),
+        ({"name": "lstm", "hidden": 4, "chunk": 2, "depth": 1}, "scan", "map"),
     ],
 )
 def test_auto_choices_on_cpu(config, loop, vectorize):

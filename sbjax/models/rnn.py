@@ -22,6 +22,7 @@ from sbjax.models.fcn import dropout
 from sbjax.models.initializers import bias_init, dense, kernel_init, uniform_init
 
 N_GATES = {"gru": 3, "lstm": 4}
+UNROLL = 8  # time steps per loop iteration of the recurrence (all of them when T <= 8)
 
 
 def _per_gate(base_init, n_gates: int):
@@ -102,10 +103,15 @@ class RNNLayer(nn.Module):
         n = xs.shape[0]
         xw = jnp.einsum("ntf,fg->tng", xs, params["kernel_ih"]) + params["bias_ih"]
         zeros = jnp.zeros((n, h), xs.dtype)
+        # Unrolled (up to UNROLL steps per loop iteration): the paper's sequences are short
+        # (T = 5 for d = 50, l = 10), and on XLA:CPU a loop iteration per step costs more than
+        # the step's [n, h] x [h, 3h] matmul (1.4x faster training, benchmarks/RESULTS.md).
+        unroll = min(xw.shape[0], UNROLL)
         if self.cell == "gru":
-            _, hs = jax.lax.scan(lambda c, x: _gru_step(params, c, x), zeros, xw)
+            step, init = (lambda c, x: _gru_step(params, c, x)), zeros
         else:
-            _, hs = jax.lax.scan(lambda c, x: _lstm_step(params, c, x), (zeros, zeros), xw)
+            step, init = (lambda c, x: _lstm_step(params, c, x)), (zeros, zeros)
+        _, hs = jax.lax.scan(step, init, xw, unroll=unroll)
         return jnp.swapaxes(hs, 0, 1)
 
 

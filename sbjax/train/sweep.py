@@ -252,11 +252,12 @@ def _over_models(fn, mesh: Mesh, vectorize: str):
 LOOPS = ("scan", "host", "auto")
 SHARED_ORDER_STREAM = 0x5EED  # fold_in(key(seed), this): the shared batch order's key
 # What "auto" picks on CPU, per model family (measured on the 2-core CPU, benchmarks/RESULTS.md,
-# "Scan or host loop"): vmapped 1-D convolutions become grouped convolutions, so cnn1d trains
-# 3.5x faster with vectorize="map" (scan + map 22 s, scan + vmap 77 s for 3 seeds on 2 devices;
-# the host loop with vmap deadlocks there in an all-gather); the image CNNs train ~20x faster
-# with the host loop (small_cnn). FCNs and RNNs keep the vmapped, scanned program.
-MAP_FAMILIES = ("cnn1d",)
+# "Scan or host loop"): a scan over a lax.map of the models trains cnn1d and the RNNs faster than
+# the vmapped program (16 seeds, 300 updates, 2 devices: cnn1d 12.0 vs 20.6 s, GRU 16.4 vs
+# 25.1 s), because XLA:CPU runs many small per-model GEMMs better than their batched form; the
+# host loop with vmap deadlocks there in an all-gather. The image CNNs train ~20x faster with the
+# host loop (small_cnn). FCNs keep the vmapped, scanned program.
+MAP_FAMILIES = ("cnn1d", "gru", "lstm")
 HOST_LOOP_FAMILIES = IMAGE_MODELS
 
 
@@ -273,7 +274,7 @@ def resolve_loop(loop: str, model: Any) -> str:
 
 
 def resolve_vectorize(vectorize: str, model: Any) -> str:
-    """ "vmap" or "map" for `vectorize` ("auto": "map" for cnn1d on CPU, else "vmap")."""
+    """ "vmap" or "map" for `vectorize` ("auto": "map" for cnn1d, GRU, LSTM on CPU, else vmap)."""
     if vectorize != "auto":
         return vectorize
     return "map" if _family_on_cpu(model) in MAP_FAMILIES else "vmap"
@@ -826,7 +827,8 @@ def train_sweep(
       max_chunks: return after this many chunks in this call (time-sliced or preemptible jobs:
         call again with resume=True to continue); the result then holds the partial state.
       vectorize: "vmap" (default) batches the models of a device; "map" loops over them inside
-        the compiled program (same results); "auto": "map" for cnn1d on CPU, else "vmap".
+        the compiled program (same results); "auto": "map" for cnn1d, GRU and LSTM on CPU,
+        else "vmap".
       loop: "scan" (default) compiles whole chunks of updates into one program; "host" calls a
         compiled single update from Python (same results to float rounding; much faster for
         convolutional models on CPU, see `host_loop_programs`); "auto": "host" for the image
@@ -907,6 +909,14 @@ def train_sweep(
     keys = _put_global(_unit_keys(plan.seed, plan.seed_indices, plan.layout, plan.m_pad), model_sh)
     chunks = plan.chunks(ckpt.periods_done)
 
+    # The bar appears before compiling, naming what is compiled, so a first run never sits
+    # silent for the seconds XLA takes (the persistent cache makes later runs skip this).
+    bar = _progress_bar(plan, ckpt.periods_done, desc) if progress else None
+    if bar is not None:
+        bar.set_postfix_str(
+            f"compiling {plan.m} x {getattr(getattr(plan.model, 'config', None), 'name', 'model')} "
+            f"({plan.loop} loop, {plan.vectorize})"
+        )
     t0 = time.perf_counter()
     order_key = None
     if plan.cfg.batch_order == "shared":  # one epoch order for the sweep, from its seed
@@ -927,8 +937,8 @@ def train_sweep(
     state = init_c(keys, hp, data)
     state, history = ckpt.restore(state, model_sh)
 
-    driver = ChunkDriver(plan, run_programs, progress=progress, desc=desc)
-    state, history = driver.run(state, hp, data, chunks, history, ckpt)
+    driver = ChunkDriver(plan, run_programs)
+    state, history = driver.run(state, hp, data, chunks, history, ckpt, bar)
     return plan.result(state, history, compile_s, time.perf_counter() - t_start)
 
 
@@ -1259,14 +1269,28 @@ class Checkpointer:
         )
 
 
+def _progress_bar(plan: SweepPlan, periods_done: int, desc: str):
+    """A tqdm bar in updates (process 0 only; None elsewhere)."""
+    if jax.process_index() != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    every = plan.cfg.eval_every
+    return tqdm(
+        total=plan.total_periods * every,
+        initial=periods_done * every,
+        unit="step",
+        desc=desc,
+        dynamic_ncols=True,
+    )
+
+
 class ChunkDriver:
     """Runs the planned chunks: compiled `run` programs (loop="scan") or a host loop over
     compiled single updates (loop="host"); stops early once no model is running; updates the
     progress bar and commits a checkpoint after each chunk."""
 
-    def __init__(
-        self, plan: SweepPlan, run_programs: Mapping[int, Any], *, progress: bool, desc: str
-    ):
+    def __init__(self, plan: SweepPlan, run_programs: Mapping[int, Any]):
         self.plan = plan
         self.programs = dict(run_programs)
         if plan.loop == "host":
@@ -1287,7 +1311,6 @@ class ChunkDriver:
                 return st, jax.tree_util.tree_map(lambda *r: jnp.stack(r, axis=1), *rows)
 
             self.programs = {n: functools.partial(host_run, n) for n in self.programs}
-        self.progress, self.desc = progress, desc
         self.on_period = None  # host loop: called with the updates of each finished period
 
     def n_running(self, st) -> int:
@@ -1297,21 +1320,13 @@ class ChunkDriver:
         return int(np.sum(np.asarray(s)[:n_u] < np.asarray(stop)[:n_u]))
 
     def run(
-        self, state, hp, data, chunks: Sequence[int], history: dict, ckpt: Checkpointer
+        self, state, hp, data, chunks: Sequence[int], history: dict, ckpt: Checkpointer, bar=None
     ) -> tuple[Any, dict]:
+        """Runs `chunks`, updating `bar` (a tqdm bar or None) in updates."""
         plan, every = self.plan, self.plan.cfg.eval_every
         periods_done = ckpt.periods_done
-        bar = None
-        if self.progress and jax.process_index() == 0:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=plan.total_periods * every,
-                initial=periods_done * every,
-                unit="step",
-                desc=self.desc,
-                dynamic_ncols=True,
-            )
+        if bar is not None:
+            bar.set_postfix_str("training")
         running = self.n_running(state) if periods_done > 0 else plan.m  # may be finished
         moved = 0  # updates the bar already advanced inside the current chunk (host loop)
 
