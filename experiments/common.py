@@ -149,6 +149,14 @@ def make_parser(
         action="store_true",
         help="multi-host: call jax.distributed.initialize() first",
     )
+    p.add_argument(
+        "--compute-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="training forward/backward dtype: bfloat16 = mixed precision for GPUs and TPUs "
+        "(float32 master weights, optimizer and evaluation; slower on CPU); recorded in "
+        "config.json",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -337,6 +345,7 @@ class Run:
     resume: bool
     progress: bool
     overwrite: bool = False
+    compute_dtype: str = "float32"  # TrainConfig.compute_dtype of every sweep (--compute-dtype)
     config: dict = dataclasses.field(default_factory=dict)
     results: list[dict] = dataclasses.field(default_factory=list)
     rows: list[dict] = dataclasses.field(default_factory=list)
@@ -571,6 +580,9 @@ def start_run(
         "preset_config": io.to_jsonable(preset_config),
         **io.to_jsonable(dict(extra_config or {})),
     }
+    compute_dtype = getattr(args, "compute_dtype", "float32")
+    if compute_dtype != "float32":  # absent at the default: older run folders still resume
+        config["compute_dtype"] = compute_dtype
     out = io.check_run_dir(args.out, experiment=name, overwrite=args.overwrite, resume=args.resume)
     cfg_path = out / io.RUN_MARKER
     if args.resume and cfg_path.exists():
@@ -599,6 +611,7 @@ def start_run(
         resume=args.resume,
         overwrite=args.overwrite,
         config=config,
+        compute_dtype=compute_dtype,
         progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None,
     )
 
@@ -730,6 +743,8 @@ def run_sweep(
     # the fastest program per model family on CPU (sbjax.train.sweep.resolve_loop / _vectorize)
     kwargs.setdefault("loop", "auto")
     kwargs.setdefault("vectorize", "auto")
+    if run.compute_dtype != "float32":
+        cfg = dataclasses.replace(cfg, compute_dtype=run.compute_dtype)
     t0 = time.perf_counter()
     r = train_sweep(
         cfg,

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from sbjax.models.fcn import activate, dropout
+from sbjax.models.fcn import activate, dropout, flat_input
 from sbjax.models.initializers import bias_init, dense, kernel_init
 
 
@@ -83,7 +83,7 @@ class CNN1D(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, dropout_rate: Any = 0.0) -> jax.Array:
         """Args: x float32 [n, D]. Returns logits [n, num_classes]."""
-        x = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+        x = flat_input(x)
         d_in = x.shape[-1]
         if self.input_dropout:
             x = dropout(self, x, dropout_rate, train)

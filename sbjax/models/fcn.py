@@ -29,6 +29,13 @@ def is_static_zero(rate: Any) -> bool:
         return False
 
 
+def flat_input(x: jax.Array) -> jax.Array:
+    """[n, ...] -> [n, D] float32, or kept in bfloat16 / float16 (mixed-precision training,
+    `TrainConfig.compute_dtype`, casts inputs and parameters to bfloat16)."""
+    x = jnp.reshape(x, (x.shape[0], -1))
+    return x if x.dtype in (jnp.bfloat16, jnp.float16) else x.astype(jnp.float32)
+
+
 def dropout(module: nn.Module, x: jax.Array, rate: Any, train: bool) -> jax.Array:
     """Inverted dropout with a possibly traced `rate` (PyTorch semantics).
 
@@ -105,7 +112,7 @@ class FCN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, dropout_rate: Any = 0.0) -> jax.Array:
         """Args: x float32 [n, D] (or [n, ...], flattened). Returns logits [n, num_classes]."""
-        x = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+        x = flat_input(x)
         if self.input_dropout:
             x = dropout(self, x, dropout_rate, train)
         for i in range(self.depth):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from sbjax.models.fcn import dropout
+from sbjax.models.fcn import dropout, flat_input
 from sbjax.models.initializers import bias_init, dense, kernel_init, uniform_init
 
 N_GATES = {"gru": 3, "lstm": 4}
@@ -140,7 +140,7 @@ class StackedRNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, dropout_rate: Any = 0.0) -> jax.Array:
         """Args: x float32 [n, D] with D % chunk == 0. Returns logits [n, num_classes]."""
-        x = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+        x = flat_input(x)
         d = x.shape[-1]
         if d % self.chunk != 0:
             raise ValueError(

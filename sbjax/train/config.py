@@ -25,6 +25,7 @@ LOSSES = ("ce", "hinge")
 STOP_RULES = ("acc", "loss", "none")
 SELECT_METRICS = ("val_acc", "val_robust_acc")
 BATCH_ORDERS = ("per_model", "shared")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +74,11 @@ class TrainConfig:
         "shared" (every model of a sweep sees the same batch at each update, from a key of the
         sweep's seed: common random numbers for comparing grid points, and one wide first-layer
         matmul for all models; `train_sweep` with vectorize="vmap", loop="scan").
+      compute_dtype: "float32" (default) or "bfloat16": mixed precision for the training
+        forward and backward pass (parameters and inputs are cast to bfloat16 there, so matmuls
+        take bfloat16 operands, which GPUs and TPUs multiply with float32 accumulation); the
+        master parameters, gradients, optimizer state, loss, stop rule and every evaluation stay
+        float32. For accelerators: XLA:CPU has no fast bfloat16 matmul, so it is slower there.
     """
 
     optimizer: str = "sgd"
@@ -105,6 +111,7 @@ class TrainConfig:
     sam: bool = False
     sam_rho: float = 0.05
     batch_order: str = "per_model"
+    compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         # Every check runs here, in milliseconds, before anything is traced (DESIGN.md "Errors
@@ -144,6 +151,7 @@ class TrainConfig:
             fail("sam", self.sam, "True or False")
         check_range("sam_rho", self.sam_rho, 0.0, None)
         check_choice("batch_order", self.batch_order, BATCH_ORDERS)
+        check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         if self.select_metric == "val_robust_acc" and self.adv_norm == "none":
             fail("select_metric", self.select_metric, "'val_acc' unless adv_norm is 'l2' or 'linf'")
         if self.adv_bounds is not None:

@@ -67,6 +67,20 @@ def monitor_key(name: str) -> str:
     return f"monitor_{name}_acc"
 
 
+def to_compute_dtype(tree: Any, dtype: str) -> Any:
+    """`tree` with its floating leaves cast to `dtype` (TrainConfig.compute_dtype); the identity
+    for "float32". The cast sits inside the differentiated function, so gradients reach the
+    float32 master parameters in float32."""
+    if dtype == "float32":
+        return tree
+    target = jnp.dtype(dtype)
+
+    def cast(a):
+        return a.astype(target) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
 class TrainState(NamedTuple):
     """Carry of one model (every leaf gains a leading model axis under vmap).
 
@@ -498,8 +512,8 @@ class Trainer:
 
         def member_loss(params, v, x, dkey, rwk):
             logits, mutated = self.model.apply(
-                {**v, "params": params},
-                x,
+                {**v, "params": to_compute_dtype(params, cfg.compute_dtype)},
+                to_compute_dtype(x, cfg.compute_dtype),
                 train=True,
                 key=dkey,
                 dropout_rate=shared["dropout_rate"],

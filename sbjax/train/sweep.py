@@ -305,8 +305,9 @@ def _config_for_fingerprint(cfg: TrainConfig) -> dict:
     """The config's fields as the fingerprint sees them: fields added later are left out at
     their defaults, so checkpoints written before them still resume."""
     d = dataclasses.asdict(cfg)
-    if d.get("batch_order") == "per_model":
-        d.pop("batch_order")
+    for name, default in (("batch_order", "per_model"), ("compute_dtype", "float32")):
+        if d.get(name) == default:
+            d.pop(name)
     return d
 
 
