@@ -435,3 +435,21 @@ def test_patch_conv1d_is_flax_conv(kernel, channels):
     y_ref, y_new = Reference().apply(p_ref, x), Patches().apply(p_new, x)
     assert y_ref.shape == y_new.shape
     np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_equal_configs_share_one_model_and_its_compiled_programs():
+    """make_model returns one object per config, so a sweep that passes a config dict again
+    reuses the programs compiled for it instead of compiling them again."""
+    from sbjax.train import TrainConfig, train_sweep
+    from sbjax.train import sweep as sweep_module
+
+    config = {"name": "fcn", "width": 8, "depth": 1}
+    assert make_model(config) is make_model(dict(config)) is make_model(ModelConfig(**config))
+    assert make_model(config) is not make_model({**config, "width": 9})
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    cfg = TrainConfig(batch_size=16, max_steps=4, eval_every=2)
+    train_sweep(cfg, config, (x, y), grid={"lr": [0.1]}, progress=False)
+    programs = set(sweep_module._PROGRAM_CACHE)
+    train_sweep(cfg, dict(config), (x, y), grid={"lr": [0.2]}, progress=False)
+    assert set(sweep_module._PROGRAM_CACHE) == programs  # no new program was compiled

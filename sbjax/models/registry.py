@@ -13,6 +13,7 @@ dropout sites) live in the config; what varies over a sweep is an argument.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -243,6 +244,13 @@ def make_model(config: ModelConfig | Mapping[str, Any]) -> Model:
     """
     cfg = _as_config(config)
     cfg.validate()
+    return _model_of(cfg)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_of(cfg: ModelConfig) -> Model:
+    # One Model object per config: `train_sweep` reuses compiled programs per model object, so
+    # sweeps that pass the same config (a dict, rebuilt every call) compile once per process.
     module = _build_module(cfg)
     has_bs = cfg.name in IMAGE_MODELS
     has_dropout_sites = cfg.name not in IMAGE_MODELS and (cfg.dropout or cfg.input_dropout)
