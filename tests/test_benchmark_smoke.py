@@ -105,3 +105,33 @@ def test_cli_writes_json_with_schema(tmp_path):
 def test_bad_impl_raises():
     with pytest.raises(ValueError, match="impl"):
         tt.main(["--impl", "nope", "--no-peak"])
+
+
+def test_grid_d1_harness_counts_the_whole_grid(tmp_path):
+    """benchmarks.grid_d1 at toy size: 180 points, the per-point sum extrapolated from the timed
+    points, and the rows written to --out (a harness check, not a timing)."""
+    from benchmarks import grid_d1
+
+    out = tmp_path / "grid.json"
+    rows = grid_d1.main(
+        [
+            "--updates",
+            "4",
+            "--n-train",
+            "300",
+            "--models",
+            "8x1",
+            "--sample",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    (row,) = rows
+    assert row["grid_points"] == 180 and row["model"] == "fcn_8x1"
+    per = row["per_point_s"]
+    assert set(per) == {"4", "16", "64", "256"}
+    np.testing.assert_allclose(row["per_point_sum_s"], sum(per.values()) * 45, rtol=0.01, atol=0.1)
+    assert json.loads(out.read_text()) == rows
+    with pytest.raises(SystemExit):
+        grid_d1.main(["--sample", "2"])
