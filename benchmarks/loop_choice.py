@@ -1,9 +1,12 @@
-"""Scan vs host loop per model family on this backend (why `loop="auto"` picks what it picks).
+"""Scan vs host loop, vmap vs map, per model family on this backend (why `loop="auto"` and
+`vectorize="auto"` pick what they pick).
 
     python -m benchmarks.loop_choice --models cnn1d_32x7x1,gru_100x10x1 --steps 400
+    python -m benchmarks.loop_choice --models cnn1d_32x7x1 --loops scan --vectorize vmap,map
 
-Trains 3 seeds of each model on LMS-5 (20k points, d = 50) for `--steps` updates with
-loop="scan" and loop="host" and prints wall, compile and training seconds of each.
+Trains `--seeds` seeds of each model on LMS-5 (20k points, d = 50) for `--steps` updates with
+every combination of `--loops` and `--vectorize` and prints the wall and compile seconds of each
+`train_sweep` call (on one CPU device per core, as the experiments run; `--devices 1` for one).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-train", type=int, default=20000)
+    p.add_argument("--loops", default="scan,host", help="comma-separated: scan, host")
+    p.add_argument("--vectorize", default="vmap", help="comma-separated: vmap, map")
+    p.add_argument("--devices", type=int, default=None, help="CPU devices (default: one per core)")
     args = p.parse_args(argv)
+
+    from sbjax.runtime import configure_cpu_devices
+
+    configure_cpu_devices(args.devices)
 
     from experiments.synthetic import MODELS, make_data
     from sbjax.train import TrainConfig, train_sweep
@@ -29,19 +39,27 @@ def main(argv=None) -> list[dict]:
     )
     rows = []
     for name in args.models.split(","):
-        for loop in ("scan", "host"):
-            t = time.perf_counter()
-            r = train_sweep(
-                cfg, MODELS[name], (x, y), n_seeds=args.seeds, loop=loop, progress=False
-            )
-            row = {
-                "model": name,
-                "loop": loop,
-                "call_s": round(time.perf_counter() - t, 2),
-                "compile_s": round(r.compile_s, 2),
-            }
-            rows.append(row)
-            print(row, flush=True)
+        for loop in args.loops.split(","):
+            for vec in args.vectorize.split(","):
+                t = time.perf_counter()
+                r = train_sweep(
+                    cfg,
+                    MODELS[name],
+                    (x, y),
+                    n_seeds=args.seeds,
+                    loop=loop,
+                    vectorize=vec,
+                    progress=False,
+                )
+                row = {
+                    "model": name,
+                    "loop": loop,
+                    "vectorize": vec,
+                    "call_s": round(time.perf_counter() - t, 2),
+                    "compile_s": round(r.compile_s, 2),
+                }
+                rows.append(row)
+                print(row, flush=True)
     return rows
 
 
