@@ -252,7 +252,7 @@ def _over_models(fn, mesh: Mesh, vectorize: str):
 LOOPS = ("scan", "host", "auto")
 SHARED_ORDER_STREAM = 0x5EED  # fold_in(key(seed), this): the shared batch order's key
 # What "auto" picks on CPU, per model family (measured on the 2-core CPU, benchmarks/RESULTS.md,
-# "Scan or host loop"): a scan over a lax.map of the models trains cnn1d and the RNNs faster than
+# "Scan or host loop" and "1-D CNN and GRU programs on CPU"): a scan over a lax.map of the models trains cnn1d and the RNNs faster than
 # the vmapped program (16 seeds, 300 updates, 2 devices: cnn1d 12.0 vs 20.6 s, GRU 16.4 vs
 # 25.1 s), because XLA:CPU runs many small per-model GEMMs better than their batched form; the
 # host loop with vmap deadlocks there in an all-gather. The image CNNs train ~20x faster with the
@@ -918,28 +918,32 @@ def train_sweep(
             f"compiling {plan.m} x {getattr(getattr(plan.model, 'config', None), 'name', 'model')} "
             f"({plan.loop} loop, {plan.vectorize})"
         )
-    t0 = time.perf_counter()
-    order_key = None
-    if plan.cfg.batch_order == "shared":  # one epoch order for the sweep, from its seed
-        order_key = jax.random.fold_in(jax.random.key(plan.seed), SHARED_ORDER_STREAM)
-    init_c, run_programs = _compiled_programs(
-        plan.trainer,
-        plan.mesh,
-        chunks,
-        plan.model,
-        keys,
-        hp,
-        data,
-        plan.vectorize,
-        plan.loop,
-        order_key,
-    )
-    compile_s = time.perf_counter() - t0
-    state = init_c(keys, hp, data)
-    state, history = ckpt.restore(state, model_sh)
+    try:
+        t0 = time.perf_counter()
+        order_key = None
+        if plan.cfg.batch_order == "shared":  # one epoch order for the sweep, from its seed
+            order_key = jax.random.fold_in(jax.random.key(plan.seed), SHARED_ORDER_STREAM)
+        init_c, run_programs = _compiled_programs(
+            plan.trainer,
+            plan.mesh,
+            chunks,
+            plan.model,
+            keys,
+            hp,
+            data,
+            plan.vectorize,
+            plan.loop,
+            order_key,
+        )
+        compile_s = time.perf_counter() - t0
+        state = init_c(keys, hp, data)
+        state, history = ckpt.restore(state, model_sh)
 
-    driver = ChunkDriver(plan, run_programs)
-    state, history = driver.run(state, hp, data, chunks, history, ckpt, bar)
+        driver = ChunkDriver(plan, run_programs)
+        state, history = driver.run(state, hp, data, chunks, history, ckpt, bar)
+    finally:
+        if bar is not None:
+            bar.close()  # also on an error or Ctrl-C, so the terminal line is left clean
     return plan.result(state, history, compile_s, time.perf_counter() - t_start)
 
 
@@ -1360,7 +1364,6 @@ class ChunkDriver:
                 bar.set_postfix_str(f"all {plan.m} models stopped at update {bar.n}")
                 bar.total = bar.n
                 bar.refresh()
-            bar.close()
         return state, history
 
 
