@@ -455,11 +455,11 @@ class Trained:
     extra: dict = dataclasses.field(default_factory=dict)
 
 
-_WORST = ("diverged", "max_steps", "converged")
+def worst_stop_reason(*reasons: str) -> str:
+    """`sbjax.eval.ensemble.worst_stop_reason`, imported on use (--help stays jax-free)."""
+    from sbjax.eval.ensemble import worst_stop_reason as worst
 
-
-def worst_reason(*reasons: str) -> str:
-    return min(reasons, key=_WORST.index)
+    return worst(*reasons)
 
 
 def take(tree: Any, idx: Sequence[int]) -> Any:
@@ -590,7 +590,7 @@ class Methods:
         t = self.single("jtt", r)
         t.extra["error_set_size"] = errors.sum(axis=1)[t.seed_index]
         t.reasons = [
-            worst_reason(a, stage1.stop_reason[s])
+            worst_stop_reason(a, stage1.stop_reason[s])
             for a, s in zip(t.reasons, t.seed_index, strict=True)
         ]
         return t
@@ -603,7 +603,7 @@ class Methods:
         idx = [(s * 2 + j) * g + gi for j in (0, 1)]
         members = [(self.model.logits, take(r.params, i)) for i in idx]
         reasons = [
-            worst_reason(r.stop_reason[a], r.stop_reason[b]) for a, b in zip(*idx, strict=True)
+            worst_stop_reason(r.stop_reason[a], r.stop_reason[b]) for a, b in zip(*idx, strict=True)
         ]
         return Trained(members, self.grid_points(method, r), s, reasons)
 
@@ -646,7 +646,7 @@ class Methods:
             (logits_fn, r.params),
         ]
         reasons = [
-            worst_reason(erm.stop_reason[s], a)
+            worst_stop_reason(erm.stop_reason[s], a)
             for s, a in zip(per_cell_seed, r.stop_reason, strict=True)
         ]
         return Trained(members, [], np.asarray(per_cell_seed), reasons)
@@ -691,7 +691,7 @@ class Methods:
         )
         t = self.single("dfr", r)
         t.reasons = [
-            worst_reason(erm.stop_reason[s], a) for s, a in zip(seeds, t.reasons, strict=True)
+            worst_stop_reason(erm.stop_reason[s], a) for s, a in zip(seeds, t.reasons, strict=True)
         ]
         return t
 

@@ -172,3 +172,13 @@ def test_boundary_picks_the_used_sc_coordinate_and_is_flat_for_s_only(data):
         bd.boundary_projection(
             linear_logits, variables, basis, jax.random.key(0), data=(x, y), c2=0
         )
+
+
+def test_worst_stop_reason_orders_diverged_before_budget_before_converged():
+    from sbjax.eval.ensemble import worst_stop_reason
+
+    assert worst_stop_reason("converged", "max_steps") == "max_steps"
+    assert worst_stop_reason("max_steps", "diverged", "converged") == "diverged"
+    assert worst_stop_reason("converged") == "converged"
+    with pytest.raises(ValueError, match="stop_reason"):
+        worst_stop_reason("converged", "done")

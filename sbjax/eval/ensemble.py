@@ -42,6 +42,7 @@ __all__ = [
     "aggregate_logits",
     "ensemble_logits_fn",
     "ensemble_stop_reasons",
+    "worst_stop_reason",
     "group_members",
 ]
 
@@ -167,7 +168,13 @@ def ensemble_stop_reasons(stop_reason: Any, n_members: int, size: int | None = N
         fail("size", k, f"an ensemble size <= n_members = {n_members}")
     if len(reasons) % n_members:
         fail("n_members", n_members, f"a divisor of the number of members ({len(reasons)})")
+    groups = [reasons[e * n_members : e * n_members + k] for e in range(len(reasons) // n_members)]
+    return [worst_stop_reason(*g) for g in groups]
+
+
+def worst_stop_reason(*reasons: str) -> str:
+    """The worst of stop reasons ("diverged" < "max_steps" < "converged"): the status of anything
+    built from several trained models (an ensemble, a two-stage method)."""
     for r in reasons:
         check_choice("stop_reason", r, _STOP_ORDER)
-    groups = [reasons[e * n_members : e * n_members + k] for e in range(len(reasons) // n_members)]
-    return [min(g, key=_STOP_ORDER.index) for g in groups]
+    return min(reasons, key=_STOP_ORDER.index)
