@@ -345,13 +345,18 @@ class Run:
     resume: bool
     progress: bool
     overwrite: bool = False
-    compute_dtype: str = "float32"  # TrainConfig.compute_dtype of every sweep (--compute-dtype)
     config: dict = dataclasses.field(default_factory=dict)
     results: list[dict] = dataclasses.field(default_factory=list)
     rows: list[dict] = dataclasses.field(default_factory=list)
     figures: list[str] = dataclasses.field(default_factory=list)
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     _ready: bool = False
+
+    @property
+    def compute_dtype(self) -> str:
+        """TrainConfig.compute_dtype of every sweep (--compute-dtype; in config.json when not
+        float32)."""
+        return self.config.get("compute_dtype", "float32")
 
     def ensure_folder(self) -> Path:
         """Creates (or reopens / replaces) the run folder on first use and writes config.json and
@@ -611,7 +616,6 @@ def start_run(
         resume=args.resume,
         overwrite=args.overwrite,
         config=config,
-        compute_dtype=compute_dtype,
         progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None,
     )
 

@@ -152,3 +152,25 @@ def test_records_name_their_part_and_the_table_shows_paper_values(capsys):
     t0 = time.perf_counter()
     assert common.record_label(run.results[0]).startswith("[s_removed]")
     assert time.perf_counter() - t0 < 0.1
+
+
+def test_compute_dtype_option_reaches_every_sweep_config(tmp_path, monkeypatch):
+    """--compute-dtype is recorded in config.json (only when not float32, so older run folders
+    still resume) and run_sweep trains with it; other values are refused by the parser."""
+    import sbjax.train
+
+    parser = common.make_parser("x", "doc", {"smoke": None}, preset_help={"smoke": "s"})
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--compute-dtype", "float16"])
+    seen = []
+    monkeypatch.setattr(
+        sbjax.train, "train_sweep", lambda cfg, *a, **k: seen.append(cfg.compute_dtype) or 1 / 0
+    )
+    kw = dict(name="x", preset="smoke", preset_config={}, n_seeds=1, seed=0)
+    for config, want in (({}, "float32"), ({"compute_dtype": "bfloat16"}, "bfloat16")):
+        out = tmp_path / want
+        run = common.Run(**kw, out=out, resume=False, progress=False, config=config)
+        assert run.compute_dtype == want
+        with pytest.raises(ZeroDivisionError):
+            common.run_sweep(run, "s", sbjax.train.TrainConfig(), None, None, None)
+    assert seen == ["float32", "bfloat16"]

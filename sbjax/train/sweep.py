@@ -252,11 +252,12 @@ def _over_models(fn, mesh: Mesh, vectorize: str):
 LOOPS = ("scan", "host", "auto")
 SHARED_ORDER_STREAM = 0x5EED  # fold_in(key(seed), this): the shared batch order's key
 # What "auto" picks on CPU, per model family (measured on the 2-core CPU, benchmarks/RESULTS.md,
-# "Scan or host loop" and "1-D CNN and GRU programs on CPU"): a scan over a lax.map of the models trains cnn1d and the RNNs faster than
-# the vmapped program (16 seeds, 300 updates, 2 devices: cnn1d 12.0 vs 20.6 s, GRU 16.4 vs
-# 25.1 s), because XLA:CPU runs many small per-model GEMMs better than their batched form; the
-# host loop with vmap deadlocks there in an all-gather. The image CNNs train ~20x faster with the
-# host loop (small_cnn). FCNs keep the vmapped, scanned program.
+# "Scan or host loop" and "1-D CNN and GRU programs on CPU"): a scan over a lax.map of the
+# models trains cnn1d and the RNNs faster than the vmapped program (16 seeds, 300 updates, 2
+# devices: cnn1d 15.8 vs 26.2 s, GRU 20.7 vs 31.5 s per call), because XLA:CPU runs many small
+# per-model GEMMs better than their batched form; the host loop with vmap deadlocks there in an
+# all-gather. The image CNNs train ~20x faster with the host loop (small_cnn). FCNs keep the
+# vmapped, scanned program.
 MAP_FAMILIES = ("cnn1d", "gru", "lstm")
 HOST_LOOP_FAMILIES = IMAGE_MODELS
 
