@@ -110,8 +110,9 @@ def main(argv=None) -> list[dict]:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+        from sbjax import io
+
+        io.write_json(args.out, rows)  # atomic: a killed run never leaves a truncated file
     return rows
 
 
