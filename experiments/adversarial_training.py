@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, resolve_preset, run_sweep, start_run
+from experiments.common import make_parser, releases_run_lock, resolve_preset, run_sweep, start_run
 from sbjax.validate import check_int, check_range, fail
 
 log = logging.getLogger("sbjax.experiments.adversarial_training")
@@ -407,6 +407,7 @@ def draw_figure(run, preset: Preset, records: Sequence[dict[str, Any]]) -> None:
     )
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     args = parser.parse_args(argv)

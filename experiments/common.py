@@ -31,11 +31,12 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +351,7 @@ class Run:
     rows: list[dict] = dataclasses.field(default_factory=list)
     figures: list[str] = dataclasses.field(default_factory=list)
     t0: float = dataclasses.field(default_factory=time.perf_counter)
+    lock: Any = None  # the folder's `sbjax.io.RunLock`, held from start_run to finish
     _ready: bool = False
 
     @property
@@ -371,24 +373,37 @@ class Run:
             io.prepare_run_dir(
                 self.out, experiment=self.name, overwrite=self.overwrite, resume=self.resume
             )
+            io.record_owned(self.out, io.RUN_MARKER, "env.json")
             io.write_json(self.out / io.RUN_MARKER, self.config)
             io.write_json(self.out / "env.json", io.environment_info())
             self._ready = True
         return self.out
 
+    def own(self, name: str) -> Path:
+        """The run folder's `name` (a file or folder), recorded as sbjax's (`--overwrite` then
+        replaces it) before it is written; the folder is created first if needed."""
+        out = self.ensure_folder()
+        if _is_main_process():
+            io.record_owned(out, name)
+        return out / name
+
+    def release(self) -> None:
+        """Releases the run folder's lock (idempotent; `finish` calls it)."""
+        if self.lock is not None:
+            self.lock.release()
+
     def sweep_kwargs(self, sweep_name: str) -> dict[str, Any]:
         """Keyword arguments for `train_sweep`: checkpoint folder, resume flag, progress label."""
-        self.ensure_folder()
         return {
-            "out_dir": self.out / "sweeps" / sweep_name,
+            "out_dir": self.own("sweeps") / sweep_name,
             "resume": self.resume,
             "progress": self.progress,
             "desc": sweep_name,
         }
 
     def path(self, filename: str) -> Path:
-        """A file of the run folder (created first if needed)."""
-        return self.ensure_folder() / filename
+        """A file of the run folder (created first if needed), recorded as sbjax's."""
+        return self.own(filename)
 
     def add_result(
         self,
@@ -517,17 +532,18 @@ class Run:
         self.figures.append(filename)
         if not _is_main_process():
             return self.out / filename
-        return plots.save_and_draw(self.ensure_folder(), filename, kind, **args)
+        self.own("figures")  # the figure's data, for `python -m sbjax.plots RUN_DIR`
+        self.own(filename)
+        return plots.save_and_draw(self.out, filename, kind, **args)
 
     def save_params(self, name: str, tree: Any) -> None:
         """Saves stacked model variables to params/<name>.npz (process 0 only)."""
         if not _is_main_process():
             return
-        self.ensure_folder()
-        io.save_npz(self.out / "params" / f"{name}.npz", tree)
+        io.save_npz(self.own("params") / f"{name}.npz", tree)
 
     def finish(self, extra: Mapping[str, Any] | None = None) -> dict:
-        """Writes summary.json and metrics.csv; returns the summary."""
+        """Writes summary.json and metrics.csv, releases the folder's lock; returns the summary."""
         self.ensure_folder()
         summary = {
             "experiment": self.name,
@@ -544,11 +560,26 @@ class Run:
             summary.update(io.to_jsonable(dict(extra)))
         if not _is_main_process():  # every process computed it; process 0 writes it
             return summary
-        io.write_json(self.out / "summary.json", summary)
-        io.write_csv(self.out / "metrics.csv", self.rows)
+        io.write_json(self.own("summary.json"), summary)
+        io.write_csv(self.own("metrics.csv"), self.rows)
+        self.release()
         print(results_table(self.results), flush=True)
         log.info("wrote %s (%.1f s)", self.out / "summary.json", summary["runtime_s"])
         return summary
+
+
+def releases_run_lock(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for an experiment's `main`: the run folder's lock (taken by `start_run`) is
+    released when `main` returns or raises, so a failed start leaves no lock file behind."""
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        finally:
+            io.RunLock.release_all()
+
+    return wrapped
 
 
 def start_run(
@@ -589,15 +620,19 @@ def start_run(
     if compute_dtype != "float32":  # absent at the default: older run folders still resume
         config["compute_dtype"] = compute_dtype
     out = io.check_run_dir(args.out, experiment=name, overwrite=args.overwrite, resume=args.resume)
-    cfg_path = out / io.RUN_MARKER
-    if args.resume and cfg_path.exists():
-        old = io.read_json(cfg_path)
-        if json.dumps(old, sort_keys=True) != json.dumps(io.to_jsonable(config), sort_keys=True):
-            raise ValueError(
-                f"--resume is invalid: {str(cfg_path)!r} was written with a different "
-                "configuration; use a new --out or --overwrite"
-            )
+    _check_resume_config(out, config, args.resume)
     init_distributed(args.distributed or None)
+    lock = None
+    if _is_main_process():
+        # One run per folder: a second run on this --out fails here, before it touches anything.
+        # The folder is checked again under the lock (it may have changed while we waited).
+        lock = io.RunLock(out, name).acquire()
+        try:
+            io.check_run_dir(out, experiment=name, overwrite=args.overwrite, resume=args.resume)
+            _check_resume_config(out, config, args.resume)
+        except BaseException:
+            lock.release()
+            raise
     if not getattr(args, "no_compile_cache", False):
         enable_compilation_cache()
     import jax
@@ -617,7 +652,20 @@ def start_run(
         overwrite=args.overwrite,
         config=config,
         progress=not args.no_progress and os.environ.get("SBJAX_NO_PROGRESS") is None,
+        lock=lock,
     )
+
+
+def _check_resume_config(out: Path, config: Mapping[str, Any], resume: bool) -> None:
+    """On --resume, the stored config must equal this run's (no silent mix of settings)."""
+    cfg_path = out / io.RUN_MARKER
+    if resume and cfg_path.exists():
+        old = io.read_json(cfg_path)
+        if json.dumps(old, sort_keys=True) != json.dumps(io.to_jsonable(config), sort_keys=True):
+            raise ValueError(
+                f"--resume is invalid: {str(cfg_path)!r} was written with a different "
+                "configuration; use a new --out or --overwrite"
+            )
 
 
 def quiet_third_party_loggers(verbose: bool = False) -> None:
@@ -747,8 +795,13 @@ def run_sweep(
     # the fastest program per model family on CPU (sbjax.train.sweep.resolve_loop / _vectorize)
     kwargs.setdefault("loop", "auto")
     kwargs.setdefault("vectorize", "auto")
+    from sbjax.train.engine import prepare_data
+
     if run.compute_dtype != "float32":
         cfg = dataclasses.replace(cfg, compute_dtype=run.compute_dtype)
+    # The engine's data checks (shapes, batch size <= training set, finite inputs) before the
+    # run folder is created or replaced: a bad --set value leaves the previous run intact.
+    prepare_data(cfg, train, val, kwargs.get("monitor"))
     t0 = time.perf_counter()
     r = train_sweep(
         cfg,

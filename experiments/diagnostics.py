@@ -60,7 +60,14 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, parse_parts, resolve_preset, run_sweep, start_run
+from experiments.common import (
+    make_parser,
+    parse_parts,
+    releases_run_lock,
+    resolve_preset,
+    run_sweep,
+    start_run,
+)
 from experiments.evaluation import eval_key, eval_keys
 from experiments.synthetic import (
     MODELS,
@@ -755,6 +762,7 @@ def part_phase(run, p: Preset, extra: dict) -> None:
                     dataset="noisy_lms",
                     model="fcn_100x1",
                     metrics=met,
+                    status=list(res.stop_reason[i, j, l_]),  # diverged models: excluded, counted
                     part="phase",
                     expect=f"p={pv:g}, margin={g:g}, k={k}: reliance moves from S to S^c as "
                     "p grows",
@@ -766,23 +774,37 @@ def part_phase(run, p: Preset, extra: dict) -> None:
                 )
     cross = res.crossover(min_gap=PHASE_MIN_GAP)
     rel = res.reliance()
+    n_models = int(res.stop_reason.size)
     extra["phase"] = {
+        "n_diverged": res.n_diverged,
         "crossover": cross,
         "compile_s": res.compile_s,
         "run_s": res.run_s,
-        "n_models": int(np.prod(m["test_acc"].shape)),
+        "n_models": n_models,
         "n_devices": res.n_devices,
         "theory_lsn": THEORY_LSN,
         "noise_model": data.noise_model,
         "slab_margin": data.slab_margin,
         "min_gap": PHASE_MIN_GAP,
     }
+    if res.n_diverged == n_models:
+        extra["phase"]["status"] = "all models failed"
+        log.warning(
+            "phase: all %d models diverged: no phase diagram (lower phase.train.lr)", n_models
+        )
+        return
+    if res.n_diverged:
+        log.warning("phase: %d of %d models diverged (excluded)", res.n_diverged, n_models)
     for c in cross:
+        failed = f" ({c['n_failed_cells']} p cell(s) without a usable model)"
         log.info(
-            "phase: margin %.2f, k %d: S^c first wins at p = %s",
+            "phase: margin %.2f, k %d: %s%s",
             c["margin"],
             c["k"],
-            c["p_cross"],
+            "S^c never wins on the p grid"
+            if c["p_cross"] is None
+            else f"S^c first wins at p = {c['p_cross']:g}",
+            failed if c["n_failed_cells"] else "",
         )
     run.figure(
         "phase_diagram.png",
@@ -801,6 +823,7 @@ def part_phase(run, p: Preset, extra: dict) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

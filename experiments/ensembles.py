@@ -74,6 +74,7 @@ from experiments.common import (
     SEED_OK,
     SEED_UNCONVERGED_USED,
     make_parser,
+    releases_run_lock,
     resolve_preset,
     run_sweep,
     seed_status,
@@ -536,6 +537,7 @@ def draw_figures(run, outcomes: Sequence[dict[str, Any]]) -> None:
     )
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     args = parser.parse_args(argv)

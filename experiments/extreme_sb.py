@@ -68,6 +68,7 @@ import numpy as np
 from experiments.common import (
     make_parser,
     parse_parts,
+    releases_run_lock,
     resolve_preset,
     run_sweep,
     start_run,
@@ -302,7 +303,8 @@ def check_preset(p: Preset) -> None:
         fail("s_removed", p.s_removed, "a {dataset: SRemoved} map")
     check_names("s_removed", list(p.s_removed), DATASETS)
     used = set(p.datasets) | set(p.sc_sweep.datasets) | set(p.s_removed)
-    check_per_dataset("n_test", p.n_test, sorted(used), check_positive_int)
+    # two points at least: a one-point test set has one class, so no AUC
+    check_per_dataset("n_test", p.n_test, sorted(used), lambda k, v: check_positive_int(k, v, 2))
     check_recipe("train", p.train, need=("eval_every",))
     check_per_dataset("max_steps", p.max_steps, p.datasets, check_positive_int)
     check_per_dataset("patience", p.patience, sorted(used), check_positive_int)
@@ -635,6 +637,7 @@ def _boundary_figure(
 # ------------------------------------------------------------------------------------------------
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

@@ -68,6 +68,7 @@ from experiments.common import (
     SEED_DIVERGED,
     SEED_OK,
     make_parser,
+    releases_run_lock,
     resolve_preset,
     run_sweep,
     start_run,
@@ -895,6 +896,9 @@ def figures(run, results: list[dict]) -> None:
         return None, None
 
     grid = [[mean(ds, m, "s_rand_acc")[0] for ds in datasets] for m in methods]
+    if all(v is None for row in grid for v in row):  # every model failed: nothing to draw
+        log.warning("no method has a usable model on any dataset: no figures drawn")
+        return
     run.figure(
         "mitigation_s_rand_heatmap.png",
         "mitigation_heatmap",
@@ -909,9 +913,13 @@ def figures(run, results: list[dict]) -> None:
             (sx, sxe), (sy, sye) = mean(ds, m, "s_rand_acc"), mean(ds, m, "sc_rand_acc")
             if sx is not None and sy is not None:
                 pts[m] = [sx, sxe or 0.0, sy, sye or 0.0]
+        if not pts:
+            log.warning("%s: no method has a usable model: no S vs S^c figure", ds)
+            continue
         run.figure(f"mitigation_s_vs_sc_{ds}.png", "mitigation_s_vs_sc", points=pts, dataset=ds)
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

@@ -72,6 +72,7 @@ from experiments.common import (
     SEED_OK,
     SEED_UNCONVERGED_USED,
     make_parser,
+    releases_run_lock,
     resolve_preset,
     run_sweep,
     start_run,
@@ -378,6 +379,7 @@ def _logit_figure(
     run.figure(filename, "logit_histograms", panels=panels, bins=30, title=f"MNIST-CIFAR, {title}")
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

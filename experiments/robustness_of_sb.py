@@ -65,6 +65,7 @@ from experiments.common import (
     SEED_UNCONVERGED_USED,
     make_parser,
     parse_parts,
+    releases_run_lock,
     resolve_preset,
     run_sweep,
     start_run,
@@ -310,7 +311,7 @@ def check_preset(p: Preset) -> None:
     """Validates a preset after --set overrides, before any work (errors name the key)."""
     check_positive_int("n_seeds", p.n_seeds)
     check_positive_int("n_train", p.n_train)
-    check_positive_int("n_test", p.n_test)
+    check_positive_int("n_test", p.n_test, 2)
     check_positive_int("d", p.d, 2)
     check_recipe("train", p.train, need=("max_steps", "eval_every"))
     t6 = p.table6
@@ -863,6 +864,7 @@ def make_figures(run, results: Sequence[Mapping[str, Any]], f5: Mapping[str, Any
 # ------------------------------------------------------------------------------------------------
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

@@ -246,7 +246,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     validate.check_int("n_scatter", args.n_scatter, min_value=1)
     validate.check_range("p", args.p, 0.0, 1.0)
     B.check_slab_params(7, args.margin, args.width)  # the 7-slab is the tightest block shown
+    io.check_run_dir(args.out, experiment="show_data", overwrite=args.overwrite)
+    with io.RunLock(args.out, "show_data"):  # one run per folder, for the life of the run
+        return _preview(args)
+
+
+def _preview(args) -> dict[str, Any]:
+    from sbjax import io
+    from sbjax.data import blocks as B
+
     out = io.prepare_run_dir(args.out, experiment="show_data", overwrite=args.overwrite)
+    io.record_owned(out, "config.json", "env.json", "figures", "data_preview.png", "blocks.json")
     t0 = time.perf_counter()
     io.write_json(out / "config.json", {"experiment": "show_data", **vars(args)})
     io.write_json(out / "env.json", io.environment_info())

@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments.common import make_parser, resolve_preset, run_sweep, start_run
+from experiments.common import make_parser, releases_run_lock, resolve_preset, run_sweep, start_run
 from experiments.evaluation import coords_basis, eval_keys, evaluate_stack
 from experiments.synthetic import (
     Recipe,
@@ -605,6 +605,7 @@ def make_figure(run, results: Sequence[Mapping[str, Any]], noise: float) -> None
         )
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

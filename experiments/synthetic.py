@@ -155,8 +155,8 @@ def check_names(name: str, values: Any, allowed: Iterable[str]) -> None:
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         fail(name, values, "a list of names from " + ", ".join(allowed))
     bad = [v for v in values if v not in allowed]
-    if bad:
-        fail(name, values, "names from " + ", ".join(allowed))
+    if bad or not values:
+        fail(name, values, "one or more names from " + ", ".join(allowed))
 
 
 def per_dataset(value: Any, dataset: str) -> Any:
@@ -241,7 +241,12 @@ def make_data(
     ds = make_dataset(name, d, n_complex)
     key = jax.random.fold_in(jax.random.key(seed), stable_tag("data", name, d, n_complex))
     (xtr, ytr), (xte, yte) = ds.sample_split(key, n_train, n_test)
-    return ds, (np.asarray(xtr), np.asarray(ytr)), (np.asarray(xte), np.asarray(yte))
+    ytr, yte = np.asarray(ytr), np.asarray(yte)
+    # Before any training: a set with one class has no AUC and no balanced accuracy.
+    for field, n, y in (("n_train", n_train, ytr), ("n_test", n_test, yte)):
+        if np.unique(y).size < 2:
+            fail(f"{field}.{name}", n, "a set size whose draw holds both classes (got one only)")
+    return ds, (np.asarray(xtr), ytr), (np.asarray(xte), yte)
 
 
 def class_sizes(y: Any) -> tuple[int, int]:

@@ -56,7 +56,14 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, resolve_preset, run_sweep, start_run, used_mask
+from experiments.common import (
+    make_parser,
+    releases_run_lock,
+    resolve_preset,
+    run_sweep,
+    start_run,
+    used_mask,
+)
 from experiments.evaluation import eval_keys
 from experiments.synthetic import (
     MODELS,
@@ -237,7 +244,7 @@ def check_preset(p: Preset) -> None:
     check_positive_int("d", p.d, 2)
     check_names("datasets", p.datasets, DATASETS)
     ds = list(p.datasets)
-    check_per_dataset("n_test", p.n_test, ds, check_positive_int)
+    check_per_dataset("n_test", p.n_test, ds, lambda k, v: check_positive_int(k, v, 2))
     check_per_dataset("eval_every", p.eval_every, ds, check_positive_int)
     check_per_dataset("max_steps", p.max_steps, ds, check_positive_int)
     check_per_dataset("patience", p.patience, ds, check_positive_int)
@@ -416,6 +423,7 @@ def transfer_matrix(
     }
 
 
+@releases_run_lock
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
     parser.add_argument(

@@ -219,15 +219,33 @@ def save_tree(stem: str | os.PathLike, tree: Any) -> None:
 
 
 def load_tree(stem: str | os.PathLike) -> Any:
-    """Loads a structure written by `save_tree` (arrays as numpy arrays)."""
+    """Loads a structure written by `save_tree` (arrays as numpy arrays).
+
+    Raises:
+      FileNotFoundError / ValueError: naming the file, if the JSON or the npz it refers to is
+        missing, unreadable or incomplete.
+    """
     stem = Path(stem)
-    doc = read_json(stem.with_suffix(".json"))
-    npz = stem.with_suffix(".npz")
-    data = np.load(npz, allow_pickle=False) if npz.exists() else {}
+    js, npz = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    try:
+        doc = read_json(js)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{str(js)!r} is missing") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{str(js)!r} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or "tree" not in doc:
+        raise ValueError(f"{str(js)!r} is invalid: expected a saved tree {{'format', 'tree'}}")
+    try:
+        data = np.load(npz, allow_pickle=False) if npz.exists() else {}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{str(npz)!r} is unreadable ({e})") from None
 
     def decode(obj: Any) -> Any:
         if isinstance(obj, dict):
             if set(obj) == {"__array__"}:
+                if obj["__array__"] not in data:
+                    what = "is missing" if not npz.exists() else f"lacks array {obj['__array__']!r}"
+                    raise ValueError(f"{str(npz)!r} {what} (needed by {str(js)!r})")
                 return np.asarray(data[obj["__array__"]])
             return {k: decode(v) for k, v in obj.items()}
         if isinstance(obj, list):
@@ -238,13 +256,15 @@ def load_tree(stem: str | os.PathLike) -> Any:
 
 
 def _protected_dirs() -> list[Path]:
-    """Folders `--overwrite` never deletes: the working directory, its parents, $HOME, /."""
-    cwd = Path.cwd().resolve()
-    protected = [cwd, *cwd.parents, Path("/")]
-    home = os.environ.get("HOME")
-    if home:
-        protected.append(Path(home).resolve())
-    protected.append(Path.home().resolve())
+    """Folders `--overwrite` never touches: the working directory, $HOME, and every folder that
+    contains either of them (their parents, up to /)."""
+    protected = []
+    homes = [Path.home()]
+    if os.environ.get("HOME"):
+        homes.append(Path(os.environ["HOME"]))
+    for base in [Path.cwd(), *homes]:
+        base = base.resolve()
+        protected += [base, *base.parents]
     return protected
 
 
@@ -271,8 +291,8 @@ def check_run_dir(
 
     Rules: `out` is a non-empty path and not an existing file; an existing non-empty folder is
     reused only with `resume` or replaced only with `overwrite`, and then only if it is an sbjax
-    run folder of the same `experiment` (its `config.json` says so); `overwrite` never applies to
-    the working directory, any of its parents or $HOME.
+    run folder of the same `experiment` (its `config.json` says so); `out` is never the working
+    directory, $HOME, or a folder that contains either.
 
     Returns:
       The path (as given, made a `Path`).
@@ -289,8 +309,8 @@ def check_run_dir(
     res = out_p.resolve()
     if res in _protected_dirs():
         raise ValueError(
-            f"out={str(out)!r} is invalid: it is the working directory, one of its parents or "
-            "$HOME; expected a run folder of its own (e.g. runs/<name>)"
+            f"out={str(out)!r} is invalid: it is the working directory, $HOME or a folder that "
+            "contains one of them; expected a run folder of its own (e.g. runs/<name>)"
         )
     if out_p.exists() and not out_p.is_dir():
         raise ValueError(f"out={str(out)!r} is invalid: it is an existing file, expected a folder")
@@ -315,13 +335,117 @@ def check_run_dir(
     return out_p
 
 
+# ----------------------------------------------------------------------------------------------
+# What sbjax wrote into a run folder: `--overwrite` replaces only that.
+# ----------------------------------------------------------------------------------------------
+
+OWNED_RECORD = "sbjax_files.json"
+# A run folder written before sbjax kept OWNED_RECORD: the names every experiment writes (figure
+# PNGs are added from the figure data that names them).
+_LEGACY_OWNED = (
+    RUN_MARKER,
+    "env.json",
+    "summary.json",
+    "metrics.csv",
+    "report.md",
+    "params",
+    "sweeps",
+    "figures",
+    "logs",
+)
+
+
+def owned_entries(folder: str | os.PathLike) -> set[str]:
+    """Top-level names in a run folder that sbjax wrote (files and folders).
+
+    Read from `sbjax_files.json` (kept by `record_owned`); for an older run folder without it,
+    the names every experiment writes plus the PNGs its saved figure data names.
+
+    Raises:
+      ValueError: naming the file, if `sbjax_files.json` exists but is not a JSON list of names.
+    """
+    folder = Path(folder)
+    rec = folder / OWNED_RECORD
+    if rec.exists():
+        try:
+            names = read_json(rec)
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"{str(rec)!r} is unreadable ({e}); it lists the files sbjax wrote into this run "
+                "folder: fix or delete it by hand (deleting it makes --overwrite replace only the "
+                "standard result files)"
+            ) from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                f"{str(rec)!r} is invalid: expected a JSON list of file names written by sbjax; "
+                "fix or delete it by hand"
+            )
+        return {n for n in names if n and "/" not in n and n not in (".", "..")} | {OWNED_RECORD}
+    names = {n for n in _LEGACY_OWNED if (folder / n).exists()}
+    for spec in sorted((folder / "figures").glob("*.json")):
+        try:
+            doc = read_json(spec)
+            name = doc["tree"]["file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(name, str) and "/" not in name:
+            names.add(name)
+    return names
+
+
+def record_owned(folder: str | os.PathLike, *names: str) -> None:
+    """Adds top-level entries of `folder` to its `sbjax_files.json` (atomically; no-op if known).
+
+    Args:
+      folder: a run folder. names: file or folder names directly inside it (a path inside a
+        subfolder records the subfolder).
+    """
+    folder = Path(folder)
+    top = {Path(n).parts[0] for n in names if str(n)}
+    rec = folder / OWNED_RECORD
+    have = set(read_json(rec)) if rec.exists() else set()
+    if top <= have and rec.exists():
+        return
+    write_json(rec, sorted(have | top | {OWNED_RECORD}))
+
+
+def replace_owned(folder: str | os.PathLike) -> list[str]:
+    """Deletes what sbjax wrote into `folder` (`owned_entries`); returns the names it kept.
+
+    A file a user put into the run folder (notes, a paper draft) is never deleted: it is kept and
+    named in the returned list (and in a log line).
+    """
+    folder = Path(folder)
+    owned = owned_entries(folder)
+    kept = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in owned:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        elif not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            kept.append(entry.name)
+    if kept:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "--overwrite replaced sbjax's files in %s and kept %d file(s) it did not write: %s",
+            folder,
+            len(kept),
+            ", ".join(kept),
+        )
+    return kept
+
+
 def prepare_run_dir(
     out: str | os.PathLike, *, experiment: str, overwrite: bool = False, resume: bool = False
 ) -> Path:
     """Creates (or reopens, or replaces) a run folder without ever deleting what a user owns.
 
     Call it only after every argument, the data and the model names have been checked, so a
-    failed start leaves nothing behind. See `check_run_dir` for the rules.
+    failed start leaves nothing behind. See `check_run_dir` for the rules; `overwrite` deletes
+    only the files sbjax wrote (`replace_owned`), so a user's notes in the folder survive.
 
     Args:
       out: the run folder.
@@ -334,10 +458,160 @@ def prepare_run_dir(
     """
     out_p = check_run_dir(out, experiment=experiment, overwrite=overwrite, resume=resume)
     if out_p.is_dir() and any(out_p.iterdir()) and overwrite:
-        shutil.rmtree(out_p)
+        replace_owned(out_p)
     out_p.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out_p)
     return out_p
+
+
+# ----------------------------------------------------------------------------------------------
+# One run at a time per folder.
+# ----------------------------------------------------------------------------------------------
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+def lock_path(out: str | os.PathLike) -> Path:
+    """The lock file of run folder `out`: `.<name>.sbjax-lock` beside it (never inside it, so a
+    lock exists before the folder does and `--overwrite` cannot delete it)."""
+    res = Path(out).resolve()
+    return res.parent / f".{res.name}.sbjax-lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the life of a run.
+
+    The lock file (`lock_path`) holds the owner's pid, host, experiment and start time, and is
+    held with `fcntl.flock`, which the kernel releases when the owner exits however it exits, so
+    a lock left by a killed run is stale by construction: the next run takes it over (and says
+    so). Where flock is not available, a lock file of a dead pid on this host is stale. A second
+    run on the same folder fails at once with `RunLockedError` naming the holder.
+    """
+
+    _held: dict[Path, RunLock] = {}  # this process's locks, by path
+
+    def __init__(self, out: str | os.PathLike, experiment: str = "") -> None:
+        self.out = Path(out).resolve()
+        self.path = lock_path(out)
+        self.experiment = experiment
+        self._fd: int | None = None
+
+    def _holder(self) -> dict:
+        try:
+            doc = json.loads(self.path.read_text() or "{}")
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _refuse(self, holder: Mapping[str, Any]) -> None:
+        who = (
+            f"pid {holder.get('pid')} on host {holder.get('host')!r} "
+            f"({holder.get('experiment') or 'an sbjax run'}, started {holder.get('started')})"
+            if holder
+            else "another process"
+        )
+        raise RunLockedError(
+            f"run folder {str(self.out)!r} is in use by {who}: "
+            "two runs on one --out would corrupt each other. Wait for it to finish, or choose "
+            f"another --out; if that process is gone, delete {str(self.path)!r}"
+        )
+
+    def acquire(self) -> RunLock:
+        """Takes the lock (replacing a stale one) or raises `RunLockedError`."""
+        import fcntl
+        import socket
+        import time as _time
+
+        old = RunLock._held.pop(self.path, None)
+        if old is not None:  # an earlier run of this process that ended without release()
+            old.release()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse(self._holder())
+            except OSError:  # no flock on this file system: fall back to the recorded pid
+                holder = self._holder()
+                if _alive_here(holder):
+                    os.close(fd)
+                    self._refuse(holder)
+            # The file may have been unlinked (released) between open and flock: retry then.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        stale = self._holder()
+        if stale.get("pid") not in (None, os.getpid()):
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "run folder lock %s was left by pid %s on %r (%s), which no longer holds it: "
+                "taking it over",
+                self.path,
+                stale.get("pid"),
+                stale.get("host"),
+                stale.get("started"),
+            )
+        doc = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "experiment": self.experiment,
+            "started": _time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(doc) + "\n").encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        RunLock._held[self.path] = self
+        return self
+
+    def release(self) -> None:
+        """Deletes the lock file and releases the lock (idempotent)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # before unlocking: a waiter re-checks the inode and retries
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = None
+        if RunLock._held.get(self.path) is self:
+            del RunLock._held[self.path]
+
+    @classmethod
+    def release_all(cls) -> None:
+        """Releases every run lock this process holds (an experiment's end, however it ends)."""
+        for lock in list(cls._held.values()):
+            lock.release()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _alive_here(holder: Mapping[str, Any]) -> bool:
+    """Whether a lock file's recorded owner is a live process on this host."""
+    import socket
+
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname():
+        return bool(holder)  # another host's lock cannot be checked from here: treat it as held
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _git_commit() -> str | None:

@@ -167,10 +167,11 @@ def test_compute_dtype_option_reaches_every_sweep_config(tmp_path, monkeypatch):
         sbjax.train, "train_sweep", lambda cfg, *a, **k: seen.append(cfg.compute_dtype) or 1 / 0
     )
     kw = dict(name="x", preset="smoke", preset_config={}, n_seeds=1, seed=0)
+    train = (np.zeros((256, 2), np.float32), np.arange(256) % 2)  # passes the engine's checks
     for config, want in (({}, "float32"), ({"compute_dtype": "bfloat16"}, "bfloat16")):
         out = tmp_path / want
         run = common.Run(**kw, out=out, resume=False, progress=False, config=config)
         assert run.compute_dtype == want
         with pytest.raises(ZeroDivisionError):
-            common.run_sweep(run, "s", sbjax.train.TrainConfig(), None, None, None)
+            common.run_sweep(run, "s", sbjax.train.TrainConfig(), None, train, None)
     assert seen == ["float32", "bfloat16"]

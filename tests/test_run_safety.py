@@ -276,6 +276,7 @@ def test_extreme_sb_bad_boundary_axis_fails_before_training(tmp_path, c2):
 
 def test_plots_read_failed_and_single_seed_records():
     from sbjax import plots
+    from sbjax.plots import paper  # noqa: F401  (a lazy submodule: imported here, not by order)
 
     assert np.isnan(plots.paper._mean_std({"mean": None, "std": None})[0])
     assert plots.paper._mean_std({"mean": 0.5, "std": None}) == (0.5, 0.0)

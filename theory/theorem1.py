@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from sbjax import validate
-from sbjax.io import environment_info, prepare_run_dir, write_json
+from sbjax.io import (
+    RunLock,
+    check_run_dir,
+    environment_info,
+    prepare_run_dir,
+    record_owned,
+    write_json,
+)
 from theory.presets import GRID_NAMES, PRESETS, preset  # plain data: --help starts no JAX
 
 log = logging.getLogger("theory.theorem1")
@@ -122,12 +129,6 @@ def resolve_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the grids and writes the run folder; returns the summary dict."""
-    from tqdm import tqdm
-
-    from theory.claims import compute_claims, count_verdicts, g5_phase_table
-    from theory.grids import count_points, run_grid
-    from theory.report import write_figures, write_logs, write_report
-
     specs = resolve_specs(args)
     if args.stop == "theorem":  # fail before any work if t_hat is vacuous somewhere
         from theory.grids import steps_for
@@ -139,7 +140,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sbjax.runtime import configure_cpu_devices
 
     configure_cpu_devices()  # one CPU device per core, or $SBJAX_CPU_DEVICES (before JAX starts)
+    check_run_dir(args.out, experiment="theorem1", overwrite=args.overwrite)
+    with RunLock(args.out, "theorem1"):  # one run per folder, for the life of the run
+        return _run_locked(args, specs)
+
+
+# Every top-level name a theorem1 run writes (`--overwrite` replaces only these).
+OUTPUTS = (
+    "config.json",
+    "env.json",
+    "logs",
+    "steps.jsonl",
+    "metrics.csv",
+    "figures",
+    "report.md",
+    "summary.json",
+)
+
+
+def _run_locked(args: argparse.Namespace, specs: dict) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from theory.claims import compute_claims, count_verdicts, g5_phase_table
+    from theory.grids import count_points, run_grid
+    from theory.report import write_figures, write_logs, write_report
+
     out = prepare_run_dir(args.out, experiment="theorem1", overwrite=args.overwrite)
+    record_owned(out, *OUTPUTS)
     t0 = time.perf_counter()
     write_json(
         out / "config.json",

@@ -47,6 +47,7 @@ from sbjax.eval.metrics import (
     _batched,
     _check_batch_size,
     _check_model_chunk,
+    check_finite_inputs,
     check_model_keys,
     checked_jit,
     map_models_keys,
@@ -178,6 +179,7 @@ def _check_ldsb_report(a: types.SimpleNamespace) -> None:
     _check_batch_size(a.batch_size)
     _check_model_chunk(a.model_chunk)
     a.model = logits_fn
+    check_finite_inputs("x", a.x)
     a.x = jnp.asarray(a.x, jnp.float32)
     a.basis = _basis_arrays(b)
     a.threshold = jnp.float32(a.threshold)

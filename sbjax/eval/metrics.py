@@ -47,6 +47,7 @@ __all__ = [
     "accuracy",
     "accuracy_from_logits",
     "auc",
+    "check_finite_inputs",
     "check_model_keys",
     "evaluate",
     "fold_in_keys",
@@ -92,10 +93,38 @@ def _check_logits_fn(logits_fn: Any) -> None:
         fail("logits_fn", logits_fn, "a callable logits_fn(variables, x) -> [n, 2]")
 
 
+def check_finite_inputs(name: str, x: Any) -> None:
+    """Refuses NaN / inf in a concrete input array (a traced one is left to its caller).
+
+    A NaN input row gives a NaN logit, which argmax reads as class 0 and a rank AUC as NaN:
+    silently wrong accuracies. Every public evaluation function checks its inputs with this.
+
+    Raises:
+      ValueError: naming `name`, the count of non-finite values and the first bad row.
+    """
+    if x is None or isinstance(x, jax.core.Tracer):
+        return
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.inexact) or arr.size == 0:
+        return
+    # min/max propagate NaN and expose +-inf without a full-size boolean temporary
+    if np.isfinite(np.min(arr)) and np.isfinite(np.max(arr)):
+        return
+    bad = ~np.isfinite(arr)
+    rows = np.flatnonzero(bad.reshape(arr.shape[0], -1).any(axis=1)) if arr.ndim else [0]
+    fail(
+        name,
+        f"<{int(bad.sum())} NaN/inf value(s) in {len(rows)} row(s), first row {int(rows[0])}>",
+        "finite inputs (clean or drop those rows)",
+    )
+
+
 def _check_xy(x: Any, y: Any) -> None:
-    """Checks x [n, ...] and y [n] with labels in {0, 1} (labels checked when concrete)."""
+    """Checks x [n, ...] (finite) and y [n] with labels in {0, 1} (labels checked when
+    concrete)."""
     if np.ndim(x) < 2:
         fail("x.shape", np.shape(x), "a batch of inputs [n, ...] with at least 2 axes")
+    check_finite_inputs("x", x)
     if np.ndim(y) != 1:
         fail("y.shape", np.shape(y), "a label vector [n]")
     if np.shape(x)[0] != np.shape(y)[0]:
@@ -310,6 +339,7 @@ def _check_stacked_logits(a: types.SimpleNamespace) -> None:
     num_models(a.variables)
     _check_batch_size(a.batch_size)
     _check_model_chunk(a.model_chunk)
+    check_finite_inputs("x", a.x)
     a.x = jnp.asarray(a.x)
 
 

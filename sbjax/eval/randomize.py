@@ -58,6 +58,7 @@ from sbjax.eval.metrics import (
     _check_xy,
     _key_batch_shape,
     _model_logits,
+    check_finite_inputs,
     check_model_keys,
     checked_jit,
     ks_statistic,
@@ -311,6 +312,8 @@ def _check_randomized(a: types.SimpleNamespace, rotation: Any) -> tuple[int, jax
     check_model_keys(a.key, num_models(a.variables))
     if getattr(a, "y", None) is not None:
         _check_xy(a.x, a.y)
+    check_finite_inputs("x", a.x)
+    check_finite_inputs("source", a.source)
     a.x = jnp.asarray(a.x, jnp.float32)
     dim = math.prod(a.x.shape[1:])
     w = _check_rotation(rotation, dim)

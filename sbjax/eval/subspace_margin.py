@@ -46,6 +46,7 @@ from sbjax.eval.metrics import (
     _check_batch_size,
     _check_logits_fn,
     _check_model_chunk,
+    check_finite_inputs,
     checked_jit,
     map_models,
     num_models,
@@ -148,6 +149,7 @@ def _check_subspace_margins(a: types.SimpleNamespace) -> None:
     us = np.zeros((len(blocks), kmax, dim), np.float32)
     for i, u in enumerate(blocks):
         us[i, : u.shape[0]] = u
+    check_finite_inputs("x", a.x)
     a.x = jnp.asarray(a.x, jnp.float32)
     max_radius = a.max_radius
     if max_radius is None:

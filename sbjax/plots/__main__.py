@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the PNGs here instead of into RUN_DIR")
     p.add_argument("--list", action="store_true", help="list the registered figure kinds")
     args = p.parse_args(argv)
-    from sbjax.plots.registry import FIGURES, _load_kinds, redraw
+    from sbjax.plots.registry import FIGURES, RedrawError, _load_kinds, redraw
 
     if args.list:
         _load_kinds()
@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the following argument is required: run_dir")
     try:
         paths = redraw(args.run_dir, args.out)
+    except RedrawError as e:  # the intact figures were drawn; name the others
+        for path in e.written:
+            print(path)
+        p.exit(1, f"error: {e}\n")
     except (ValueError, FileNotFoundError) as e:
         p.exit(2, f"error: {e}\n")
     for path in paths:

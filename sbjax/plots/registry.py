@@ -72,11 +72,35 @@ def save_and_draw(run_dir: str | os.PathLike, filename: str, kind: str, **args: 
     return path
 
 
+class RedrawError(ValueError):
+    """Some figures of a run could not be redrawn; the others were.
+
+    Attributes:
+      written: the PNG paths that were drawn. problems: one line per figure that was not, naming
+        its file and what to do.
+    """
+
+    def __init__(self, written: list[Path], problems: list[str]) -> None:
+        self.written, self.problems = written, problems
+        super().__init__(
+            f"{len(problems)} figure(s) could not be redrawn ({len(written)} were):\n  "
+            + "\n  ".join(problems)
+        )
+
+
 def redraw(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
     """Draws every saved figure of a run again (into `out_dir`, default the run folder).
 
+    Every figure whose data is intact is drawn, whatever happens to the others; a figure whose
+    data is missing or damaged (including one that summary.json lists but whose data file is
+    gone) is reported afterwards.
+
     Returns:
       The PNG paths written.
+
+    Raises:
+      ValueError: `run_dir` has no saved figure data. RedrawError: after drawing the rest, one
+        line per figure that could not be drawn (its file, the reason, what to do).
     """
     run_dir = Path(run_dir)
     fig_dir = run_dir / FIGURE_DIR
@@ -88,10 +112,40 @@ def redraw(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None)
             "(written by the experiment commands)",
         )
     out = Path(out_dir) if out_dir is not None else run_dir
-    written = []
+    written, problems, found = [], [], set()
     for spec_path in sorted(fig_dir.glob("*.json")):
-        spec = io.load_tree(spec_path.with_suffix(""))
-        path = out / spec["file"]
-        draw(spec["kind"], path, **spec["args"])
+        try:
+            spec = io.load_tree(spec_path.with_suffix(""))
+            if not isinstance(spec, dict) or not {"kind", "file", "args"} <= set(spec):
+                raise ValueError(f"{str(spec_path)!r} lacks 'kind', 'file' or 'args'")
+            found.add(spec["file"])
+            path = out / spec["file"]
+            draw(spec["kind"], path, **spec["args"])
+        except Exception as e:  # one damaged figure must not stop the others
+            problems.append(f"{spec_path.name}: {e}; rerun the experiment to rewrite it")
+            continue
         written.append(path)
+    listed = _listed_figures(run_dir)
+    for name in listed:
+        stem = Path(name).stem
+        if name not in found and not any(p.startswith(f"{stem}.json:") for p in problems):
+            problems.append(
+                f"{FIGURE_DIR}/{stem}.json: missing (summary.json lists {name!r}); rerun the "
+                "experiment to rewrite it"
+            )
+    if problems:
+        raise RedrawError(written, problems)
     return written
+
+
+def _listed_figures(run_dir: Path) -> list[str]:
+    """The figure files summary.json says the run drew with saved data (top-level PNGs; none if it
+    has no summary)."""
+    try:
+        summary = io.read_json(run_dir / "summary.json")
+    except (OSError, ValueError):
+        return []
+    names = summary.get("figures") if isinstance(summary, dict) else None
+    if not isinstance(names, list):
+        return []
+    return [n for n in names if isinstance(n, str) and "/" not in n]

@@ -56,7 +56,7 @@ from jax.sharding import PartitionSpec as P
 from sbjax.data import blocks as B
 from sbjax.data.rotation import ROTATIONS, make_rotation
 from sbjax.train.config import TrainConfig
-from sbjax.train.engine import make_trainer, pack_data
+from sbjax.train.engine import STOP_REASONS, make_trainer, pack_data
 from sbjax.validate import check_choice, check_int, check_range, fail
 
 __all__ = [
@@ -171,10 +171,11 @@ def make_cell_program(cfg: TrainConfig, model: Any, data: PhaseData):
     """The one-model program of a phase diagram and its `Trainer`.
 
     Returns:
-      (trainer, run) with `run(key, cell, hp) -> (metrics, timeline)`: `cell` = {"p", "margin"
-      (float32 scalars), "k_index" (int32)}, `hp` the trainer's traced hyperparameters;
-      metrics {name: scalar} (`PHASE_METRICS`), timeline {"<set>_acc": [E] per monitor set,
-      "train_acc": [E], "step": [E] (updates at each evaluation)}.
+      (trainer, run) with `run(key, cell, hp) -> (metrics, timeline, stop_reason)`: `cell` =
+      {"p", "margin" (float32 scalars), "k_index" (int32)}, `hp` the trainer's traced
+      hyperparameters; metrics {name: scalar} (`PHASE_METRICS`), timeline {"<set>_acc": [E] per
+      monitor set, "train_acc": [E], "step": [E] (updates at each evaluation)}, stop_reason the
+      int32 code of `sbjax.train.engine.STOP_REASONS` (a diverged model is DIVERGED).
     """
     from sbjax.eval.randomize import randomize_block
 
@@ -217,13 +218,13 @@ def make_cell_program(cfg: TrainConfig, model: Any, data: PhaseData):
 
     def run(key, cell, hp):
         packed = sets(key, cell)
-        _, hist = trainer.train(jax.random.fold_in(key, STREAM_MODEL), hp, packed)
+        state, hist = trainer.train(jax.random.fold_in(key, STREAM_MODEL), hp, packed)
         timeline = {f"{n}_acc": hist[f"monitor_{n}_acc"] for n in MONITOR_SETS}
         timeline["train_acc"] = hist["train_acc"]
         timeline["step"] = hist["step"]
         metrics = {f"{n}_acc": hist[f"monitor_{n}_acc"][-1] for n in MONITOR_SETS}
         metrics["train_acc"] = hist["train_acc"][-1]
-        return metrics, timeline
+        return metrics, timeline, state.stop_reason
 
     return trainer, run
 
@@ -240,6 +241,9 @@ class PhaseResult:
       updates: int [E] position in the update loop at each evaluation (without a stop rule
         every model trains to the end; with one, a stopped model's later evaluations repeat
         its final parameters).
+      stop_reason: str [P, G, K, S]: "converged", "diverged" or "max_steps" per model; a
+        diverged model's accuracies are those of NaN parameters, so `reliance`, `crossover` and
+        every caller's means leave it out (`ok`).
       strategy: "program" (one compiled call for the grid) or "loop" (one call per model).
       compile_s, run_s: compile time and the time of the training call(s) after compiling.
       n_devices: devices the program's model axis was sharded over.
@@ -252,18 +256,36 @@ class PhaseResult:
     metrics: dict[str, np.ndarray]
     timeline: dict[str, np.ndarray]
     updates: np.ndarray
+    stop_reason: np.ndarray
     strategy: str
     compile_s: float
     run_s: float
     n_devices: int
 
+    @property
+    def ok(self) -> np.ndarray:
+        """bool [P, G, K, S]: the models that did not diverge (the ones every mean uses)."""
+        return self.stop_reason != "diverged"
+
+    @property
+    def n_diverged(self) -> int:
+        return int(np.sum(~self.ok))
+
     def reliance(self) -> dict[str, np.ndarray]:
-        """Mean over seeds [P, G, K] of reliance on S (test_acc - s_rand_acc) and on S^c
-        (test_acc - sc_rand_acc), as {"reliance_s", "reliance_sc"}."""
-        m = self.metrics
+        """Mean over the non-diverged seeds [P, G, K] of reliance on S (test_acc - s_rand_acc)
+        and on S^c (test_acc - sc_rand_acc), as {"reliance_s", "reliance_sc"}; NaN in a cell
+        whose models all diverged."""
+        m, ok = self.metrics, self.ok
+        n = ok.sum(axis=-1)
+
+        def mean(v):
+            total = np.where(ok, v, 0.0).sum(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
         return {
-            "reliance_s": np.mean(m["test_acc"] - m["s_rand_acc"], axis=-1),
-            "reliance_sc": np.mean(m["test_acc"] - m["sc_rand_acc"], axis=-1),
+            "reliance_s": mean(m["test_acc"] - m["s_rand_acc"]),
+            "reliance_sc": mean(m["test_acc"] - m["sc_rand_acc"]),
         }
 
     def crossover(self, min_gap: float = 0.05) -> list[dict[str, Any]]:
@@ -275,21 +297,24 @@ class PhaseResult:
 
         Returns:
           A list of {"margin", "k", "p_cross" (None when S^c never wins on the grid),
-          "reliance_s", "reliance_sc" (per p)}.
+          "reliance_s", "reliance_sc" (per p; None where every model of the cell diverged),
+          "n_failed_cells" (cells of this row without a usable model: then "S^c never wins"
+          is not established on the grid)}.
         """
         r = self.reliance()
         out = []
         for j, g in enumerate(self.margin):
             for l_, k in enumerate(self.k):
                 rs, rsc = r["reliance_s"][:, j, l_], r["reliance_sc"][:, j, l_]
-                wins = np.flatnonzero(rsc > rs + min_gap)
+                wins = np.flatnonzero(rsc > rs + min_gap)  # NaN (failed) cells never win
                 out.append(
                     {
                         "margin": float(g),
                         "k": int(k),
                         "p_cross": float(self.p[wins[0]]) if wins.size else None,
-                        "reliance_s": [float(v) for v in rs],
-                        "reliance_sc": [float(v) for v in rsc],
+                        "reliance_s": [None if np.isnan(v) else float(v) for v in rs],
+                        "reliance_sc": [None if np.isnan(v) else float(v) for v in rsc],
+                        "n_failed_cells": int(np.sum(np.isnan(rs))),
                     }
                 )
         return out
@@ -383,9 +408,9 @@ def phase_diagram(
         compiled = prog.lower(*args).compile()
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics, timeline = jax.block_until_ready(compiled(*args))
+        outs = jax.block_until_ready(compiled(*args))
         run_s = time.perf_counter() - t0
-        metrics, timeline = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], (metrics, timeline))
+        metrics, timeline, stop = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], outs)
     else:
         n_dev = 1
         dev = devs[0]
@@ -402,7 +427,7 @@ def phase_diagram(
         for i in range(m):
             outs.append(jax.block_until_ready(compiled(*args_of(i))))
         run_s = time.perf_counter() - t0
-        metrics, timeline = jax.tree_util.tree_map(
+        metrics, timeline, stop = jax.tree_util.tree_map(
             lambda *a: np.stack([np.asarray(v) for v in a]), *outs
         )
     shape = (len(ps), len(margins), len(ks), s)
@@ -415,6 +440,7 @@ def phase_diagram(
         metrics={n: np.asarray(v, np.float64).reshape(shape) for n, v in metrics.items()},
         timeline={n: np.asarray(v, np.float64).reshape(shape + (-1,)) for n, v in timeline.items()},
         updates=updates,
+        stop_reason=np.asarray([STOP_REASONS[int(c)] for c in stop]).reshape(shape),
         strategy=strategy,
         compile_s=compile_s,
         run_s=run_s,

@@ -621,10 +621,44 @@ def _fingerprint(parts: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(parts), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# A manifest's fields and their types (checked on reading, so a damaged file names itself).
+_MANIFEST_FIELDS = {"fingerprint": str, "updates_done": int, "npz": str, "sha256": str}
+
+
 def _read_manifest(out: Path | None) -> dict | None:
+    """The checkpoint manifest of `out` (None if there is none).
+
+    Raises:
+      ValueError: naming the file and what to do, if it is not JSON, not an object, or lacks a
+        field (or has one of the wrong type).
+    """
     if out is None or not (out / CHECKPOINT_META).exists():
         return None
-    return io.read_json(out / CHECKPOINT_META)
+    path = out / CHECKPOINT_META
+    fix = (
+        f"delete the sweep's checkpoint folder {str(out)!r} to train it again from the start, or "
+        "use --overwrite (overwrite=True) to start the whole run again"
+    )
+    try:
+        manifest = io.read_json(path)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"checkpoint manifest {str(path)!r} is unreadable ({e}); {fix}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"checkpoint manifest {str(path)!r} is invalid: expected a JSON object, got "
+            f"{type(manifest).__name__}; {fix}"
+        )
+    if manifest.get("format") != CHECKPOINT_FORMAT:
+        return manifest  # an older format (or none): _check_manifest names it
+    for field, kind in _MANIFEST_FIELDS.items():
+        value = manifest.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(
+                f"checkpoint manifest {str(path)!r} is invalid: field {field!r} is "
+                f"{'missing' if field not in manifest else repr(value)}, expected a "
+                f"{kind.__name__}; {fix}"
+            )
+    return manifest
 
 
 def _write_checkpoint(
@@ -1189,15 +1223,15 @@ class Checkpointer:
     def __init__(self, plan: SweepPlan, *, resume: bool, overwrite: bool):
         self.plan, self.out = plan, plan.out
         self.fingerprint, self.parts, self.periods_done = None, None, 0
-        manifest = _read_manifest(self.out)
-        if manifest is not None and not resume:
+        has_manifest = self.out is not None and (self.out / CHECKPOINT_META).exists()
+        if has_manifest and not resume:
             if not overwrite:
                 raise FileExistsError(
                     f"{str(self.out)!r} already holds a training checkpoint; pass resume=True "
                     "(--resume) to continue it or overwrite=True (--overwrite) to start again"
                 )
             _remove_checkpoint(self.out)
-            manifest = None
+        manifest = _read_manifest(self.out) if resume else None
         self.manifest = manifest
         if self.out is not None:
             self.parts = _fingerprint_parts(
