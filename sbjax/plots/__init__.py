@@ -37,6 +37,7 @@ _REGISTRY = ("FIGURES", "draw", "figure_kind", "redraw", "save_and_draw")
 # Experiment-specific figure kinds (sbjax/plots/<experiment>.py) register themselves on import.
 _KIND_MODULES = (
     "adversarial",
+    "atlas",
     "data",
     "diagnostics",
     "mitigation",
