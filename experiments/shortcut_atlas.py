@@ -172,7 +172,7 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     # Larger: 6 x 6 cells x 10 seeds x 8 architectures (the six above and ReLU depth 1 at widths
-    # 16 and 256) = 2880 models; a nested-core availability entry; 4x the budget.
+    # 16 and 256) = 2880 models; a nested-core availability entry (alpha_s = 1, eta_c = 2).
     "standard": Preset(
         n_seeds=10,
         width=64,
@@ -505,8 +505,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 .get("nonlinear_biased", {})
                 .get("by_architecture", {})
                 .get("linear"),
-                title="ReLU depth vs shortcut bias at equal predictivity (mean over the more-"
-                "available-shortcut cells; 95 % t-interval over seeds)",
+                title="Shortcut bias vs ReLU depth, equal predictivity\n(mean over the cells with a "
+                "more available shortcut; 95 % t-interval over seeds)",
             )
     if preset.bridge is not None and "bridge" in parts:
         b = preset.bridge

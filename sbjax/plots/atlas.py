@@ -110,6 +110,7 @@ def atlas_depth(
             label="linear",
         )
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(sorted({0, *d.astype(int).tolist()}) if linear else d.astype(int).tolist())
     ax.set_xlabel("hidden layers")
     ax.set_ylabel("shortcut bias")
     ax.legend(fontsize=8)
