@@ -151,3 +151,20 @@ def test_experiment_smoke_end_to_end(tmp_path):
     from sbjax.plots import redraw
 
     assert len(redraw(out, tmp_path / "redrawn")) == 2
+
+
+def test_atlas_figures_draw_and_check_shapes(tmp_path):
+    from sbjax.plots import atlas as PA
+    from tests.test_plots import assert_png
+
+    panels = {"linear": np.zeros((2, 3)), "relu_d1": np.linspace(-0.2, 0.4, 6).reshape(2, 3)}
+    path = tmp_path / "h.png"
+    fig = PA.atlas_heatmap(panels, [0.5, 0.7], ["a_s=1", "a_s=2", "a_s=4"], path)
+    assert_png(path, fig)
+    path = tmp_path / "d.png"
+    fig = PA.atlas_depth([1, 2], [0.1, 0.2], [[0.0, 0.2], None], path, linear={"mean": 0.0})
+    assert_png(path, fig)
+    with pytest.raises(ValueError, match=r"panels\['linear'\]"):
+        PA.atlas_heatmap({"linear": np.zeros((3, 3))}, [0.5, 0.7], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="depth"):
+        PA.atlas_depth([1, 2], [0.1], [None])
