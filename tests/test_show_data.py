@@ -19,7 +19,8 @@ ARGS = ["--n", "4000", "--n-scatter", "300", "--d", "6"]
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("show") / "run"
     out.mkdir()
-    # --overwrite replaces an earlier show_data run folder (its config.json is the run marker).
+    # --overwrite replaces an earlier show_data run folder (its config.json is the run marker);
+    # a file sbjax did not write (stale.txt) is kept: only recorded outputs are replaced.
     (out / "config.json").write_text(json.dumps({"experiment": "show_data"}))
     (out / "stale.txt").write_text("old")
     stats = show_data.main(["--out", str(out), "--overwrite", *ARGS])
@@ -36,7 +37,10 @@ def test_writes_files(run):
         "data_preview.png",
         "env.json",
         "figures",
+        "sbjax_files.json",
+        "stale.txt",
     ]
+    assert (out / "stale.txt").read_text() == "old"
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
         "data_preview.json",
         "data_preview.npz",
