@@ -17,6 +17,8 @@ from sbjax.io import read_json, read_jsonl
 from sbjax.models import make_model
 from sbjax.train import TrainConfig, train_sweep
 from sbjax.train import sweep as sweep_mod
+from sbjax.train.checkpoint import fingerprint_parts
+from sbjax.train.plan import chunk_plan
 
 
 def _data(n=512, d=8, seed=0):
@@ -93,7 +95,7 @@ def test_chunk_size_that_does_not_divide_the_budget_ends_exactly_at_it(tmp_path)
 @pytest.mark.parametrize("remaining", [1, 2, 5, 7, 12, 97, 100])
 @pytest.mark.parametrize("target", [1, 3, 5, 10, 1000])
 def test_chunk_plan_adds_up_to_the_remaining_periods(remaining, target):
-    plan = sweep_mod._chunk_plan(remaining, target)
+    plan = chunk_plan(remaining, target)
     assert sum(plan) == remaining
     assert max(plan) <= target and len(set(plan)) <= 2  # at most one extra compiled program
     assert len(plan) <= -(-remaining // target) * 2  # never many more chunks than asked for
@@ -272,7 +274,7 @@ def test_fingerprint_hashes_every_byte_of_the_data():
 
     def data_part(x, y, xv, yv):
         data = prepare_data(CFG, (x, y), (xv, yv))
-        return sweep_mod._fingerprint_parts(CFG, MODEL, data, [0], 1, [{}], 0, 0)["data"]
+        return fingerprint_parts(CFG, MODEL, data, [0], 1, [{}], 0, 0)["data"]
 
     ref = data_part(x, y, xv, yv)
     assert data_part(x.copy(), y.copy(), xv.copy(), yv.copy()) == ref

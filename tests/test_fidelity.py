@@ -20,7 +20,8 @@ from sbjax.models import make_model
 from sbjax.models.image import BatchNorm
 from sbjax.train import TrainConfig, make_train
 from sbjax.train.config import hparam_arrays
-from sbjax.train.engine import make_trainer, per_example_loss, prepare_data
+from sbjax.train.engine import make_trainer, prepare_data
+from sbjax.train.objective import per_example_loss
 from sbjax.train.optim import make_optimizer
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from sbjax.models import make_model
 from sbjax.train import TrainConfig, make_trainer, prepare_data, train_sweep
 from sbjax.train import objective as obj
 from sbjax.train.adversarial import pgd_transform
-from sbjax.train.engine import per_example_loss
+from sbjax.train.objective import per_example_loss
 
 
 def _data(n=200, d=6, seed=0):

@@ -9,8 +9,8 @@ import pytest
 
 from sbjax.models import make_model
 from sbjax.train import TrainConfig, train_sweep
+from sbjax.train.checkpoint import config_for_fingerprint
 from sbjax.train.engine import to_compute_dtype
-from sbjax.train.sweep import _config_for_fingerprint
 
 MODELS = [
     {"name": "fcn", "width": 16, "depth": 2},
@@ -71,7 +71,7 @@ def test_bfloat16_sweep_keeps_float32_state_and_learns_the_same_rule():
 def test_compute_dtype_is_checked_and_default_fingerprint_is_unchanged():
     with pytest.raises(ValueError, match="compute_dtype"):
         TrainConfig(compute_dtype="float16")
-    assert "compute_dtype" not in _config_for_fingerprint(TrainConfig())
-    assert _config_for_fingerprint(TrainConfig(compute_dtype="bfloat16"))["compute_dtype"] == (
+    assert "compute_dtype" not in config_for_fingerprint(TrainConfig())
+    assert config_for_fingerprint(TrainConfig(compute_dtype="bfloat16"))["compute_dtype"] == (
         "bfloat16"
     )

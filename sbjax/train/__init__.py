@@ -10,6 +10,7 @@ from sbjax.train.engine import Trainer, TrainState, make_train, make_trainer, pr
 from sbjax.train.objective import BatchTransform, Context, Objective, Penalty
 from sbjax.train.sweep import (
     SweepResult,
+    SweepSpec,
     enable_compilation_cache,
     model_keys,
     plan_sweep,
@@ -26,6 +27,7 @@ __all__ = [
     "objective",
     "plan_sweep",
     "SweepResult",
+    "SweepSpec",
     "TrainConfig",
     "TrainState",
     "Trainer",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-ADV_NORMS = ("none", "l2", "linf")
+from sbjax.train.objective import BatchTransform, per_example_loss
 
 
 def _per_example_norm(v: jax.Array) -> jax.Array:
@@ -97,8 +97,6 @@ def attack(trainer, variables, x, y, key, eps, w, *, train_mode: bool):
     Returns:
       (x_adv, variables) with the updated batch statistics in train mode.
     """
-    from sbjax.train.engine import per_example_loss
-
     cfg = trainer.cfg
     has_stats = "batch_stats" in variables
 
@@ -147,6 +145,4 @@ def pgd_transform():
     "adv_eps", on every training batch before the loss. `TrainConfig(adv_norm="l2" | "linf")`
     installs it by itself; the module-level function keeps the transform equal (and hashable by
     value) across calls, so compiled programs are reused."""
-    from sbjax.train.objective import BatchTransform
-
     return BatchTransform("pgd", _pgd_batch, hparams=("adv_eps",))

@@ -39,7 +39,9 @@ from jax.sharding import PartitionSpec as P
 from sbjax.data import atlas as A
 from sbjax.eval import shortcut_bias as SB
 from sbjax.train.config import TrainConfig
-from sbjax.train.engine import DIVERGED, make_trainer, pack_data
+from sbjax.train.data import pack_data
+from sbjax.train.engine import make_trainer
+from sbjax.train.stopping import DIVERGED
 from sbjax.validate import check_choice, check_int, fail
 
 __all__ = ["ATLAS_METRICS", "AtlasResult", "atlas_sweep", "make_cell_program"]

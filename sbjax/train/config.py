@@ -28,6 +28,9 @@ BATCH_ORDERS = ("per_model", "shared")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+ADV_NORMS = ("none", "l2", "linf")  # TrainConfig.adv_norm: no attack, L2 or Linf PGD
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything about a training run except the model, the data and the seeds.
@@ -138,8 +141,6 @@ class TrainConfig:
             check_int("train_eval_size", self.train_eval_size, min_value=1)
         _check_boundaries(self.lr_boundaries)
         check_range("lr_decay", self.lr_decay, 0.0, None, lo_open=True)
-        from sbjax.train.adversarial import ADV_NORMS
-
         check_choice("adv_norm", self.adv_norm, ADV_NORMS)
         check_range("adv_eps", self.adv_eps, 0.0, None)
         check_int("adv_steps", self.adv_steps, min_value=1)

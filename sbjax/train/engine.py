@@ -26,28 +26,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from sbjax.models.initializers import scale_params
 from sbjax.train.adversarial import attack, pgd_transform
 from sbjax.train.config import TrainConfig
-from sbjax.train.objective import Context, Objective
+from sbjax.train.data import TrainData, prepare_data
+from sbjax.train.objective import Context, Objective, per_example_loss
 from sbjax.train.optim import make_optimizer
 from sbjax.train.shuffle import epoch_round_keys, permute_positions
+from sbjax.train.stopping import (
+    RUNNING,
+    stop_decision,
+)
 from sbjax.validate import fail
 
 # Named PRNG streams inside one model's key (fold_in(key, STREAM)).
 STREAM_INIT, STREAM_SHUFFLE, STREAM_DROPOUT = 0, 1, 2
 
-# stop_reason codes.
-RUNNING, CONVERGED, DIVERGED = 0, 1, 2
-STOP_REASONS = {RUNNING: "max_steps", CONVERGED: "converged", DIVERGED: "diverged"}
 
 HISTORY_KEYS = (
     "step",
@@ -109,221 +109,34 @@ class TrainState(NamedTuple):
     key: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainData:
-    """Device-ready arrays shared by every model of a sweep (replicated, never vmapped).
-
-    Attributes:
-      x, y: training set, float32 [N, ...] and int32 [N], indexed by minibatches.
-      x_train_eval, m_train_eval: train-metric set, [C, E, ...] chunks and float32 [C, E] validity.
-      x_val, y_val, m_val: validation set in chunks (None when there is none).
-      x_u: the unlabeled pool [Nu, ...] (None without one).
-      monitor: name -> (x [C, E, ...], y [C, E], validity [C, E]) fixed evaluation sets whose
-        accuracy is recorded at every period end (None without any).
-    """
-
-    x: jax.Array
-    y: jax.Array
-    x_train_eval: jax.Array
-    y_train_eval: jax.Array
-    m_train_eval: jax.Array
-    x_val: jax.Array | None
-    y_val: jax.Array | None
-    m_val: jax.Array | None
-    x_u: jax.Array | None = None
-    monitor: dict[str, tuple[jax.Array, jax.Array, jax.Array]] | None = None
-
-
-jax.tree_util.register_dataclass(
-    TrainData,
-    data_fields=[f.name for f in dataclasses.fields(TrainData)],
-    meta_fields=[],
-)
-
-
-def _chunk(x: np.ndarray, y: np.ndarray, size: int):
-    """Pads (x, y) to a multiple of `size` and reshapes to [C, size, ...] with a validity mask."""
-    n = x.shape[0]
-    size = min(size, n)
-    c = math.ceil(n / size)
-    pad = c * size - n
-    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-    yp = np.concatenate([y, np.zeros((pad,), y.dtype)]) if pad else y
-    m = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return (
-        xp.reshape((c, size) + x.shape[1:]),
-        yp.reshape(c, size),
-        m.reshape(c, size),
-    )
-
-
-def _check_xy(name: str, x: np.ndarray, y: np.ndarray) -> None:
-    """Refuses non-finite inputs and labels outside {0, 1}, on the host, before any cast.
-
-    Labels are checked on their raw values because `astype(int32)` would truncate 0.5 to 0 and the
-    run would "converge" on labels nobody meant; a NaN/inf input would otherwise train for the whole
-    budget and be reported as a diverged model.
-    """
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        fail(f"{name} x", x.dtype, "a real-valued array")
-    # min/max propagate NaN and expose +-inf without a full-size boolean temporary.
-    if (
-        np.issubdtype(x.dtype, np.inexact)
-        and x.size
-        and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x)))
-    ):
-        bad = ~np.isfinite(x)
-        rows = np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))
-        fail(
-            f"{name} x",
-            f"<{int(bad.sum())} NaN/inf value(s) in {rows.size} row(s), first row {rows[0]}>",
-            "finite inputs (clean or drop those rows)",
-        )
-    ok = np.isin(y, (0, 1))
-    if not ok.all():
-        fail(
-            f"{name} labels",
-            np.unique(y[~ok])[:5].tolist(),
-            "labels in {0, 1} (integers, or floats exactly 0.0 / 1.0)",
-        )
-
-
-def _to_float32(name: str, x: np.ndarray) -> np.ndarray:
-    """Casts to float32, refusing finite float64 values that the cast would turn into inf."""
-    wide = np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4
-    with np.errstate(over="ignore"):  # reported below as a ValueError instead
-        x = x.astype(np.float32)
-    if wide and x.size and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):
-        fail(name, "<values beyond the float32 range>", "finite float32 inputs (|x| < 3.4e38)")
-    return x
-
-
-def check_monitor_name(name: Any) -> str:
-    """A monitor set's name: a non-empty string of letters, digits and underscores."""
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "_" for c in name):
-        fail("monitor", name, "names made of letters, digits and underscores (e.g. 's_rand')")
-    return name
-
-
-def prepare_data(cfg: TrainConfig, train, val=None, monitor=None) -> TrainData:
-    """Validates and packs host arrays into `TrainData` (float32 inputs, int32 labels).
-
-    Args:
-      cfg: the training configuration (batch and evaluation sizes).
-      train: (x [N, ...] real, y [N] with values in {0, 1}).
-      val: optional (x [M, ...], y [M]) with the same per-example shape as the training inputs.
-      monitor: optional mapping name -> (x [n, ...], y [n]) of fixed evaluation sets (same
-        per-example shape as the training inputs); their accuracy is recorded at every
-        evaluation as `monitor_<name>_acc`.
-
-    Returns:
-      `TrainData` with x float32, y int32, and the evaluation sets in padded chunks.
-
-    Raises:
-      ValueError: mismatched shapes, an empty set, a batch larger than the training set, NaN/inf
-        inputs or labels outside {0, 1} (in any set), before anything is compiled.
-    """
-    x, y = (np.asarray(a) for a in train)
-    if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        fail("train", (x.shape, y.shape), "(x [N, ...], y [N]) with matching N")
-    if x.shape[0] == 0:
-        fail("train", x.shape, "a non-empty training set")
-    if cfg.batch_size > x.shape[0]:
-        fail("batch_size", cfg.batch_size, f"at most the training-set size {x.shape[0]}")
-    _check_xy("train", x, y)
-    x = _to_float32("train x", x)
-    y = y.astype(np.int32)
-    n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
-    xe, ye, me = _chunk(x[:n_te], y[:n_te], cfg.eval_batch_size)
-    xv = yv = mv = None
-    if val is not None:
-        vx, vy = (np.asarray(a) for a in val)
-        if vx.shape[1:] != x.shape[1:] or vy.ndim != 1 or vx.shape[0] != vy.shape[0]:
-            fail("val", (vx.shape, vy.shape), f"(x [M, {', '.join(map(str, x.shape[1:]))}], y [M])")
-        if vx.shape[0] == 0:
-            fail("val", vx.shape, "a non-empty validation set (or val=None)")
-        _check_xy("val", vx, vy)
-        vx = _to_float32("val x", vx)
-        xv, yv, mv = _chunk(vx, vy.astype(np.int32), cfg.eval_batch_size)
-    mon = None
-    if monitor is not None:
-        if not isinstance(monitor, Mapping) or not monitor:
-            fail("monitor", type(monitor).__name__, "None or a non-empty dict name -> (x, y)")
-        mon = {}
-        for name, xy in monitor.items():
-            check_monitor_name(name)
-            where = f"monitor[{name!r}]"
-            if not isinstance(xy, tuple | list) or len(xy) != 2:
-                fail(where, type(xy).__name__, "a pair (x [n, ...], y [n])")
-            mx, my = (np.asarray(a) for a in xy)
-            if mx.shape[1:] != x.shape[1:] or my.ndim != 1 or mx.shape[0] != my.shape[0]:
-                fail(
-                    where,
-                    (mx.shape, my.shape),
-                    f"(x [n, {', '.join(map(str, x.shape[1:]))}], y [n])",
-                )
-            if mx.shape[0] == 0:
-                fail(where, mx.shape, "a non-empty set")
-            _check_xy(where, mx, my)
-            mon[name] = _chunk(
-                _to_float32(f"{where} x", mx), my.astype(np.int32), cfg.eval_batch_size
-            )
-    return TrainData(x, y, xe, ye, me, xv, yv, mv, monitor=mon)
-
-
-def _chunk_traced(x: jax.Array, y: jax.Array, size: int):
-    """`_chunk` for (traced) device arrays: the same padding and [C, size, ...] layout."""
-    n = x.shape[0]
-    size = min(size, n)
-    c = math.ceil(n / size)
-    pad = c * size - n
-    xp = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-    yp = jnp.pad(y, (0, pad))
-    m = (jnp.arange(c * size) < n).astype(jnp.float32)
-    return xp.reshape((c, size) + x.shape[1:]), yp.reshape(c, size), m.reshape(c, size)
-
-
-def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> TrainData:
-    """`TrainData` built inside a traced function from data made there (no checks).
-
-    For programs that sample their training set from traced parameters (`sbjax.train.phase`):
-    the layout (train-metric chunks, monitor chunks) is `prepare_data`'s, so a `Trainer` made
-    from `jax.eval_shape` of this function trains on it. No validation set, no unlabeled pool.
-
-    Args:
-      cfg: the training configuration (evaluation sizes).
-      x: float [N, ...] training inputs; y: int [N] labels in {0, 1} (not checked).
-      monitor: optional name -> (x [n, ...], y [n]) monitor sets (see `prepare_data`).
-
-    Returns:
-      `TrainData` with float32 inputs and int32 labels.
-    """
-    x = jnp.asarray(x, jnp.float32)
-    y = jnp.asarray(y, jnp.int32)
-    n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
-    xe, ye, me = _chunk_traced(x[:n_te], y[:n_te], cfg.eval_batch_size)
-    mon = None
-    if monitor is not None:
-        mon = {
-            check_monitor_name(name): _chunk_traced(
-                jnp.asarray(mx, jnp.float32), jnp.asarray(my, jnp.int32), cfg.eval_batch_size
-            )
-            for name, (mx, my) in monitor.items()
-        }
-    return TrainData(x, y, xe, ye, me, None, None, None, monitor=mon)
-
-
-def per_example_loss(cfg: TrainConfig, logits: jax.Array, y: jax.Array) -> jax.Array:
-    """float32 [n]: 2-logit cross-entropy, or hinge on the score logit1 - logit0 with y in {-1, 1}."""
-    if cfg.loss == "ce":
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    score = logits[:, 1] - logits[:, 0]
-    return optax.hinge_loss(score, 2.0 * y - 1.0)
-
-
 def _stack1(tree: Any) -> Any:
     """Adds a member axis of size 1 (K = 1 units keep their state without one)."""
     return jax.tree_util.tree_map(lambda a: a[None], tree)
+
+
+class StepInputs(NamedTuple):
+    """What one update of a unit reads besides the parameters (K-stacked where K > 1).
+
+    shared: scalar hyperparameters; yb int32 [B] labels and w float32 [B] row validity of the
+    batch; xs the (transformed) inputs, dkeys the dropout keys and variables the (transformed)
+    variables of each member; rw the example weights of the rows or None; xu, valid_u the
+    unlabeled batch; frozen_logits(_u) the frozen members' logits; key0, step0 the unit's key
+    and step.
+    """
+
+    shared: dict
+    yb: jax.Array
+    w: jax.Array
+    xs: Any
+    dkeys: Any
+    variables: Any
+    rw: Any
+    xu: Any
+    valid_u: Any
+    frozen_logits: Any
+    frozen_logits_u: Any
+    key0: jax.Array
+    step0: jax.Array
 
 
 MEMBER_INPUTS = "members"  # hp[MEMBER_INPUTS]: per-member inputs (example weights, init variables)
@@ -475,7 +288,44 @@ class Trainer:
         return self._batch_indices(key, step)
 
     def _update(self, state: TrainState, hp: dict, data: TrainData, batch=None) -> TrainState:
-        cfg, obj, k_units = self.cfg, self.objective, self.unit_size
+        """One update of the unit: gradients of `_loss_fn`, the optimizer (SAM included), the
+        trainable mask, and masking of members that have stopped."""
+        inp = self._step_inputs(state, hp, data, batch)
+        loss_fn = self._loss_fn(inp)
+        variables = inp.variables
+        grads, mutated = jax.grad(loss_fn, has_aux=True)(variables["params"])
+        params = variables["params"]
+        k_units = self.unit_size
+        updates, opt_state = self._map(
+            self._member_update(loss_fn, params),
+            grads,
+            state.opt_state,
+            params,
+            jnp.arange(k_units) if k_units > 1 else 0,
+        )
+        if self.objective.trainable is not None:
+            trainable = self.objective.trainable
+
+            def mask(path, u):
+                name = jax.tree_util.keystr(path)
+                return u if any(t in name for t in trainable) else jnp.zeros_like(u)
+
+            updates = jax.tree_util.tree_map_with_path(mask, updates)
+        new_vars = {**variables, **mutated, "params": optax.apply_updates(params, updates)}
+        active = state.step < state.stop_step
+
+        def keep(act, new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(act, a, b), new, old)
+
+        return state._replace(
+            variables=self._map(keep, active, new_vars, variables),
+            opt_state=self._map(keep, active, opt_state, state.opt_state),
+            step=state.step + 1,
+        )
+
+    def _step_inputs(self, state: TrainState, hp: dict, data: TrainData, batch) -> StepInputs:
+        """The batch of this update and everything the loss reads besides the parameters."""
+        k_units = self.unit_size
         shared, members, frozen = split_hparams(hp)
         # One batch order per unit: the members of a coupled unit see the same rows.
         key0 = state.key if k_units == 1 else state.key[0]
@@ -509,6 +359,16 @@ class Trainer:
             )
             frozen_logits = flog(xb)
             frozen_logits_u = flog(xu) if xu is not None else None
+        return StepInputs(
+            shared, yb, w, xs, dkeys, variables, rw, xu, valid_u, frozen_logits, frozen_logits_u,
+            key0, step0,
+        )  # fmt: skip
+
+    def _loss_fn(self, inp: StepInputs):
+        """params -> (loss, mutated batch statistics): the weighted data loss of every member
+        (times `data_loss_weight`) plus the objective's penalties."""
+        cfg, obj, k_units = self.cfg, self.objective, self.unit_size
+        yb, w = inp.yb, inp.w
 
         def member_loss(params, v, x, dkey, rwk):
             logits, mutated = self.model.apply(
@@ -516,7 +376,7 @@ class Trainer:
                 to_compute_dtype(x, cfg.compute_dtype),
                 train=True,
                 key=dkey,
-                dropout_rate=shared["dropout_rate"],
+                dropout_rate=inp.shared["dropout_rate"],
                 **self._bn_mask(v, w),
             )
             per_ex = per_example_loss(cfg, logits, yb)
@@ -525,144 +385,86 @@ class Trainer:
             return loss, (logits, mutated, per_ex)
 
         def loss_fn(params):
+            args = (params, inp.variables, inp.xs, inp.dkeys, inp.rw)
             if k_units == 1:
-                loss, (logits, mutated, per_ex) = member_loss(params, variables, xs, dkeys, rw)
+                loss, (logits, mutated, per_ex) = member_loss(*args)
             else:
-                rws = rw if rw is not None else None
-                loss, (logits, mutated, per_ex) = jax.vmap(
-                    member_loss, in_axes=(0, 0, 0, 0, None if rws is None else 0)
-                )(params, variables, xs, dkeys, rws)
+                in_axes = (0, 0, 0, 0, None if inp.rw is None else 0)
+                loss, (logits, mutated, per_ex) = jax.vmap(member_loss, in_axes=in_axes)(*args)
                 loss = jnp.sum(loss)
             if obj.data_loss_weight != 1.0:
                 loss = obj.data_loss_weight * loss
             if obj.penalties:
-                loss = loss + self._penalty_sum(
-                    params,
-                    variables,
-                    xs,
-                    yb,
-                    w,
-                    rw,
-                    logits,
-                    per_ex,
-                    dkeys,
-                    xu,
-                    valid_u,
-                    frozen_logits,
-                    frozen_logits_u,
-                    shared,
-                    key0,
-                    step0,
-                )
+                ctx = self._penalty_context(params, logits, per_ex, inp)
+                loss = loss + obj.penalty_sum(ctx)
             return loss, mutated
 
-        grads, mutated = jax.grad(loss_fn, has_aux=True)(variables["params"])
-        params = variables["params"]
+        return loss_fn
 
-        if cfg.sam:
-
-            def member_update(g, opt_state, p, k):
-                def grad_fn(pk, _):
-                    full = (
-                        pk
-                        if k_units == 1
-                        else jax.tree_util.tree_map(lambda a, b: a.at[k].set(b), params, pk)
-                    )
-                    gk = jax.grad(lambda q: loss_fn(q)[0])(full)
-                    return gk if k_units == 1 else jax.tree_util.tree_map(lambda a: a[k], gk)
-
-                return self.tx.update(g, opt_state, p, grad_fn=grad_fn)
-        else:
-
-            def member_update(g, opt_state, p, k):
-                return self.tx.update(g, opt_state, p)
-
-        updates, opt_state = self._map(
-            member_update, grads, state.opt_state, params, jnp.arange(k_units) if k_units > 1 else 0
-        )
-        if obj.trainable is not None:
-
-            def mask(path, u):
-                name = jax.tree_util.keystr(path)
-                return u if any(t in name for t in obj.trainable) else jnp.zeros_like(u)
-
-            updates = jax.tree_util.tree_map_with_path(mask, updates)
-        new_vars = {**variables, **mutated, "params": optax.apply_updates(params, updates)}
-        active = state.step < state.stop_step
-
-        def keep(act, new, old):
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(act, a, b), new, old)
-
-        return state._replace(
-            variables=self._map(keep, active, new_vars, variables),
-            opt_state=self._map(keep, active, opt_state, state.opt_state),
-            step=state.step + 1,
-        )
-
-    def _penalty_sum(
-        self,
-        params,
-        variables,
-        xs,
-        yb,
-        w,
-        rw,
-        logits,
-        per_ex,
-        dkeys,
-        xu,
-        valid_u,
-        frozen_logits,
-        frozen_logits_u,
-        hp,
-        key0,
-        step0,
-    ):
-        """sum_i lambda_i * penalty_i(ctx) on the unit's (member-stacked) outputs."""
+    def _member_update(self, loss_fn, params):
+        """(grads, opt_state, params, k) -> (updates, opt_state) of member k; SAM re-evaluates
+        the unit's loss at its perturbed parameters (only member k's parameters move)."""
         k_units = self.unit_size
+        if not self.cfg.sam:
+            return lambda g, opt_state, p, k: self.tx.update(g, opt_state, p)
+
+        def member_update(g, opt_state, p, k):
+            def grad_fn(pk, _):
+                full = (
+                    pk
+                    if k_units == 1
+                    else jax.tree_util.tree_map(lambda a, b: a.at[k].set(b), params, pk)
+                )
+                gk = jax.grad(lambda q: loss_fn(q)[0])(full)
+                return gk if k_units == 1 else jax.tree_util.tree_map(lambda a: a[k], gk)
+
+            return self.tx.update(g, opt_state, p, grad_fn=grad_fn)
+
+        return member_update
+
+    def _penalty_context(self, params, logits, per_ex, inp: StepInputs) -> Context:
+        """The `Context` penalties see, with every member-stacked field [K, ...]."""
+        k_units, hp = self.unit_size, inp.shared
         st = (lambda t: t) if k_units > 1 else _stack1
-        params_k, vars_k = st(params), st(variables)
+        params_k, vars_k = st(params), st(inp.variables)
         logits_u = None
-        if xu is not None:
+        if inp.xu is not None:
 
             def fwd_u(p, v, dkey):
                 lg, _ = self.model.apply(
                     {**v, "params": p},
-                    xu,
+                    inp.xu,
                     train=True,
                     key=jax.random.fold_in(dkey, 1),
                     dropout_rate=hp["dropout_rate"],
                 )
                 return lg
 
-            logits_u = jax.vmap(fwd_u)(params_k, vars_k, st(dkeys))
+            logits_u = jax.vmap(fwd_u)(params_k, vars_k, st(inp.dkeys))
 
         def apply(p, x):
             return jax.vmap(lambda pk, vk: self.model.logits({**vk, "params": pk}, x))(p, vars_k)
 
+        w, rw = inp.w, inp.rw
         weights = jnp.broadcast_to(jnp.ones_like(w) if rw is None else rw, (k_units,) + w.shape)
-        ctx = Context(
+        return Context(
             logits=st(logits),
             data_loss=st(per_ex),
-            x=st(xs),
-            y=yb,
+            x=st(inp.xs),
+            y=inp.yb,
             valid=w,
             weights=weights,
             params=params_k,
             variables={**vars_k, "params": params_k},
             apply=apply,
-            x_u=xu,
+            x_u=inp.xu,
             logits_u=logits_u,
-            valid_u=valid_u,
-            frozen_logits=frozen_logits,
-            frozen_logits_u=frozen_logits_u,
+            valid_u=inp.valid_u,
+            frozen_logits=inp.frozen_logits,
+            frozen_logits_u=inp.frozen_logits_u,
             hp=hp,
-            key=jax.random.fold_in(jax.random.fold_in(key0, STREAM_PENALTY), step0),
+            key=jax.random.fold_in(jax.random.fold_in(inp.key0, STREAM_PENALTY), inp.step0),
         )
-        total = 0.0
-        for p in self.objective.penalties:
-            total = total + hp[p.hparam] * p.fn(ctx)
-        return total
 
     def robust_accuracy(self, variables, key, eps, xs, ys, ms):
         """PGD accuracy of one model (eval-mode BatchNorm) over chunked data [C, E, ...]."""
@@ -763,22 +565,9 @@ class Trainer:
             va_acc = va_loss = nan
             metric = tr_acc
 
-        # Stop rules fire once, on a model still under its budget.
-        undecided = (state.stop_reason == RUNNING) & was_live
-        diverged = undecided & (~jnp.isfinite(tr_loss) | (tr_loss > cfg.diverge_loss))
-        if cfg.stop_rule == "acc":
-            met = tr_acc >= 1.0 - cfg.stop_eps
-        elif cfg.stop_rule == "loss":
-            met = tr_loss < cfg.stop_eps
-        else:
-            met = jnp.asarray(False)
-        converged = undecided & ~diverged & met
-        stop_step = jnp.where(
-            converged,
-            jnp.minimum(state.stop_step, state.step + cfg.patience - 1),
-            jnp.where(diverged, jnp.minimum(state.stop_step, state.step), state.stop_step),
+        stop_step, reason, diverged = stop_decision(
+            cfg, state.step, state.stop_step, state.stop_reason, was_live, tr_acc, tr_loss
         )
-        reason = jnp.where(converged, CONVERGED, jnp.where(diverged, DIVERGED, state.stop_reason))
 
         # Best model: only evaluations the reference also makes (REFERENCE.md Sec. 3.2, step 3):
         # those of a model that moved during this period and, once the stop rule has fired, whose

@@ -1,7 +1,7 @@
 """The training objective as a seam: penalties, example weights, an unlabeled stream, coupled
 members, frozen members and a batch transform, without touching the data loss.
 
-The data loss (`sbjax.train.engine.per_example_loss`) stays the one function that evaluation, the
+The data loss (`per_example_loss`, below,) stays the one function that evaluation, the
 stop rule, best-model selection and the PGD attacks use. An `Objective` only adds to what one
 update minimises:
 
@@ -29,8 +29,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from sbjax.train.config import TrainConfig
 from sbjax.validate import fail
+
+
+def per_example_loss(cfg: TrainConfig, logits: jax.Array, y: jax.Array) -> jax.Array:
+    """float32 [n]: 2-logit cross-entropy, or hinge on the score logit1 - logit0 with y in {-1, 1}."""
+    if cfg.loss == "ce":
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    score = logits[:, 1] - logits[:, 0]
+    return optax.hinge_loss(score, 2.0 * y - 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +157,13 @@ class Objective:
     batch_transform: BatchTransform | None = None
     data_loss_weight: float = 1.0
     trainable: tuple[str, ...] | None = None
+
+    def penalty_sum(self, ctx: Context) -> Any:
+        """sum_i lambda_i * penalty_i(ctx), lambda_i = ctx.hp[penalty_i.hparam] (traced)."""
+        total = 0.0
+        for p in self.penalties:
+            total = total + ctx.hp[p.hparam] * p.fn(ctx)
+        return total
 
     def __post_init__(self) -> None:
         if not isinstance(self.penalties, tuple) or not all(

@@ -56,7 +56,9 @@ from jax.sharding import PartitionSpec as P
 from sbjax.data import blocks as B
 from sbjax.data.rotation import ROTATIONS, make_rotation
 from sbjax.train.config import TrainConfig
-from sbjax.train.engine import STOP_REASONS, make_trainer, pack_data
+from sbjax.train.data import pack_data
+from sbjax.train.engine import make_trainer
+from sbjax.train.stopping import STOP_REASONS
 from sbjax.validate import check_choice, check_int, check_range, fail
 
 __all__ = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -70,10 +71,24 @@ class UnitLayout:
         return np.concatenate([self.to_models(a[:u]), pad])
 
 
-def _unit_keys(seed: int, seed_indices, layout: UnitLayout, n_pad: int) -> jax.Array:
-    """Keys [U + n_pad] (K = 1) or [U + n_pad, K]; padding units get unused streams."""
-    from sbjax.train.sweep import model_keys
+def model_keys(
+    seed: int, seed_indices: Sequence[int], n_members: int, n_grid: int, n_pad: int = 0
+) -> jax.Array:
+    """PRNG keys [M + n_pad] in sweep order (see module docstring); padding gets unused streams."""
+    root = jax.random.key(seed)
+    keys = []
+    for s in seed_indices:
+        ks = jax.random.fold_in(root, s)
+        for j in range(n_members):
+            kj = jax.random.fold_in(ks, j)
+            keys.extend([kj] * n_grid)
+    for i in range(n_pad):
+        keys.append(jax.random.fold_in(jax.random.fold_in(root, 2**31 - 1), i))
+    return jnp.stack(keys)
 
+
+def unit_keys(seed: int, seed_indices, layout: UnitLayout, n_pad: int) -> jax.Array:
+    """Keys [U + n_pad] (K = 1) or [U + n_pad, K]; padding units get unused streams."""
     k = layout.unit_size
     n_members = layout.n_units * k
     if k == 1:
@@ -133,7 +148,7 @@ def _check_tree(name: str, tree: Any, ref: Any, lead: tuple[int | None, ...]) ->
     return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), tree)
 
 
-def _objective_inputs(
+def objective_inputs(
     cfg,
     model,
     data,
@@ -145,7 +160,7 @@ def _objective_inputs(
     frozen,
 ) -> ObjectiveInputs:
     """Validates the objective's host inputs (before compiling) in model order."""
-    from sbjax.train.engine import _to_float32
+    from sbjax.train.data import to_float32
 
     out = ObjectiveInputs()
     n, m = int(data.x.shape[0]), layout.n_models
@@ -171,7 +186,7 @@ def _objective_inputs(
             )
         if xu.dtype.kind not in "fiub":
             fail("unlabeled", xu.dtype, "a real-valued array")
-        xu = _to_float32("unlabeled", xu)
+        xu = to_float32("unlabeled", xu)
         if not np.all(np.isfinite(xu)):
             fail("unlabeled", "<NaN/inf values>", "finite inputs")
         if unlabeled_batch_size is not None and unlabeled_batch_size > xu.shape[0]:
@@ -206,7 +221,7 @@ def _objective_inputs(
     return out
 
 
-def _unit_inputs(inputs: ObjectiveInputs, layout: UnitLayout, n_pad: int) -> dict:
+def unit_inputs(inputs: ObjectiveInputs, layout: UnitLayout, n_pad: int) -> dict:
     """The per-unit inputs of hp: {"members": {...}, "frozen": ...}, padded with copies of the
     last unit."""
 
@@ -248,7 +263,7 @@ def _describe_fn(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}{cells}"
 
 
-def _objective_part(trainer, inputs: ObjectiveInputs) -> str:
+def objective_part(trainer, inputs: ObjectiveInputs) -> str:
     """Digest of what the objective adds (names, functions, settings and every input byte)."""
     obj = trainer.objective
     desc = (

@@ -225,6 +225,11 @@ def _save_obj(out: Path, name: str, r) -> None:
     (out / f"{name}.json").write_text(json.dumps(meta, sort_keys=True, default=str))
 
 
+def _same_bits(x: np.ndarray, y: np.ndarray) -> bool:
+    """Bitwise equality (NaN rows of an absent validation set compare equal to themselves)."""
+    return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
 def compare(a: Path, b: Path) -> int:
     bad = 0
     names = sorted(p.name for p in a.iterdir())
@@ -237,7 +242,9 @@ def compare(a: Path, b: Path) -> int:
         if name.endswith(".npz"):
             za, zb = np.load(pa), np.load(pb)
             keys = set(za.files) | set(zb.files)
-            diff = [k for k in keys if k not in za or k not in zb or not np.array_equal(za[k], zb[k])]
+            diff = [
+                k for k in keys if k not in za or k not in zb or not _same_bits(za[k], zb[k])
+            ]
             if diff:
                 print(name, "differs:", sorted(diff)[:8])
                 bad += 1

@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 from sbjax.models import make_model  # noqa: E402
 from sbjax.train import TrainConfig, make_trainer, prepare_data, train_sweep  # noqa: E402
-from sbjax.train.sweep import _mesh, model_keys, sharded_programs  # noqa: E402
+from sbjax.train.plan import make_mesh  # noqa: E402
+from sbjax.train.sweep import model_keys, sharded_programs  # noqa: E402
 
 
 def _leaves(tree) -> list[tuple[str, np.ndarray]]:
@@ -117,7 +118,7 @@ def unit_main(n_seeds: int) -> None:
 
     from sbjax.train import objective as obj
     from sbjax.train.config import hparam_arrays
-    from sbjax.train.units import UnitLayout, _unit_keys
+    from sbjax.train.units import UnitLayout, unit_keys
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(384, 8)).astype(np.float32)
@@ -165,7 +166,7 @@ def unit_main(n_seeds: int) -> None:
     # The compiled unit program: no collectives, state sharded over the unit axis.
     data = prepare_data(cfg, (x, y))
     trainer = make_trainer(cfg, model, data, objective=o, unit_size=2)
-    mesh = _mesh(None)
+    mesh = make_mesh(None)
     init_fn, run_fn = sharded_programs(trainer, mesh, 2)
     n_units = n_seeds * 2
     pad = -n_units % 8
@@ -176,7 +177,7 @@ def unit_main(n_seeds: int) -> None:
     hp_np = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in hp_np.items()}
     hp = jax.device_put({k: jnp.asarray(v) for k, v in hp_np.items()}, sh)
     dd = jax.device_put(jax.tree_util.tree_map(jnp.asarray, data), NamedSharding(mesh, P()))
-    keys = jax.device_put(_unit_keys(0, range(n_seeds), UnitLayout(n_seeds, 1, 2, 2), pad), sh)
+    keys = jax.device_put(unit_keys(0, range(n_seeds), UnitLayout(n_seeds, 1, 2, 2), pad), sh)
     state = init_fn(keys, hp, dd)
     text = run_fn.lower(state, hp, dd).compile().as_text()
     out["collectives"] = [
@@ -244,7 +245,7 @@ def main() -> None:
     # The compiled program: outputs stay sharded over the model axis, no collectives.
     data = prepare_data(cfg, (x, y))
     trainer = make_trainer(cfg, model, data)
-    mesh = _mesh(None)
+    mesh = make_mesh(None)
     init_fn, run_fn = sharded_programs(trainer, mesh, 2)
     m = n_seeds + (-n_seeds % 8)
     from jax.sharding import NamedSharding

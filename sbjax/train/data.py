@@ -1,0 +1,224 @@
+"""Training data as the compiled programs see it: validated host arrays packed into `TrainData`.
+
+`prepare_data` checks and packs host arrays (every check before anything compiles); `pack_data`
+builds the same layout inside a traced program from data sampled there (`sbjax.train.phase`,
+`sbjax.train.atlas`). Evaluation sets are stored in padded chunks [C, E, ...] with a validity mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sbjax.train.config import TrainConfig
+from sbjax.validate import fail
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    """Device-ready arrays shared by every model of a sweep (replicated, never vmapped).
+
+    Attributes:
+      x, y: training set, float32 [N, ...] and int32 [N], indexed by minibatches.
+      x_train_eval, m_train_eval: train-metric set, [C, E, ...] chunks and float32 [C, E] validity.
+      x_val, y_val, m_val: validation set in chunks (None when there is none).
+      x_u: the unlabeled pool [Nu, ...] (None without one).
+      monitor: name -> (x [C, E, ...], y [C, E], validity [C, E]) fixed evaluation sets whose
+        accuracy is recorded at every period end (None without any).
+    """
+
+    x: jax.Array
+    y: jax.Array
+    x_train_eval: jax.Array
+    y_train_eval: jax.Array
+    m_train_eval: jax.Array
+    x_val: jax.Array | None
+    y_val: jax.Array | None
+    m_val: jax.Array | None
+    x_u: jax.Array | None = None
+    monitor: dict[str, tuple[jax.Array, jax.Array, jax.Array]] | None = None
+
+
+jax.tree_util.register_dataclass(
+    TrainData,
+    data_fields=[f.name for f in dataclasses.fields(TrainData)],
+    meta_fields=[],
+)
+
+
+def chunk_host(x: np.ndarray, y: np.ndarray, size: int):
+    """Pads (x, y) to a multiple of `size` and reshapes to [C, size, ...] with a validity mask."""
+    n = x.shape[0]
+    size = min(size, n)
+    c = math.ceil(n / size)
+    pad = c * size - n
+    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+    yp = np.concatenate([y, np.zeros((pad,), y.dtype)]) if pad else y
+    m = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    return (
+        xp.reshape((c, size) + x.shape[1:]),
+        yp.reshape(c, size),
+        m.reshape(c, size),
+    )
+
+
+def check_xy(name: str, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuses non-finite inputs and labels outside {0, 1}, on the host, before any cast.
+
+    Labels are checked on their raw values because `astype(int32)` would truncate 0.5 to 0 and the
+    run would "converge" on labels nobody meant; a NaN/inf input would otherwise train for the whole
+    budget and be reported as a diverged model.
+    """
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        fail(f"{name} x", x.dtype, "a real-valued array")
+    # min/max propagate NaN and expose +-inf without a full-size boolean temporary.
+    if (
+        np.issubdtype(x.dtype, np.inexact)
+        and x.size
+        and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x)))
+    ):
+        bad = ~np.isfinite(x)
+        rows = np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))
+        fail(
+            f"{name} x",
+            f"<{int(bad.sum())} NaN/inf value(s) in {rows.size} row(s), first row {rows[0]}>",
+            "finite inputs (clean or drop those rows)",
+        )
+    ok = np.isin(y, (0, 1))
+    if not ok.all():
+        fail(
+            f"{name} labels",
+            np.unique(y[~ok])[:5].tolist(),
+            "labels in {0, 1} (integers, or floats exactly 0.0 / 1.0)",
+        )
+
+
+def to_float32(name: str, x: np.ndarray) -> np.ndarray:
+    """Casts to float32, refusing finite float64 values that the cast would turn into inf."""
+    wide = np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4
+    with np.errstate(over="ignore"):  # reported below as a ValueError instead
+        x = x.astype(np.float32)
+    if wide and x.size and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):
+        fail(name, "<values beyond the float32 range>", "finite float32 inputs (|x| < 3.4e38)")
+    return x
+
+
+def check_monitor_name(name: Any) -> str:
+    """A monitor set's name: a non-empty string of letters, digits and underscores."""
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "_" for c in name):
+        fail("monitor", name, "names made of letters, digits and underscores (e.g. 's_rand')")
+    return name
+
+
+def prepare_data(cfg: TrainConfig, train, val=None, monitor=None) -> TrainData:
+    """Validates and packs host arrays into `TrainData` (float32 inputs, int32 labels).
+
+    Args:
+      cfg: the training configuration (batch and evaluation sizes).
+      train: (x [N, ...] real, y [N] with values in {0, 1}).
+      val: optional (x [M, ...], y [M]) with the same per-example shape as the training inputs.
+      monitor: optional mapping name -> (x [n, ...], y [n]) of fixed evaluation sets (same
+        per-example shape as the training inputs); their accuracy is recorded at every
+        evaluation as `monitor_<name>_acc`.
+
+    Returns:
+      `TrainData` with x float32, y int32, and the evaluation sets in padded chunks.
+
+    Raises:
+      ValueError: mismatched shapes, an empty set, a batch larger than the training set, NaN/inf
+        inputs or labels outside {0, 1} (in any set), before anything is compiled.
+    """
+    x, y = (np.asarray(a) for a in train)
+    if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        fail("train", (x.shape, y.shape), "(x [N, ...], y [N]) with matching N")
+    if x.shape[0] == 0:
+        fail("train", x.shape, "a non-empty training set")
+    if cfg.batch_size > x.shape[0]:
+        fail("batch_size", cfg.batch_size, f"at most the training-set size {x.shape[0]}")
+    check_xy("train", x, y)
+    x = to_float32("train x", x)
+    y = y.astype(np.int32)
+    n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
+    xe, ye, me = chunk_host(x[:n_te], y[:n_te], cfg.eval_batch_size)
+    xv = yv = mv = None
+    if val is not None:
+        vx, vy = (np.asarray(a) for a in val)
+        if vx.shape[1:] != x.shape[1:] or vy.ndim != 1 or vx.shape[0] != vy.shape[0]:
+            fail("val", (vx.shape, vy.shape), f"(x [M, {', '.join(map(str, x.shape[1:]))}], y [M])")
+        if vx.shape[0] == 0:
+            fail("val", vx.shape, "a non-empty validation set (or val=None)")
+        check_xy("val", vx, vy)
+        vx = to_float32("val x", vx)
+        xv, yv, mv = chunk_host(vx, vy.astype(np.int32), cfg.eval_batch_size)
+    mon = None
+    if monitor is not None:
+        if not isinstance(monitor, Mapping) or not monitor:
+            fail("monitor", type(monitor).__name__, "None or a non-empty dict name -> (x, y)")
+        mon = {}
+        for name, xy in monitor.items():
+            check_monitor_name(name)
+            where = f"monitor[{name!r}]"
+            if not isinstance(xy, tuple | list) or len(xy) != 2:
+                fail(where, type(xy).__name__, "a pair (x [n, ...], y [n])")
+            mx, my = (np.asarray(a) for a in xy)
+            if mx.shape[1:] != x.shape[1:] or my.ndim != 1 or mx.shape[0] != my.shape[0]:
+                fail(
+                    where,
+                    (mx.shape, my.shape),
+                    f"(x [n, {', '.join(map(str, x.shape[1:]))}], y [n])",
+                )
+            if mx.shape[0] == 0:
+                fail(where, mx.shape, "a non-empty set")
+            check_xy(where, mx, my)
+            mon[name] = chunk_host(
+                to_float32(f"{where} x", mx), my.astype(np.int32), cfg.eval_batch_size
+            )
+    return TrainData(x, y, xe, ye, me, xv, yv, mv, monitor=mon)
+
+
+def chunk_traced(x: jax.Array, y: jax.Array, size: int):
+    """`chunk_host` for (traced) device arrays: the same padding and [C, size, ...] layout."""
+    n = x.shape[0]
+    size = min(size, n)
+    c = math.ceil(n / size)
+    pad = c * size - n
+    xp = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+    yp = jnp.pad(y, (0, pad))
+    m = (jnp.arange(c * size) < n).astype(jnp.float32)
+    return xp.reshape((c, size) + x.shape[1:]), yp.reshape(c, size), m.reshape(c, size)
+
+
+def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> TrainData:
+    """`TrainData` built inside a traced function from data made there (no checks).
+
+    For programs that sample their training set from traced parameters (`sbjax.train.phase`):
+    the layout (train-metric chunks, monitor chunks) is `prepare_data`'s, so a `Trainer` made
+    from `jax.eval_shape` of this function trains on it. No validation set, no unlabeled pool.
+
+    Args:
+      cfg: the training configuration (evaluation sizes).
+      x: float [N, ...] training inputs; y: int [N] labels in {0, 1} (not checked).
+      monitor: optional name -> (x [n, ...], y [n]) monitor sets (see `prepare_data`).
+
+    Returns:
+      `TrainData` with float32 inputs and int32 labels.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.int32)
+    n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
+    xe, ye, me = chunk_traced(x[:n_te], y[:n_te], cfg.eval_batch_size)
+    mon = None
+    if monitor is not None:
+        mon = {
+            check_monitor_name(name): chunk_traced(
+                jnp.asarray(mx, jnp.float32), jnp.asarray(my, jnp.int32), cfg.eval_batch_size
+            )
+            for name, (mx, my) in monitor.items()
+        }
+    return TrainData(x, y, xe, ye, me, None, None, None, monitor=mon)
