@@ -16,6 +16,7 @@ import pytest
 from sbjax.io import read_json, read_jsonl
 from sbjax.models import make_model
 from sbjax.train import TrainConfig, train_sweep
+from sbjax.train import plan as plan_mod
 from sbjax.train import sweep as sweep_mod
 from sbjax.train.checkpoint import fingerprint_parts
 from sbjax.train.plan import chunk_plan
@@ -195,7 +196,7 @@ def _forbid_work(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("argument checks must come before data preparation and compiling")
 
-    monkeypatch.setattr(sweep_mod, "prepare_data", forbidden)
+    monkeypatch.setattr(plan_mod, "prepare_data", forbidden)
     monkeypatch.setattr(sweep_mod, "_compiled_programs", forbidden)
 
 

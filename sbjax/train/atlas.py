@@ -26,18 +26,17 @@ and seeds (compiled once, called M times): the baseline of `benchmarks/atlas.py`
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from sbjax.data import atlas as A
 from sbjax.eval import shortcut_bias as SB
+from sbjax.models import make_model
+from sbjax.train.cells import STRATEGIES, cell_keys, run_cells
 from sbjax.train.config import TrainConfig
 from sbjax.train.data import pack_data
 from sbjax.train.engine import make_trainer
@@ -57,7 +56,6 @@ ATLAS_METRICS = (
     "bayes_acc",
     "diverged",
 )
-STRATEGIES = ("program", "loop")
 STREAM_TRAIN, STREAM_TEST, STREAM_PROBE, STREAM_MODEL = 0, 1, 2, 4
 
 
@@ -168,8 +166,6 @@ def atlas_sweep(
     Raises:
       ValueError: a bad cell, data description, seed count or strategy (before compiling).
     """
-    from sbjax.models import make_model
-
     data.check()
     if isinstance(cells, dict | str) or not isinstance(cells, Sequence) or not cells:
         fail("cells", cells, "a non-empty list of cell dicts")
@@ -180,9 +176,7 @@ def atlas_sweep(
         fail("batch_size", cfg.batch_size, f"at most n_train = {data.n_train}")
     if not hasattr(model, "init"):
         model = make_model(model)
-    devs = list(jax.devices() if devices is None else devices)
     c, s = len(checked), int(n_seeds)
-    m = c * s
     # Model order: cell-major, seed-minor (m = cell * S + seed).
     cell_arr = {
         k: np.repeat([cc[k] for cc in checked], s).astype(
@@ -190,49 +184,11 @@ def atlas_sweep(
         )
         for k in A.CELL_KEYS
     }
-    root = jax.random.key(seed)
-    seed_keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(s))
-    keys = jnp.tile(seed_keys, c)
     hp0 = {n: np.float32(v) for n, v in cfg.default_hparams().items()}
     _, run = make_cell_program(cfg, model, data)
-    if strategy == "program":
-        n_dev = len(devs)
-        pad = -m % n_dev
-
-        def padded(a):
-            return np.concatenate([a, np.repeat(a[-1:], pad)]) if pad else a
-
-        cell = {k: padded(v) for k, v in cell_arr.items()}
-        hp = {n: np.full(m + pad, v, np.float32) for n, v in hp0.items()}
-        keys_p = jnp.concatenate([keys, jnp.tile(keys[-1:], pad)]) if pad else keys
-        mesh = Mesh(np.asarray(devs), ("model",))
-        sh = NamedSharding(mesh, P("model"))
-        prog = jax.jit(jax.vmap(run), in_shardings=(sh, sh, sh), out_shardings=sh)
-        args = jax.device_put((keys_p, cell, hp), sh)
-        t0 = time.perf_counter()
-        compiled = prog.lower(*args).compile()
-        compile_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        metrics = jax.block_until_ready(compiled(*args))
-        run_s = time.perf_counter() - t0
-        metrics = {k: np.asarray(v)[:m] for k, v in metrics.items()}
-    else:
-        n_dev = 1
-        dev = devs[0]
-
-        def args_of(i):
-            cell_i = {k: v[i] for k, v in cell_arr.items()}
-            return jax.device_put((keys[i], cell_i, hp0), dev)
-
-        t0 = time.perf_counter()
-        compiled = jax.jit(run).lower(*args_of(0)).compile()
-        compile_s = time.perf_counter() - t0
-        outs = []
-        t0 = time.perf_counter()
-        for i in range(m):
-            outs.append(jax.block_until_ready(compiled(*args_of(i))))
-        run_s = time.perf_counter() - t0
-        metrics = {k: np.stack([np.asarray(o[k]) for o in outs]) for k in outs[0]}
+    metrics, compile_s, run_s, n_dev = run_cells(
+        run, cell_arr, cell_keys(seed, c, s), hp0, strategy, devices
+    )
     return AtlasResult(
         cells=checked,
         n_seeds=s,

@@ -43,18 +43,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from sbjax.data import blocks as B
 from sbjax.data.rotation import ROTATIONS, make_rotation
+from sbjax.eval.randomize import randomize_block
+from sbjax.models import make_model
+from sbjax.train.cells import STRATEGIES, cell_keys, run_cells
 from sbjax.train.config import TrainConfig
 from sbjax.train.data import pack_data
 from sbjax.train.engine import make_trainer
@@ -73,7 +73,6 @@ __all__ = [
 
 MONITOR_SETS = ("test", "s_rand", "sc_rand", "noisy_test")
 PHASE_METRICS = ("test_acc", "s_rand_acc", "sc_rand_acc", "noisy_test_acc", "train_acc")
-STRATEGIES = ("program", "loop")
 STREAM_TRAIN, STREAM_TEST, STREAM_NOISY_TEST, STREAM_RANDOMIZE, STREAM_MODEL = 0, 1, 2, 3, 4
 
 
@@ -179,8 +178,6 @@ def make_cell_program(cfg: TrainConfig, model: Any, data: PhaseData):
       monitor set, "train_acc": [E], "step": [E] (updates at each evaluation)}, stop_reason the
       int32 code of `sbjax.train.engine.STOP_REASONS` (a diverged model is DIVERGED).
     """
-    from sbjax.eval.randomize import randomize_block
-
     rot = data.rotation_matrix()
     rot_j = jnp.asarray(rot)
     tables = data.level_tables()
@@ -363,8 +360,6 @@ def phase_diagram(
     Raises:
       ValueError: a bad axis, slab count, data description or strategy (before compiling).
     """
-    from sbjax.models import make_model
-
     data.check()
     ps = _check_axis("p", p, 0.0, 1.0, hi_open=False)
     margins = _check_axis("margin", margin, 0.0, 1.0, hi_open=True)
@@ -377,61 +372,20 @@ def phase_diagram(
         fail("batch_size", cfg.batch_size, f"at most n_train = {data.n_train}")
     if not hasattr(model, "init"):
         model = make_model(model)
-    devs = list(jax.devices() if devices is None else devices)
-
     cells = list(itertools.product(range(len(ps)), range(len(margins)), range(len(ks))))
     c, s = len(cells), int(n_seeds)
     # Model order: cell-major, seed-minor (m = cell * S + seed).
-    cell_p = np.repeat([ps[i] for i, _, _ in cells], s).astype(np.float32)
-    cell_g = np.repeat([margins[j] for _, j, _ in cells], s).astype(np.float32)
-    cell_k = np.repeat([data.ks.index(ks[l_]) for _, _, l_ in cells], s).astype(np.int32)
-    root = jax.random.key(seed)
-    seed_keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(s))
-    keys = jnp.tile(seed_keys, c)
+    cell = {
+        "p": np.repeat([ps[i] for i, _, _ in cells], s).astype(np.float32),
+        "margin": np.repeat([margins[j] for _, j, _ in cells], s).astype(np.float32),
+        "k_index": np.repeat([data.ks.index(ks[l_]) for _, _, l_ in cells], s).astype(np.int32),
+    }
     hp0 = {n: np.float32(v) for n, v in cfg.default_hparams().items()}
-
-    trainer, run = make_cell_program(cfg, model, data)
-    m = c * s
-    if strategy == "program":
-        n_dev = len(devs)
-        pad = -m % n_dev
-
-        def padded(a):
-            return np.concatenate([a, np.repeat(a[-1:], pad)]) if pad else a
-
-        cell = {"p": padded(cell_p), "margin": padded(cell_g), "k_index": padded(cell_k)}
-        hp = {n: np.full(m + pad, v, np.float32) for n, v in hp0.items()}
-        keys_p = jnp.concatenate([keys, jnp.tile(keys[-1:], pad)]) if pad else keys
-        mesh = Mesh(np.asarray(devs), ("model",))
-        sh = NamedSharding(mesh, P("model"))
-        prog = jax.jit(jax.vmap(run), in_shardings=(sh, sh, sh), out_shardings=sh)
-        args = jax.device_put((keys_p, cell, hp), sh)
-        t0 = time.perf_counter()
-        compiled = prog.lower(*args).compile()
-        compile_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        outs = jax.block_until_ready(compiled(*args))
-        run_s = time.perf_counter() - t0
-        metrics, timeline, stop = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], outs)
-    else:
-        n_dev = 1
-        dev = devs[0]
-
-        def args_of(i):
-            cell_i = {"p": cell_p[i], "margin": cell_g[i], "k_index": cell_k[i]}
-            return jax.device_put((keys[i], cell_i, hp0), dev)
-
-        t0 = time.perf_counter()
-        compiled = jax.jit(run).lower(*args_of(0)).compile()
-        compile_s = time.perf_counter() - t0
-        outs = []
-        t0 = time.perf_counter()
-        for i in range(m):
-            outs.append(jax.block_until_ready(compiled(*args_of(i))))
-        run_s = time.perf_counter() - t0
-        metrics, timeline, stop = jax.tree_util.tree_map(
-            lambda *a: np.stack([np.asarray(v) for v in a]), *outs
-        )
+    _, run = make_cell_program(cfg, model, data)
+    outs, compile_s, run_s, n_dev = run_cells(
+        run, cell, cell_keys(seed, c, s), hp0, strategy, devices
+    )
+    metrics, timeline, stop = outs
     shape = (len(ps), len(margins), len(ks), s)
     updates = np.asarray(timeline.pop("step"))[0].astype(np.int64)
     return PhaseResult(

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from sbjax.models import make_model
 from sbjax.models.image import IMAGE_MODELS
 from sbjax.train.config import TrainConfig, expand_grid, hparam_arrays, hparam_names
 from sbjax.train.data import TrainData, prepare_data
@@ -522,8 +523,6 @@ def plan_sweep(
     devs = _check_devices(spec.devices)
     out = _check_out_dir(out_dir)
     if not hasattr(model, "init"):
-        from sbjax.models import make_model
-
         model = make_model(model)
     loop, vectorize = _program_choice(cfg, model, spec)
     extra_hp = {"unlabeled_mix": 1.0} if spec.unlabeled is not None else {}

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sbjax.train.data import to_float32
 from sbjax.validate import fail
 
 
@@ -160,8 +161,6 @@ def objective_inputs(
     frozen,
 ) -> ObjectiveInputs:
     """Validates the objective's host inputs (before compiling) in model order."""
-    from sbjax.train.data import to_float32
-
     out = ObjectiveInputs()
     n, m = int(data.x.shape[0]), layout.n_models
     if example_weights is not None:

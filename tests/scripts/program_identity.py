@@ -242,9 +242,7 @@ def compare(a: Path, b: Path) -> int:
         if name.endswith(".npz"):
             za, zb = np.load(pa), np.load(pb)
             keys = set(za.files) | set(zb.files)
-            diff = [
-                k for k in keys if k not in za or k not in zb or not _same_bits(za[k], zb[k])
-            ]
+            diff = [k for k in keys if k not in za or k not in zb or not _same_bits(za[k], zb[k])]
             if diff:
                 print(name, "differs:", sorted(diff)[:8])
                 bad += 1
