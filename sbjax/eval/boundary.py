@@ -29,19 +29,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbjax.eval.metrics import (
-    LogitsFn,
-    _batched,
-    _check_batch_size,
-    _check_logits_fn,
-    _check_model_chunk,
-    _check_xy,
+from sbjax.eval.checks import (
+    check_batch_size,
+    check_logits_fn,
+    check_model_chunk,
     check_model_keys,
-    fold_in_keys,
-    map_models,
+    check_xy,
     num_models,
 )
-from sbjax.eval.randomize import _as_coords, as_basis, per_coordinate_randomized
+from sbjax.eval.coords import as_basis, as_coords
+from sbjax.eval.metrics import LogitsFn, fold_in_keys, map_batches, map_models
+from sbjax.eval.randomize import per_coordinate_randomized
 from sbjax.validate import check_choice, check_int, check_range, fail
 
 BOUNDARY_FILLS = ("data", "uniform")
@@ -138,7 +136,7 @@ def _grid_predict(
             xb = zb if w is None else jnp.matmul(zb, w, precision=_HI)
             return (jnp.argmax(logits_fn(var, xb), axis=-1) == 1).astype(jnp.float32)
 
-        p = _batched(pred, z, batch_size)
+        p = map_batches(pred, z, batch_size)
         return p.reshape(g, g, r).mean(axis=-1)
 
     mapped = (variables, c2, v, fill_rows) if per_model else (variables, c2, v)
@@ -186,21 +184,21 @@ def boundary_projection(
     Returns:
         `BoundaryGrid`.
     """
-    _check_logits_fn(logits_fn)
+    check_logits_fn(logits_fn)
     m = num_models(variables)
     per_model = check_model_keys(key, m)
     b = as_basis(basis)
     x, y = data
-    _check_xy(x, y)
+    check_xy(x, y)
     if int(np.prod(np.shape(x)[1:])) != b.dim or np.ndim(x) != 2:
         fail("data.shape", np.shape(x), f"[n, {b.dim}] vectors matching the basis")
     check_choice("fill", fill, BOUNDARY_FILLS)
     check_int("n_grid", n_grid, min_value=2)
     check_int("n_fill", n_fill, min_value=1)
     check_range("width", width, 0.0, None, lo_open=True)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    c1 = int(b.simple_coords[0]) if c1 is None else int(_as_coords("c1", [c1], b.dim)[0])
+    check_batch_size(batch_size)
+    check_model_chunk(model_chunk)
+    c1 = int(b.simple_coords[0]) if c1 is None else int(as_coords("c1", [c1], b.dim)[0])
 
     if isinstance(c2, str):
         check_choice("c2", c2, ("most_influential",))
@@ -225,7 +223,7 @@ def boundary_projection(
             c2s = most_influential(np.broadcast_to(acc, (m, b.dim)), cand)
     else:
         c2s = np.broadcast_to(np.asarray(c2, np.int64).reshape(-1), (m,)).copy()
-        _as_coords("c2", np.unique(c2s), b.dim)
+        as_coords("c2", np.unique(c2s), b.dim)
         if np.any(c2s == c1):
             fail("c2", c2, f"a coordinate different from c1={c1}")
     c2s = np.asarray(c2s, np.int64)
