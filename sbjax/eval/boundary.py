@@ -143,6 +143,53 @@ def _grid_predict(
     return map_models(one, mapped, model_chunk=model_chunk)
 
 
+def _second_coords(
+    logits_fn, variables, b, key, per_model, data, c1, c2, coord_acc, batch_size, model_chunk
+) -> np.ndarray:
+    """c2 of every model, int64 [M]: as given, or the most influential S^c coordinate."""
+    m = num_models(variables)
+    x, y = data
+    if isinstance(c2, str):
+        check_choice("c2", c2, ("most_influential",))
+        cand = [c for c in b.complex_coords if c != c1]
+        if coord_acc is None:
+            acc = per_coordinate_randomized(
+                logits_fn,
+                variables,
+                x,
+                y,
+                fold_in_keys(key, 1, per_model),
+                b.rotation,
+                cand,
+                batch_size=batch_size,
+                model_chunk=model_chunk,
+            )["accuracy"]
+            c2s = most_influential(np.asarray(acc), cand, coords=cand)
+        else:
+            acc = np.asarray(coord_acc)
+            if acc.shape[-1] != b.dim:
+                fail("coord_acc.shape", acc.shape, f"[M, {b.dim}] or [{b.dim}]")
+            c2s = most_influential(np.broadcast_to(acc, (m, b.dim)), cand)
+    else:
+        c2s = np.broadcast_to(np.asarray(c2, np.int64).reshape(-1), (m,)).copy()
+        as_coords("c2", np.unique(c2s), b.dim)
+        if np.any(c2s == c1):
+            fail("c2", c2, f"a coordinate different from c1={c1}")
+    return np.asarray(c2s, np.int64)
+
+
+def _fill_rows(key, z, fill, n_fill, width, dim, per_model) -> jax.Array:
+    """Filler rows [R, D] (canonical basis), or [M, R, D] with keys [M]: data rows or U[0, width)."""
+
+    def draw_fill(kf):
+        if fill == "data":
+            return z[jax.random.choice(kf, z.shape[0], (n_fill,), replace=n_fill > z.shape[0])]
+        return jax.random.uniform(kf, (n_fill, dim), maxval=width)
+
+    kf = fold_in_keys(key, 0, per_model)
+    return jax.vmap(draw_fill)(kf) if per_model else draw_fill(kf)
+
+
 def boundary_projection(
     logits_fn: LogitsFn,
     variables: Any,
@@ -200,33 +247,9 @@ def boundary_projection(
     check_model_chunk(model_chunk)
     c1 = int(b.simple_coords[0]) if c1 is None else int(as_coords("c1", [c1], b.dim)[0])
 
-    if isinstance(c2, str):
-        check_choice("c2", c2, ("most_influential",))
-        cand = [c for c in b.complex_coords if c != c1]
-        if coord_acc is None:
-            acc = per_coordinate_randomized(
-                logits_fn,
-                variables,
-                x,
-                y,
-                fold_in_keys(key, 1, per_model),
-                b.rotation,
-                cand,
-                batch_size=batch_size,
-                model_chunk=model_chunk,
-            )["accuracy"]
-            c2s = most_influential(np.asarray(acc), cand, coords=cand)
-        else:
-            acc = np.asarray(coord_acc)
-            if acc.shape[-1] != b.dim:
-                fail("coord_acc.shape", acc.shape, f"[M, {b.dim}] or [{b.dim}]")
-            c2s = most_influential(np.broadcast_to(acc, (m, b.dim)), cand)
-    else:
-        c2s = np.broadcast_to(np.asarray(c2, np.int64).reshape(-1), (m,)).copy()
-        as_coords("c2", np.unique(c2s), b.dim)
-        if np.any(c2s == c1):
-            fail("c2", c2, f"a coordinate different from c1={c1}")
-    c2s = np.asarray(c2s, np.int64)
+    c2s = _second_coords(
+        logits_fn, variables, b, key, per_model, (x, y), c1, c2, coord_acc, batch_size, model_chunk
+    )
 
     w = None if b.rotation is None else jnp.asarray(b.rotation)
     xj = jnp.asarray(x, jnp.float32)
@@ -237,13 +260,7 @@ def boundary_projection(
         [np.linspace(zn[:, c].min(), zn[:, c].max(), n_grid, dtype=np.float32) for c in c2s]
     )
 
-    def draw_fill(kf):
-        if fill == "data":
-            return z[jax.random.choice(kf, z.shape[0], (n_fill,), replace=n_fill > z.shape[0])]
-        return jax.random.uniform(kf, (n_fill, b.dim), maxval=width)
-
-    kf = fold_in_keys(key, 0, per_model)
-    fill_rows = jax.vmap(draw_fill)(kf) if per_model else draw_fill(kf)
+    fill_rows = _fill_rows(key, z, fill, n_fill, width, b.dim, per_model)
     prob = _grid_predict(
         logits_fn,
         variables,

@@ -509,6 +509,59 @@ def uap_transfer_matrix_multi(
 # ----------------------------------------------------------------------------------------------
 
 
+def _signed_svd_uap(
+    logits_fn: LogitsFn,
+    variables: Any,
+    fit: tuple[jax.Array, jax.Array],
+    evaluation: tuple[jax.Array, jax.Array],
+    key: jax.Array,
+    *,
+    eps: float,
+    pgd_eps: float | None,
+    step_size: float,
+    n_iter: int,
+    bounds: tuple[float, float] | None,
+    batch_size: int | None,
+    model_chunk: int | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`uap_report`'s SVD-UAP at norm eps, times the sign of +-u with the lower accuracy.
+
+    Returns:
+        (u [M, ...], accuracy [M], sign [M]).
+    """
+    x_fit, y_fit = fit
+    x_ev, y_ev = evaluation
+    if pgd_eps is None:
+        fail("pgd_eps", pgd_eps, "the PGD radius for an SVD-UAP (reference: c * drange)")
+    u = svd_uap(
+        logits_fn,
+        variables,
+        x_fit,
+        y_fit,
+        key,
+        eps=pgd_eps,
+        step_size=step_size,
+        n_iter=n_iter,
+        bounds=bounds,
+        batch_size=batch_size,
+        model_chunk=model_chunk,
+    )
+    u = jax.vmap(lambda t: _scale(t, jnp.float32(eps)))(u)
+    acc, sign = uap_accuracy(
+        logits_fn,
+        variables,
+        x_ev,
+        y_ev,
+        u,
+        both_signs=True,
+        bounds=bounds,
+        model_chunk=model_chunk,
+        return_sign=True,
+    )
+    u = u * _bcast(sign, u.ndim)
+    return u, acc, sign
+
+
 def uap_report(
     logits_fn: LogitsFn,
     variables: Any,
@@ -552,34 +605,20 @@ def uap_report(
     x_fit, y_fit = fit
     x_ev, y_ev = evaluation
     if kind == "svd":
-        if pgd_eps is None:
-            fail("pgd_eps", pgd_eps, "the PGD radius for an SVD-UAP (reference: c * drange)")
-        u = svd_uap(
+        u, acc, sign = _signed_svd_uap(
             logits_fn,
             variables,
-            x_fit,
-            y_fit,
+            fit,
+            evaluation,
             key,
-            eps=pgd_eps,
+            eps=eps,
+            pgd_eps=pgd_eps,
             step_size=step_size,
             n_iter=n_iter,
             bounds=bounds,
             batch_size=batch_size,
             model_chunk=model_chunk,
         )
-        u = jax.vmap(lambda t: _scale(t, jnp.float32(eps)))(u)
-        acc, sign = uap_accuracy(
-            logits_fn,
-            variables,
-            x_ev,
-            y_ev,
-            u,
-            both_signs=True,
-            bounds=bounds,
-            model_chunk=model_chunk,
-            return_sign=True,
-        )
-        u = u * _bcast(sign, u.ndim)
     else:
         label_signed = kind == "as"
         u = as_uap(
