@@ -11,7 +11,7 @@ import pytest
 from flax import linen as nn
 
 from sbjax.models import make_model, scale_params
-from sbjax.models.image import IMAGE_MODELS, PAD1, BatchNorm, Opts, _conv
+from sbjax.models.image import IMAGE_MODELS, PAD1, BatchNorm, Opts, torch_conv
 
 X_SHAPE = (2, 64, 32, 3)  # MNIST-CIFAR NHWC
 
@@ -102,7 +102,7 @@ def test_stride2_conv_uses_symmetric_padding():
     class One(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return _conv(Opts(), x, 1, 3, 2, name="c")
+            return torch_conv(Opts(), x, 1, 3, 2, name="c")
 
     x = jnp.arange(16, dtype=jnp.float32).reshape(1, 4, 4, 1)
     v = {"params": {"c": {"kernel": jnp.ones((3, 3, 1, 1))}}}
@@ -118,7 +118,7 @@ def test_resnet_conv_init_is_untruncated_kaiming_fan_out():
     class One(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return _conv(Opts(family="resnet"), x, 256, 3, name="c")
+            return torch_conv(Opts(family="resnet"), x, 256, 3, name="c")
 
     v = One().init(jax.random.key(0), jnp.zeros((1, 4, 4, 256)))
     k = np.asarray(v["params"]["c"]["kernel"])  # 3x3x256x256

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -441,6 +441,69 @@ def pair(
     return split, sizes
 
 
+def _select_classes(
+    mnist: SourceDataset, cifar: SourceDataset, classes: ClassPair, version: str, source: str
+) -> tuple[SourceDataset, SourceDataset]:
+    """Both sources cut to the version's classes; fails naming `version` if a class is missing."""
+    mnist = dataclasses.replace(
+        mnist, train=mnist.train.select(classes.mnist), test=mnist.test.select(classes.mnist)
+    )
+    cifar = dataclasses.replace(
+        cifar, train=cifar.train.select(classes.cifar), test=cifar.test.select(classes.cifar)
+    )
+    for src, cls, what in (
+        (mnist, classes.mnist, "MNIST digits"),
+        (cifar, classes.cifar, "CIFAR-10 classes"),
+    ):
+        for split in ("train", "test"):
+            present = set(np.unique(getattr(src, split).y).tolist())
+            if not set(cls) <= present:
+                fail(
+                    "version",
+                    version,
+                    f"a version whose {what} {cls} are in the {source} "
+                    f"data ({split} split has {sorted(present)} of them, at {src.location})",
+                )
+    return mnist, cifar
+
+
+def _pairing_plan(
+    n_train: int | None, n_test: int | None, randomize_mode: str, randomized_train: bool
+) -> list[tuple[str, str | None, str, int | None, str]]:
+    """The sets `pair` builds: (name, randomize, source split, n, name of n) each."""
+    plan = [("train", None, "train", n_train, "n_train"), ("test", None, "test", n_test, "n_test")]
+    if randomize_mode == "rebuild":
+        plan += [
+            ("test_mnist_randomized", "mnist", "test", n_test, "n_test"),
+            ("test_cifar_randomized", "cifar", "test", n_test, "n_test"),
+        ]
+    if randomized_train:
+        plan += [
+            ("train_mnist_randomized", "mnist", "train", n_train, "n_train"),
+            ("train_cifar_randomized", "cifar", "train", n_train, "n_train"),
+        ]
+    return plan
+
+
+def _add_permuted_blocks(
+    built: dict[str, Split | None],
+    pool_sizes: dict[str, tuple[int, int, int, int]],
+    rng: Callable[[str], np.random.Generator],
+    randomized_train: bool,
+) -> None:
+    """randomize_mode="permute_block": adds the block-permuted test (and train) sets in place."""
+    for which in ("mnist", "cifar"):
+        built[f"test_{which}_randomized"] = permute_block(
+            built["test"], which, rng(f"test_{which}_randomized")
+        )
+        pool_sizes[f"test_{which}_randomized"] = pool_sizes["test"]
+    if randomized_train:
+        for which in ("mnist", "cifar"):
+            name = f"train_{which}_randomized"
+            built[name] = permute_block(built["train"], which, rng(name))
+            pool_sizes[name] = pool_sizes["train"]
+
+
 def build_mnist_cifar(
     mnist: SourceDataset,
     cifar: SourceDataset,
@@ -461,40 +524,12 @@ def build_mnist_cifar(
     check_choice("randomize_mode", randomize_mode, RANDOMIZE_MODES)
     check_choice("dtype", dtype, ("float32", "uint8"))
     classes = VERSIONS[version]
-    mnist = dataclasses.replace(
-        mnist, train=mnist.train.select(classes.mnist), test=mnist.test.select(classes.mnist)
-    )
-    cifar = dataclasses.replace(
-        cifar, train=cifar.train.select(classes.cifar), test=cifar.test.select(classes.cifar)
-    )
-    for src, cls, what in (
-        (mnist, classes.mnist, "MNIST digits"),
-        (cifar, classes.cifar, "CIFAR-10 classes"),
-    ):
-        for split in ("train", "test"):
-            present = set(np.unique(getattr(src, split).y).tolist())
-            if not set(cls) <= present:
-                fail(
-                    "version",
-                    version,
-                    f"a version whose {what} {cls} are in the {source} "
-                    f"data ({split} split has {sorted(present)} of them, at {src.location})",
-                )
+    mnist, cifar = _select_classes(mnist, cifar, classes, version, source)
 
     def rng(name: str) -> np.random.Generator:
         return np.random.default_rng([seed, _STREAMS[name]])
 
-    plan = [("train", None, "train", n_train, "n_train"), ("test", None, "test", n_test, "n_test")]
-    if randomize_mode == "rebuild":
-        plan += [
-            ("test_mnist_randomized", "mnist", "test", n_test, "n_test"),
-            ("test_cifar_randomized", "cifar", "test", n_test, "n_test"),
-        ]
-    if randomized_train:
-        plan += [
-            ("train_mnist_randomized", "mnist", "train", n_train, "n_train"),
-            ("train_cifar_randomized", "cifar", "train", n_train, "n_train"),
-        ]
+    plan = _pairing_plan(n_train, n_test, randomize_mode, randomized_train)
     built: dict[str, Split | None] = {k: None for k in _STREAMS}
     pool_sizes = {}
     for name, randomize, split, n, n_name in plan:
@@ -510,16 +545,7 @@ def build_mnist_cifar(
             name=n_name,
         )
     if randomize_mode == "permute_block":
-        for which in ("mnist", "cifar"):
-            built[f"test_{which}_randomized"] = permute_block(
-                built["test"], which, rng(f"test_{which}_randomized")
-            )
-            pool_sizes[f"test_{which}_randomized"] = pool_sizes["test"]
-        if randomized_train:
-            for which in ("mnist", "cifar"):
-                name = f"train_{which}_randomized"
-                built[name] = permute_block(built["train"], which, rng(name))
-                pool_sizes[name] = pool_sizes["train"]
+        _add_permuted_blocks(built, pool_sizes, rng, randomized_train)
     location = (
         mnist.location
         if mnist.location == cifar.location

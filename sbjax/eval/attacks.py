@@ -32,21 +32,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sbjax.eval.metrics import (
-    LogitsFn,
-    _batched,
-    _check_batch_size,
-    _check_logits_fn,
-    _check_model_chunk,
-    _check_xy,
-    accuracy_from_logits,
+from sbjax.eval.checks import (
+    check_batch_size,
+    check_logits_fn,
+    check_model_chunk,
     check_model_keys,
-    checked_jit,
-    map_models_keys,
+    check_xy,
     num_models,
     per_model_keys,
 )
-from sbjax.eval.randomize import Basis, _as_coords, as_basis
+from sbjax.eval.coords import Basis, as_basis, as_coords
+from sbjax.eval.metrics import (
+    LogitsFn,
+    accuracy_from_logits,
+    checked_jit,
+    map_batches,
+    map_models_keys,
+)
 from sbjax.validate import check_choice, check_int, check_range, fail
 
 ATTACK_NORMS = ("l2", "linf")
@@ -115,7 +117,8 @@ def _project(delta: jax.Array, norm: str, eps: jax.Array) -> jax.Array:
     return optax.projections.projection_linf_ball(delta, eps)
 
 
-def _box(x: jax.Array, delta: jax.Array, bounds) -> jax.Array:
+def clip_to_box(x: jax.Array, delta: jax.Array, bounds) -> jax.Array:
+    """`delta` [b, ...] cut so that `x + delta` lies in the box (B0, B1); unchanged for None."""
     if bounds is None:
         return delta
     return optax.projections.projection_box(x + delta, bounds[0], bounds[1]) - x
@@ -176,7 +179,7 @@ def pgd_perturb(
 
     def one_restart(r):
         delta = _init_noise(jax.random.fold_in(key, r), idx, x.shape[1:], norm, rand_init)
-        delta = _box(x, _project(delta, norm, eps), bounds)
+        delta = clip_to_box(x, _project(delta, norm, eps), bounds)
 
         def step(t, delta):
             g = grad_fn(delta)
@@ -185,7 +188,7 @@ def pgd_perturb(
                 delta = delta + lr * g / (_per_example_norm(g) + 1e-10)
             else:
                 delta = delta + lr * jnp.sign(g)
-            return _box(x, _project(delta, norm, eps), bounds)
+            return clip_to_box(x, _project(delta, norm, eps), bounds)
 
         delta = jax.lax.fori_loop(0, n_iter, step, delta)
         return delta, ce(delta)
@@ -204,7 +207,8 @@ def pgd_perturb(
     return delta, loss
 
 
-def _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, schedule):
+def check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restarts, schedule):
+    """Validates the PGD settings shared by `pgd_attack` and the UAPs (`sbjax.eval.uap`)."""
     check_choice("norm", norm, ATTACK_NORMS)
     check_range("eps", eps, 0.0, None, lo_open=True)
     check_range("step_size", step_size, 0.0, None, lo_open=True)
@@ -219,14 +223,14 @@ def _check_attack_params(norm, eps, step_size, n_iter, bounds, rand_init, restar
 
 
 def _check_pgd_attack(a: types.SimpleNamespace) -> None:
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     check_model_keys(a.key, num_models(a.variables))
-    _check_xy(a.x, a.y)
-    _check_attack_params(
+    check_xy(a.x, a.y)
+    check_attack_params(
         a.norm, a.eps, a.step_size, a.n_iter, a.bounds, a.rand_init, a.restarts, a.step_schedule
     )
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     a.x, a.y = jnp.asarray(a.x, jnp.float32), jnp.asarray(a.y)
     a.eps, a.step_size, a.rand_init = (jnp.float32(t) for t in (a.eps, a.step_size, a.rand_init))
     if a.bounds is not None:
@@ -311,7 +315,7 @@ def pgd_attack(
             )
             return delta, loss, logits_fn(v, xb + delta), logits_fn(v, xb)
 
-        delta, loss, adv_logits, clean_logits = _batched(
+        delta, loss, adv_logits, clean_logits = map_batches(
             attack_batch, (x, y, jnp.arange(n)), batch_size
         )
         return PGDResult(
@@ -381,7 +385,7 @@ def budget_fraction(
             fail("coords", coords, "the canonical indices of S when basis is a rotation")
         w = np.asarray(basis, np.float32)
         dim = w.shape[0]
-        s = _as_coords("coords", coords, dim)
+        s = as_coords("coords", coords, dim)
     k = _feature_axes(delta.shape, dim)
     lead = delta.shape[: delta.ndim - k]
     p = delta.reshape(*lead, dim)

@@ -29,19 +29,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbjax.eval.metrics import (
-    LogitsFn,
-    _batched,
-    _check_batch_size,
-    _check_logits_fn,
-    _check_model_chunk,
-    _check_xy,
+from sbjax.eval.checks import (
+    check_batch_size,
+    check_logits_fn,
+    check_model_chunk,
     check_model_keys,
-    fold_in_keys,
-    map_models,
+    check_xy,
     num_models,
 )
-from sbjax.eval.randomize import _as_coords, as_basis, per_coordinate_randomized
+from sbjax.eval.coords import as_basis, as_coords
+from sbjax.eval.metrics import LogitsFn, fold_in_keys, map_batches, map_models
+from sbjax.eval.randomize import per_coordinate_randomized
 from sbjax.validate import check_choice, check_int, check_range, fail
 
 BOUNDARY_FILLS = ("data", "uniform")
@@ -138,11 +136,58 @@ def _grid_predict(
             xb = zb if w is None else jnp.matmul(zb, w, precision=_HI)
             return (jnp.argmax(logits_fn(var, xb), axis=-1) == 1).astype(jnp.float32)
 
-        p = _batched(pred, z, batch_size)
+        p = map_batches(pred, z, batch_size)
         return p.reshape(g, g, r).mean(axis=-1)
 
     mapped = (variables, c2, v, fill_rows) if per_model else (variables, c2, v)
     return map_models(one, mapped, model_chunk=model_chunk)
+
+
+def _second_coords(
+    logits_fn, variables, b, key, per_model, data, c1, c2, coord_acc, batch_size, model_chunk
+) -> np.ndarray:
+    """c2 of every model, int64 [M]: as given, or the most influential S^c coordinate."""
+    m = num_models(variables)
+    x, y = data
+    if isinstance(c2, str):
+        check_choice("c2", c2, ("most_influential",))
+        cand = [c for c in b.complex_coords if c != c1]
+        if coord_acc is None:
+            acc = per_coordinate_randomized(
+                logits_fn,
+                variables,
+                x,
+                y,
+                fold_in_keys(key, 1, per_model),
+                b.rotation,
+                cand,
+                batch_size=batch_size,
+                model_chunk=model_chunk,
+            )["accuracy"]
+            c2s = most_influential(np.asarray(acc), cand, coords=cand)
+        else:
+            acc = np.asarray(coord_acc)
+            if acc.shape[-1] != b.dim:
+                fail("coord_acc.shape", acc.shape, f"[M, {b.dim}] or [{b.dim}]")
+            c2s = most_influential(np.broadcast_to(acc, (m, b.dim)), cand)
+    else:
+        c2s = np.broadcast_to(np.asarray(c2, np.int64).reshape(-1), (m,)).copy()
+        as_coords("c2", np.unique(c2s), b.dim)
+        if np.any(c2s == c1):
+            fail("c2", c2, f"a coordinate different from c1={c1}")
+    return np.asarray(c2s, np.int64)
+
+
+def _fill_rows(key, z, fill, n_fill, width, dim, per_model) -> jax.Array:
+    """Filler rows [R, D] (canonical basis), or [M, R, D] with keys [M]: data rows or U[0, width)."""
+
+    def draw_fill(kf):
+        if fill == "data":
+            return z[jax.random.choice(kf, z.shape[0], (n_fill,), replace=n_fill > z.shape[0])]
+        return jax.random.uniform(kf, (n_fill, dim), maxval=width)
+
+    kf = fold_in_keys(key, 0, per_model)
+    return jax.vmap(draw_fill)(kf) if per_model else draw_fill(kf)
 
 
 def boundary_projection(
@@ -186,49 +231,25 @@ def boundary_projection(
     Returns:
         `BoundaryGrid`.
     """
-    _check_logits_fn(logits_fn)
+    check_logits_fn(logits_fn)
     m = num_models(variables)
     per_model = check_model_keys(key, m)
     b = as_basis(basis)
     x, y = data
-    _check_xy(x, y)
+    check_xy(x, y)
     if int(np.prod(np.shape(x)[1:])) != b.dim or np.ndim(x) != 2:
         fail("data.shape", np.shape(x), f"[n, {b.dim}] vectors matching the basis")
     check_choice("fill", fill, BOUNDARY_FILLS)
     check_int("n_grid", n_grid, min_value=2)
     check_int("n_fill", n_fill, min_value=1)
     check_range("width", width, 0.0, None, lo_open=True)
-    _check_batch_size(batch_size)
-    _check_model_chunk(model_chunk)
-    c1 = int(b.simple_coords[0]) if c1 is None else int(_as_coords("c1", [c1], b.dim)[0])
+    check_batch_size(batch_size)
+    check_model_chunk(model_chunk)
+    c1 = int(b.simple_coords[0]) if c1 is None else int(as_coords("c1", [c1], b.dim)[0])
 
-    if isinstance(c2, str):
-        check_choice("c2", c2, ("most_influential",))
-        cand = [c for c in b.complex_coords if c != c1]
-        if coord_acc is None:
-            acc = per_coordinate_randomized(
-                logits_fn,
-                variables,
-                x,
-                y,
-                fold_in_keys(key, 1, per_model),
-                b.rotation,
-                cand,
-                batch_size=batch_size,
-                model_chunk=model_chunk,
-            )["accuracy"]
-            c2s = most_influential(np.asarray(acc), cand, coords=cand)
-        else:
-            acc = np.asarray(coord_acc)
-            if acc.shape[-1] != b.dim:
-                fail("coord_acc.shape", acc.shape, f"[M, {b.dim}] or [{b.dim}]")
-            c2s = most_influential(np.broadcast_to(acc, (m, b.dim)), cand)
-    else:
-        c2s = np.broadcast_to(np.asarray(c2, np.int64).reshape(-1), (m,)).copy()
-        _as_coords("c2", np.unique(c2s), b.dim)
-        if np.any(c2s == c1):
-            fail("c2", c2, f"a coordinate different from c1={c1}")
-    c2s = np.asarray(c2s, np.int64)
+    c2s = _second_coords(
+        logits_fn, variables, b, key, per_model, (x, y), c1, c2, coord_acc, batch_size, model_chunk
+    )
 
     w = None if b.rotation is None else jnp.asarray(b.rotation)
     xj = jnp.asarray(x, jnp.float32)
@@ -239,13 +260,7 @@ def boundary_projection(
         [np.linspace(zn[:, c].min(), zn[:, c].max(), n_grid, dtype=np.float32) for c in c2s]
     )
 
-    def draw_fill(kf):
-        if fill == "data":
-            return z[jax.random.choice(kf, z.shape[0], (n_fill,), replace=n_fill > z.shape[0])]
-        return jax.random.uniform(kf, (n_fill, b.dim), maxval=width)
-
-    kf = fold_in_keys(key, 0, per_model)
-    fill_rows = jax.vmap(draw_fill)(kf) if per_model else draw_fill(kf)
+    fill_rows = _fill_rows(key, z, fill, n_fill, width, b.dim, per_model)
     prob = _grid_predict(
         logits_fn,
         variables,

@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbjax.eval.metrics import LogitsFn, _check_logits_fn, num_models
+from sbjax.eval.checks import check_logits_fn, num_models
+from sbjax.eval.metrics import LogitsFn
 from sbjax.validate import check_choice, check_int, fail
 
 AGGREGATIONS = ("logits", "probs")
@@ -102,7 +103,7 @@ def ensemble_logits_fn(logits_fn: LogitsFn, aggregation: str = "logits") -> Ense
         An `EnsembleLogits`; pass ensembles stacked as [E, K, ...] wherever a stack of models
         [M, ...] is expected.
     """
-    _check_logits_fn(logits_fn)
+    check_logits_fn(logits_fn)
     check_choice("aggregation", aggregation, AGGREGATIONS)
     return EnsembleLogits(logits_fn, aggregation)
 

@@ -43,18 +43,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbjax.eval.metrics import (
-    _batched,
-    _check_batch_size,
-    _check_model_chunk,
+from sbjax.eval.checks import (
+    check_batch_size,
     check_finite_inputs,
+    check_model_chunk,
     check_model_keys,
-    checked_jit,
-    map_models_keys,
     num_models,
     per_model_keys,
 )
-from sbjax.eval.randomize import _basis_arrays, _flat, as_basis
+from sbjax.eval.coords import as_basis, basis_arrays, flat_features
+from sbjax.eval.metrics import checked_jit, map_batches, map_models_keys
 from sbjax.models.features import first_layer_kernel
 from sbjax.models.registry import Model
 from sbjax.validate import check_int, check_range, fail
@@ -102,18 +100,18 @@ def ldsb_projection(
 
 def _ldsb_one(logits_fn, kernel_fn, v_vars, x, perm, idx_s, w, threshold, rank, batch_size):
     kern = kernel_fn(v_vars)
-    if kern.ndim != 2 or kern.shape[0] != _flat(x).shape[1]:
-        fail("first-layer kernel", kern.shape, f"[D={_flat(x).shape[1]}, width]")
+    if kern.ndim != 2 or kern.shape[0] != flat_features(x).shape[1]:
+        fail("first-layer kernel", kern.shape, f"[D={flat_features(x).shape[1]}, width]")
     v, mask, r, sigma = ldsb_projection(kern, threshold, rank)
     vm = v * mask[:, None]  # kept directions (others zeroed)
-    xf = _flat(x)
+    xf = flat_features(x)
     xp = xf[perm]
 
     def proj(t):  # P t for rows t [b, D]
         return jnp.matmul(jnp.matmul(t, vm.T, precision=_HI), vm, precision=_HI)
 
     def logits_of(rows):
-        return _batched(
+        return map_batches(
             lambda xb: logits_fn(v_vars, xb.reshape((-1, *x.shape[1:]))), rows, batch_size
         )
 
@@ -176,12 +174,12 @@ def _check_ldsb_report(a: types.SimpleNamespace) -> None:
     if a.rank is not None:
         check_int("rank", a.rank, min_value=1)
     check_range("threshold", a.threshold, 0.0, 1.0, lo_open=True)
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     a.model = logits_fn
     check_finite_inputs("x", a.x)
     a.x = jnp.asarray(a.x, jnp.float32)
-    a.basis = _basis_arrays(b)
+    a.basis = basis_arrays(b)
     a.threshold = jnp.float32(a.threshold)
     a.rank = None if a.rank is None else int(a.rank)
 
@@ -228,7 +226,7 @@ def ldsb_report(
         ValueError: naming `model` for families without a dense first layer; bad arguments.
     """
     logits_fn = model  # checked: the model's logits_fn
-    w, idx_s = basis.rotation, basis.simple_coords  # checked: `_BasisArrays`
+    w, idx_s = basis.rotation, basis.simple_coords  # checked: `BasisArrays`
     n = x.shape[0]
 
     def one(v, k):

@@ -52,25 +52,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sbjax.eval.metrics import (
-    _batched,
-    _check_batch_size,
-    _check_model_chunk,
-    _check_xy,
+from sbjax.eval.checks import (
+    check_batch_size,
+    check_model_chunk,
     check_model_keys,
-    checked_jit,
-    map_models_keys,
+    check_xy,
     num_models,
     per_model_keys,
-    roc_auc_from_scores,
 )
-from sbjax.eval.randomize import (
-    RANDOMIZE_MODES,
-    _basis_arrays,
-    _flat,
-    _randomize_flat,
-    as_basis,
-)
+from sbjax.eval.coords import as_basis, basis_arrays, flat_features
+from sbjax.eval.metrics import checked_jit, map_batches, map_models_keys, roc_auc_from_scores
+from sbjax.eval.randomize import RANDOMIZE_MODES, randomize_flat
 from sbjax.models.features import features_fn as _model_features_fn
 from sbjax.models.registry import Model
 from sbjax.validate import check_choice, check_int, check_range, fail
@@ -273,8 +265,8 @@ def _check_last_layer_probe(a: types.SimpleNamespace) -> None:
     else:
         fail("model", type(a.model).__name__, "a Model or a features_fn(variables, x) -> [n, h]")
     check_model_keys(a.key, num_models(a.variables))
-    _check_xy(a.x_train, a.y_train)
-    _check_xy(a.x_test, a.y_test)
+    check_xy(a.x_train, a.y_train)
+    check_xy(a.x_test, a.y_test)
     shape = np.shape(a.x_train)
     if shape[1:] != np.shape(a.x_test)[1:]:
         fail("x_test.shape", np.shape(a.x_test), f"[n, {', '.join(map(str, shape[1:]))}]")
@@ -298,12 +290,12 @@ def _check_last_layer_probe(a: types.SimpleNamespace) -> None:
     check_int("max_iter", a.max_iter, min_value=1)
     check_range("tol", a.tol, 0.0, None, lo_open=True)
     check_choice("mode", a.mode, RANDOMIZE_MODES)
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     a.model = (feat_fn, logits_fn)
     a.x_train, a.y_train = jnp.asarray(a.x_train, jnp.float32), jnp.asarray(a.y_train, jnp.int32)
     a.x_test, a.y_test = jnp.asarray(a.x_test, jnp.float32), jnp.asarray(a.y_test, jnp.int32)
-    a.basis = _basis_arrays(b)
+    a.basis = basis_arrays(b)
     a.l2_grid = jnp.asarray(grid, jnp.float32)
     a.val_fraction = float(a.val_fraction)
     a.tol = jnp.float32(a.tol)
@@ -375,14 +367,14 @@ def last_layer_probe(
         ValueError: bad shapes, labels, grid, fraction or options (before compiling).
     """
     feat_fn, logits_fn = model  # checked: the features_fn and the head's logits_fn (or None)
-    w, idx_s, idx_sc = basis  # checked: `_BasisArrays`
+    w, idx_s, idx_sc = basis  # checked: `BasisArrays`
     x_tr, y_tr, x_te, y_te = x_train, y_train, x_test, y_test
     n_fit = _n_fit(val_fraction, x_tr.shape[0])
     per_model = per_model_keys(key)
-    xf_tr, xf_te = _flat(x_tr), _flat(x_te)
+    xf_tr, xf_te = flat_features(x_tr), flat_features(x_te)
 
     def rand(k, xf, shape, idx, stream):
-        return _randomize_flat(jax.random.fold_in(k, stream), xf, idx, w, mode, None).reshape(shape)
+        return randomize_flat(jax.random.fold_in(k, stream), xf, idx, w, mode, None).reshape(shape)
 
     def inputs(k):
         return {
@@ -398,7 +390,7 @@ def last_layer_probe(
 
     def one(v, k):
         data = inputs(k) if per_model else shared
-        phi = lambda t: _batched(lambda xb: feat_fn(v, xb), t, batch_size)
+        phi = lambda t: map_batches(lambda xb: feat_fn(v, xb), t, batch_size)
         out = {}
         for kind in ("s_rand", "sc_rand"):
             xr_tr, xr_te = data[kind]
@@ -417,7 +409,7 @@ def last_layer_probe(
             for name, val in res.items():
                 out[f"probe_{kind}_{name}"] = val
             if logits_fn is not None:
-                lg = _batched(lambda xb: logits_fn(v, xb), xr_te, batch_size)
+                lg = map_batches(lambda xb: logits_fn(v, xb), xr_te, batch_size)
                 out[f"head_{kind}_acc"] = jnp.mean((jnp.argmax(lg, -1) == y_te).astype(jnp.float32))
         return out
 

@@ -43,30 +43,41 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sbjax.eval.checks import (
+    check_batch_size,
+    check_finite_inputs,
+    check_logits_fn,
+    check_model_chunk,
+    check_model_keys,
+    check_xy,
+    key_batch_shape,
+    num_models,
+    per_model_keys,
+)
+from sbjax.eval.coords import (
+    Basis,
+    as_basis,
+    as_coords,
+    basis_arrays,
+    check_rotation,
+    flat_features,
+    image_basis,
+)
 from sbjax.eval.metrics import (
     AUC_KINDS,
     LogitsFn,
-    _check_batch_size,
-    _check_logits_fn,
-    _check_model_chunk,
-    _check_xy,
-    _key_batch_shape,
-    _model_logits,
-    check_finite_inputs,
-    check_model_keys,
     checked_jit,
     ks_statistic,
     map_models,
     map_models_keys,
     metrics_from_logits,
-    num_models,
-    per_model_keys,
+    model_logits,
     score_from_logits,
 )
 from sbjax.validate import check_choice, check_range, fail
@@ -89,123 +100,7 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
-# Canonical basis.
-# ----------------------------------------------------------------------------------------------
-
-
-class Basis(NamedTuple):
-    """Canonical basis of an input space and its split into S and S^c.
-
-    Attributes:
-        rotation: float32 NumPy [D, D] orthogonal W (model basis x = z @ W), or None (identity).
-        simple_coords: canonical indices of S (flattened features for non-vector inputs).
-        complex_coords: canonical indices of S^c.
-        dim: D, the number of (flattened) input features.
-    """
-
-    rotation: np.ndarray | None
-    simple_coords: tuple[int, ...]
-    complex_coords: tuple[int, ...]
-    dim: int
-
-
-def _as_coords(name: str, coords: Any, dim: int) -> np.ndarray:
-    """Validates a coordinate set -> sorted unique int array (static)."""
-    try:
-        arr = np.asarray(coords, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        fail(name, coords, "a sequence of integer coordinates")
-    if arr.size == 0:
-        fail(name, coords, "a non-empty set of coordinates")
-    if arr.min() < 0 or arr.max() >= dim:
-        fail(name, coords, f"coordinates in [0, {dim})")
-    if np.unique(arr).size != arr.size:
-        fail(name, coords, "distinct coordinates")
-    return np.sort(arr)
-
-
-def _check_rotation(rotation: Any, dim: int) -> np.ndarray | None:
-    if rotation is None:
-        return None
-    w = np.asarray(rotation, dtype=np.float32)
-    if w.shape != (dim, dim):
-        fail("rotation.shape", w.shape, f"a square [{dim}, {dim}] matrix matching the inputs")
-    return w
-
-
-def as_basis(
-    basis: Any = None,
-    *,
-    rotation: Any = None,
-    simple_coords: Sequence[int] | None = None,
-    complex_coords: Sequence[int] | None = None,
-    dim: int | None = None,
-) -> Basis:
-    """Builds a `Basis` from a dataset object, a `Basis`, or explicit arguments.
-
-    Args:
-        basis: a `Basis`, or a dataset with `.rotation`, `.simple_coords`, `.d` (and optionally
-            `.rotate`, False meaning the identity), e.g. `sbjax.data.make_dataset(...)`.
-        rotation: [D, D] W when `basis` is None (None: identity).
-        simple_coords: S; overrides the dataset's.
-        complex_coords: S^c; default every coordinate not in S. Note: this is the reference's
-            S^c = {1, ..., d - 1}: pure-noise coordinates (a dataset's `noise_coords`) are included.
-        dim: D when neither `basis` nor `rotation` gives it.
-
-    Returns:
-        A validated `Basis`.
-    """
-    if isinstance(basis, Basis):
-        rotation, dim = basis.rotation, basis.dim
-        simple_coords = basis.simple_coords if simple_coords is None else simple_coords
-        complex_coords = basis.complex_coords if complex_coords is None else complex_coords
-    elif basis is not None:
-        if not hasattr(basis, "simple_coords"):
-            fail("basis", type(basis).__name__, "a Basis or a dataset with .simple_coords")
-        rotation = basis.rotation if getattr(basis, "rotate", True) else None
-        dim = int(getattr(basis, "d", np.shape(basis.rotation)[0]))
-        simple_coords = basis.simple_coords if simple_coords is None else simple_coords
-    if dim is None:
-        if rotation is None:
-            fail("dim", dim, "the input dimension when no rotation or dataset is given")
-        dim = int(np.shape(rotation)[0])
-    if simple_coords is None:
-        fail("simple_coords", simple_coords, "the canonical indices of S")
-    w = _check_rotation(rotation, dim)
-    s = _as_coords("simple_coords", simple_coords, dim)
-    if complex_coords is None:
-        sc = np.setdiff1d(np.arange(dim), s)
-        if sc.size == 0:
-            fail("simple_coords", tuple(s.tolist()), "a proper subset of the coordinates")
-    else:
-        sc = _as_coords("complex_coords", complex_coords, dim)
-        if np.intersect1d(s, sc).size:
-            fail("complex_coords", tuple(sc.tolist()), "coordinates disjoint from simple_coords")
-    return Basis(w, tuple(int(c) for c in s), tuple(int(c) for c in sc), int(dim))
-
-
-def image_basis(shape: Sequence[int] = (64, 32, 3), simple_rows: int = 32) -> Basis:
-    """Basis of MNIST-CIFAR-like images: S = the first `simple_rows` rows (the MNIST half).
-
-    Args:
-        shape: image shape (H, W, C), NHWC layout without the batch axis.
-        simple_rows: rows 0 .. simple_rows - 1 form S (MNIST on top, CIFAR below).
-
-    Returns:
-        `Basis` with no rotation, D = H * W * C, S = flat indices of the top rows.
-    """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        fail("shape", shape, "an image shape (H, W, C) of positive sizes")
-    if not 0 < simple_rows < shape[0]:
-        fail("simple_rows", simple_rows, f"an integer in [1, {shape[0] - 1}]")
-    dim = math.prod(shape)
-    n_s = simple_rows * shape[1] * shape[2]
-    return Basis(None, tuple(range(n_s)), tuple(range(n_s, dim)), dim)
-
-
-# ----------------------------------------------------------------------------------------------
-# Randomizing a block.
+# Randomizing a block (the canonical basis: `sbjax.eval.coords`).
 # ----------------------------------------------------------------------------------------------
 
 
@@ -216,7 +111,7 @@ def _block_values(xf: jax.Array, idx: jax.Array, w: jax.Array | None) -> jax.Arr
     return jnp.matmul(xf, w[idx].T, precision=_HI)
 
 
-def _randomize_flat(
+def randomize_flat(
     key: jax.Array,
     xf: jax.Array,
     idx: jax.Array,
@@ -251,10 +146,6 @@ def _check_mode_source(mode: str, source: Any, x: Any) -> None:
         fail("source.shape", np.shape(source), f"at least n={np.shape(x)[0]} rows")
 
 
-def _flat(x: jax.Array) -> jax.Array:
-    return jnp.reshape(x, (x.shape[0], -1))
-
-
 def randomize_block(
     key: jax.Array,
     x: jax.Array,
@@ -282,17 +173,17 @@ def randomize_block(
     if x.ndim < 2:
         fail("x.shape", x.shape, "a batch of inputs [n, ...]")
     dim = math.prod(x.shape[1:])
-    idx = _as_coords("coords", coords, dim)
-    w = _check_rotation(rotation, dim)
+    idx = as_coords("coords", coords, dim)
+    w = check_rotation(rotation, dim)
     _check_mode_source(mode, source, x)
-    src = None if source is None else _flat(jnp.asarray(source, jnp.float32))
-    batch = _key_batch_shape(key)
+    src = None if source is None else flat_features(jnp.asarray(source, jnp.float32))
+    batch = key_batch_shape(key)
     if len(batch) > 1:
         fail("key", f"a key array of batch shape {batch}", "one PRNG key or a stack [K]")
     wj = None if w is None else jnp.asarray(w)
 
     def one(k):
-        return _randomize_flat(k, _flat(x), jnp.asarray(idx), wj, mode, src).reshape(x.shape)
+        return randomize_flat(k, flat_features(x), jnp.asarray(idx), wj, mode, src).reshape(x.shape)
 
     return jax.vmap(one)(key) if batch else one(key)
 
@@ -308,25 +199,25 @@ def _check_randomized(a: types.SimpleNamespace, rotation: Any) -> tuple[int, jax
     Normalizes `a.x` (float32) and `a.source` (flattened float32 [m, D], or None); returns D and
     the rotation W as an array (or None).
     """
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     check_model_keys(a.key, num_models(a.variables))
     if getattr(a, "y", None) is not None:
-        _check_xy(a.x, a.y)
+        check_xy(a.x, a.y)
     check_finite_inputs("x", a.x)
     check_finite_inputs("source", a.source)
     a.x = jnp.asarray(a.x, jnp.float32)
     dim = math.prod(a.x.shape[1:])
-    w = _check_rotation(rotation, dim)
+    w = check_rotation(rotation, dim)
     _check_mode_source(a.mode, a.source, a.x)
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
-    a.source = None if a.source is None else _flat(jnp.asarray(a.source, jnp.float32))
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
+    a.source = None if a.source is None else flat_features(jnp.asarray(a.source, jnp.float32))
     return dim, (None if w is None else jnp.asarray(w))
 
 
 def _check_randomized_logits(a: types.SimpleNamespace) -> None:
     dim, a.rotation = _check_randomized(a, a.rotation)
-    a.coords = jnp.asarray(_as_coords("coords", a.coords, dim))
+    a.coords = jnp.asarray(as_coords("coords", a.coords, dim))
 
 
 @checked_jit(
@@ -363,18 +254,18 @@ def randomized_logits(
     # Checked: coords an int array, rotation W or None, source flattened [m, D] or None.
 
     def randomized(k):
-        return _randomize_flat(k, _flat(x), coords, rotation, mode, source).reshape(x.shape)
+        return randomize_flat(k, flat_features(x), coords, rotation, mode, source).reshape(x.shape)
 
     if not per_model_keys(key):
         # One draw shared by every model: randomize once, outside the model map.
         xr = randomized(key)
         return map_models(
-            lambda v: _model_logits(logits_fn, v, xr, batch_size),
+            lambda v: model_logits(logits_fn, v, xr, batch_size),
             variables,
             model_chunk=model_chunk,
         )
     return map_models_keys(
-        lambda v, k: _model_logits(logits_fn, v, randomized(k), batch_size),
+        lambda v, k: model_logits(logits_fn, v, randomized(k), batch_size),
         variables,
         key,
         True,
@@ -422,7 +313,7 @@ def randomized_metrics(
         batch_size=batch_size,
         model_chunk=model_chunk,
     )
-    _check_xy(x, y)
+    check_xy(x, y)
     return metrics_from_logits(logits, jnp.asarray(y), auc_kind)
 
 
@@ -457,29 +348,13 @@ def _report_one(logits, logits_s, logits_sc, y, auc_kind):
     return out, (s0, ss, ssc)
 
 
-class _BasisArrays(NamedTuple):
-    """A checked `Basis` as the arrays a jitted body takes (`_basis_arrays`)."""
-
-    rotation: jax.Array | None  # float32 W [D, D], or None for the identity
-    simple_coords: jax.Array  # int S
-    complex_coords: jax.Array  # int S^c
-
-
-def _basis_arrays(b: Basis) -> _BasisArrays:
-    return _BasisArrays(
-        None if b.rotation is None else jnp.asarray(b.rotation),
-        jnp.asarray(b.simple_coords),
-        jnp.asarray(b.complex_coords),
-    )
-
-
 def _check_randomization_report(a: types.SimpleNamespace) -> None:
     b = as_basis(a.basis)
     dim, _ = _check_randomized(a, b.rotation)
     if dim != b.dim:
         fail("x.shape", a.x.shape, f"inputs with {b.dim} features to match the basis")
     check_choice("auc_kind", a.auc_kind, AUC_KINDS)
-    a.basis = _basis_arrays(b)
+    a.basis = basis_arrays(b)
     a.y = jnp.asarray(a.y)
     a.return_scores = bool(a.return_scores)
 
@@ -540,21 +415,21 @@ def randomization_report(
         KS distance between a class's S^c-randomized and original scores) and
         `sc_max_abs_score_change`; `n_pos`, `n_neg` (ints); optionally `scores` [M, n] each.
     """
-    w, idx_s, idx_sc = basis  # checked: `_BasisArrays`; source flattened [m, D] or None
+    w, idx_s, idx_sc = basis  # checked: `BasisArrays`; source flattened [m, D] or None
     per_model = per_model_keys(key)
-    xf = _flat(x)
+    xf = flat_features(x)
 
     def randomized(k):
         # S and S^c use independent draws: fold_in(k, 0) and fold_in(k, 1).
-        xs = _randomize_flat(jax.random.fold_in(k, 0), xf, idx_s, w, mode, source)
-        xsc = _randomize_flat(jax.random.fold_in(k, 1), xf, idx_sc, w, mode, source)
+        xs = randomize_flat(jax.random.fold_in(k, 0), xf, idx_s, w, mode, source)
+        xsc = randomize_flat(jax.random.fold_in(k, 1), xf, idx_sc, w, mode, source)
         return xs.reshape(x.shape), xsc.reshape(x.shape)
 
     shared = None if per_model else randomized(key)  # one draw for all models: made once
 
     def one(v, k):
         xs, xsc = randomized(k) if per_model else shared
-        lg = [_model_logits(logits_fn, v, t, batch_size) for t in (x, xs, xsc)]
+        lg = [model_logits(logits_fn, v, t, batch_size) for t in (x, xs, xsc)]
         out, scores = _report_one(*lg, y, auc_kind)
         if return_scores:
             out["scores"] = dict(
@@ -683,7 +558,7 @@ def _check_per_coordinate(a: types.SimpleNamespace) -> None:
     if a.coords is None:
         coords = np.arange(dim)
     else:
-        _as_coords("coords", a.coords, dim)  # validation only; keep the caller's order
+        as_coords("coords", a.coords, dim)  # validation only; keep the caller's order
         coords = np.asarray(a.coords, np.int64).reshape(-1)
     a.y = jnp.asarray(a.y)
     a.coords = jnp.asarray(coords, jnp.int32)
@@ -729,12 +604,12 @@ def per_coordinate_randomized(
     """
     # Checked: rotation W or None, coords int32 [C], source flattened [m, D] or None.
     per_model = per_model_keys(key)
-    xf = _flat(x)
+    xf = flat_features(x)
 
     def per_coord(c):
         def randomized(k):
             # A fresh permutation per coordinate, as in the reference.
-            xr = _randomize_flat(jax.random.fold_in(k, c), xf, c[None], rotation, mode, source)
+            xr = randomize_flat(jax.random.fold_in(k, c), xf, c[None], rotation, mode, source)
             return xr.reshape(x.shape)
 
         shared = None if per_model else randomized(key)
@@ -742,7 +617,7 @@ def per_coordinate_randomized(
         def one(v, k):
             xr = randomized(k) if per_model else shared
             m = metrics_from_logits(
-                _model_logits(logits_fn, v, xr, batch_size), y, auc_kind or "roc"
+                model_logits(logits_fn, v, xr, batch_size), y, auc_kind or "roc"
             )
             return m if auc_kind else {"accuracy": m["accuracy"]}
 

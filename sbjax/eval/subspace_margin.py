@@ -40,19 +40,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sbjax.eval.metrics import (
-    LogitsFn,
-    _batched,
-    _check_batch_size,
-    _check_logits_fn,
-    _check_model_chunk,
+from sbjax.eval.checks import (
+    check_batch_size,
     check_finite_inputs,
-    checked_jit,
-    map_models,
+    check_logits_fn,
+    check_model_chunk,
     num_models,
-    score_from_logits,
 )
-from sbjax.eval.randomize import _as_coords, _flat, as_basis
+from sbjax.eval.coords import as_basis, as_coords, flat_features
+from sbjax.eval.metrics import LogitsFn, checked_jit, map_batches, map_models, score_from_logits
 from sbjax.validate import check_int, check_range, fail
 
 _HI = jax.lax.Precision.HIGHEST
@@ -71,7 +67,7 @@ def subspace_basis(basis: Any, coords: Sequence[int]) -> np.ndarray:
         float32 NumPy [k, D]: W[coords] (rows e_c @ W), so `a @ U` moves canonical coords by `a`.
     """
     b = as_basis(basis)
-    idx = _as_coords("coords", coords, b.dim)
+    idx = as_coords("coords", coords, b.dim)
     if b.rotation is None:
         return np.eye(b.dim, dtype=np.float32)[idx]
     return np.asarray(b.rotation, np.float32)[idx]
@@ -80,7 +76,7 @@ def subspace_basis(basis: Any, coords: Sequence[int]) -> np.ndarray:
 def _margins_batch(score_fn, x, u, max_radius, n_iter, overshoot, n_bisect):
     """Subspace DeepFool + bisection for a batch x [b, ...]; returns margins [b] (inf: none)."""
     shape = x.shape
-    xf = _flat(x)
+    xf = flat_features(x)
     k = u.shape[0]
 
     def s_of(xflat):
@@ -129,7 +125,7 @@ def _margins_batch(score_fn, x, u, max_radius, n_iter, overshoot, n_bisect):
 
 
 def _check_subspace_margins(a: types.SimpleNamespace) -> None:
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     num_models(a.variables)
     if np.ndim(a.x) < 2:
         fail("x.shape", np.shape(a.x), "a batch of inputs [n, ...]")
@@ -153,15 +149,15 @@ def _check_subspace_margins(a: types.SimpleNamespace) -> None:
     a.x = jnp.asarray(a.x, jnp.float32)
     max_radius = a.max_radius
     if max_radius is None:
-        max_radius = 2.0 * float(jnp.max(jnp.linalg.norm(_flat(a.x), axis=1)))
+        max_radius = 2.0 * float(jnp.max(jnp.linalg.norm(flat_features(a.x), axis=1)))
         if max_radius <= 0:
             fail("max_radius", None, "an explicit radius > 0 (every input is 0)")
     check_range("max_radius", max_radius, 0.0, None, lo_open=True)
     check_int("n_iter", a.n_iter, min_value=1)
     check_range("overshoot", a.overshoot, 0.0, None)
     check_int("n_bisect", a.n_bisect, min_value=0)
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     a.basis, a.subspaces = None, jnp.asarray(us)  # the body takes the stacked rows [B, k, D]
     a.max_radius, a.overshoot = jnp.float32(max_radius), jnp.float32(a.overshoot)
     a.n_iter, a.n_bisect = int(a.n_iter), int(a.n_bisect)
@@ -238,7 +234,7 @@ def subspace_margins(
         score_fn = lambda t: score_from_logits(logits_fn(v, t))
 
         def per_subspace(u):
-            return _batched(
+            return map_batches(
                 lambda xb: _margins_batch(score_fn, xb, u, max_radius, n_iter, overshoot, n_bisect),
                 x,
                 batch_size,

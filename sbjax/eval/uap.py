@@ -33,28 +33,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sbjax.eval.attacks import (
-    _box,
-    _check_attack_params,
-    budget_fraction,
-    pgd_perturb,
+from sbjax.eval.attacks import budget_fraction, check_attack_params, clip_to_box, pgd_perturb
+from sbjax.eval.checks import (
+    check_batch_size,
+    check_logits_fn,
+    check_model_chunk,
+    check_model_keys,
+    check_xy,
+    num_models,
+    per_model_keys,
 )
 from sbjax.eval.metrics import (
     LogitsFn,
-    _batched,
-    _check_batch_size,
-    _check_logits_fn,
-    _check_model_chunk,
-    _check_xy,
-    _model_logits,
     accuracy,
     accuracy_from_logits,
-    check_model_keys,
     checked_jit,
+    map_batches,
     map_models,
     map_models_keys,
-    num_models,
-    per_model_keys,
+    model_logits,
 )
 from sbjax.validate import check_choice, check_int, check_range, fail
 
@@ -86,12 +83,12 @@ def _bcast(s: jax.Array, ndim: int) -> jax.Array:
 
 
 def _check_svd_uap(a: types.SimpleNamespace) -> None:
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     check_model_keys(a.key, num_models(a.variables))
-    _check_xy(a.x_fit, a.y_fit)
-    _check_attack_params("l2", a.eps, a.step_size, a.n_iter, a.bounds, a.rand_init, 1, "constant")
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_xy(a.x_fit, a.y_fit)
+    check_attack_params("l2", a.eps, a.step_size, a.n_iter, a.bounds, a.rand_init, 1, "constant")
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     a.x_fit, a.y_fit = jnp.asarray(a.x_fit, jnp.float32), jnp.asarray(a.y_fit)
     a.eps, a.step_size, a.rand_init = (jnp.float32(t) for t in (a.eps, a.step_size, a.rand_init))
     a.bounds = _bounds(a.bounds)
@@ -156,7 +153,7 @@ def svd_uap(
                 example_index=ib,
             )[0]
 
-        p = _batched(attack, (x_fit, y_fit, jnp.arange(n)), batch_size).reshape(n, -1)
+        p = map_batches(attack, (x_fit, y_fit, jnp.arange(n)), batch_size).reshape(n, -1)
         # Top right singular vector of the unnormalised perturbations (the reference computes a
         # row-normalised copy and ignores it), as the top eigenvector of the smaller Gram matrix:
         # p^T p [D, D] when D <= n, else p p^T [n, n] mapped back by p^T. Same vector as the SVD's
@@ -197,13 +194,13 @@ def _bounds(bounds):
 
 
 def _check_as_uap(a: types.SimpleNamespace) -> None:
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     num_models(a.variables)
-    _check_xy(a.x_fit, a.y_fit)
-    _check_attack_params("l2", a.eps, a.step_size, a.n_iter, a.bounds, 0.0, 1, "constant")
+    check_xy(a.x_fit, a.y_fit)
+    check_attack_params("l2", a.eps, a.step_size, a.n_iter, a.bounds, 0.0, 1, "constant")
     check_int("n_epochs", a.n_epochs, min_value=1)
     check_int("batch_size", a.batch_size, min_value=1)
-    _check_model_chunk(a.model_chunk)
+    check_model_chunk(a.model_chunk)
     a.batch_size = min(int(a.batch_size), int(np.shape(a.x_fit)[0]))
     a.x_fit, a.y_fit = jnp.asarray(a.x_fit, jnp.float32), jnp.asarray(a.y_fit)
     a.eps, a.step_size = jnp.float32(a.eps), jnp.float32(a.step_size)
@@ -269,7 +266,7 @@ def as_uap(
     def one(v):
         def batch_loss(delta, xi, yi, mi):
             s = _bcast(_signs(yi, label_signed), xi.ndim)
-            xa = xi + _box(xi, s * delta[None], bounds)
+            xa = xi + clip_to_box(xi, s * delta[None], bounds)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits_fn(v, xa), yi)
             # Mean over the real examples of the batch (the last batch is padded).
             return jnp.sum(ce * mi) / jnp.sum(mi)
@@ -331,7 +328,7 @@ def apply_uap(
     x = jnp.asarray(x, jnp.float32)
     u = _scale(jnp.asarray(u, jnp.float32), eps)
     s = _bcast(_signs(jnp.asarray(y), label_signed), x.ndim)
-    return x + _box(x, direction * s * u[None], _bounds(bounds))
+    return x + clip_to_box(x, direction * s * u[None], _bounds(bounds))
 
 
 def _acc_under(logits_fn, v, x, y, u, eps, label_signed, both_signs, bounds, batch_size):
@@ -340,7 +337,7 @@ def _acc_under(logits_fn, v, x, y, u, eps, label_signed, both_signs, bounds, bat
 
     def acc(direction):
         xa = apply_uap(x, y, u, label_signed=label_signed, direction=direction, bounds=bounds)
-        return accuracy_from_logits(_model_logits(logits_fn, v, xa, batch_size), y)
+        return accuracy_from_logits(model_logits(logits_fn, v, xa, batch_size), y)
 
     plus = acc(1.0)
     if not both_signs:
@@ -368,16 +365,16 @@ def _normalize_uap_eval(a: types.SimpleNamespace) -> None:
 
 
 def _check_uap_accuracy(a: types.SimpleNamespace) -> None:
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     m = num_models(a.variables)
-    _check_xy(a.x, a.y)
+    check_xy(a.x, a.y)
     shared = _check_uaps(a.uaps, a.x)
     if not shared and np.shape(a.uaps)[0] != m:
         fail("uaps.shape", np.shape(a.uaps), f"[{m}, ...] (one UAP per model) or a single UAP")
     if a.eps is not None:
         check_range("eps", a.eps, 0.0, None, lo_open=True)
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     _normalize_uap_eval(a)
     a.return_sign = bool(a.return_sign)
 
@@ -432,15 +429,15 @@ def uap_accuracy(
 
 
 def _check_transfer(a: types.SimpleNamespace) -> None:
-    _check_logits_fn(a.logits_fn)
+    check_logits_fn(a.logits_fn)
     num_models(a.variables)
-    _check_xy(a.x, a.y)
+    check_xy(a.x, a.y)
     if _check_uaps(a.uaps, a.x):
         a.uaps = jnp.asarray(a.uaps)[None]
     if a.eps is not None:
         check_range("eps", a.eps, 0.0, None, lo_open=True)
-    _check_batch_size(a.batch_size)
-    _check_model_chunk(a.model_chunk)
+    check_batch_size(a.batch_size)
+    check_model_chunk(a.model_chunk)
     _normalize_uap_eval(a)
 
 
@@ -512,6 +509,59 @@ def uap_transfer_matrix_multi(
 # ----------------------------------------------------------------------------------------------
 
 
+def _signed_svd_uap(
+    logits_fn: LogitsFn,
+    variables: Any,
+    fit: tuple[jax.Array, jax.Array],
+    evaluation: tuple[jax.Array, jax.Array],
+    key: jax.Array,
+    *,
+    eps: float,
+    pgd_eps: float | None,
+    step_size: float,
+    n_iter: int,
+    bounds: tuple[float, float] | None,
+    batch_size: int | None,
+    model_chunk: int | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`uap_report`'s SVD-UAP at norm eps, times the sign of +-u with the lower accuracy.
+
+    Returns:
+        (u [M, ...], accuracy [M], sign [M]).
+    """
+    x_fit, y_fit = fit
+    x_ev, y_ev = evaluation
+    if pgd_eps is None:
+        fail("pgd_eps", pgd_eps, "the PGD radius for an SVD-UAP (reference: c * drange)")
+    u = svd_uap(
+        logits_fn,
+        variables,
+        x_fit,
+        y_fit,
+        key,
+        eps=pgd_eps,
+        step_size=step_size,
+        n_iter=n_iter,
+        bounds=bounds,
+        batch_size=batch_size,
+        model_chunk=model_chunk,
+    )
+    u = jax.vmap(lambda t: _scale(t, jnp.float32(eps)))(u)
+    acc, sign = uap_accuracy(
+        logits_fn,
+        variables,
+        x_ev,
+        y_ev,
+        u,
+        both_signs=True,
+        bounds=bounds,
+        model_chunk=model_chunk,
+        return_sign=True,
+    )
+    u = u * _bcast(sign, u.ndim)
+    return u, acc, sign
+
+
 def uap_report(
     logits_fn: LogitsFn,
     variables: Any,
@@ -555,34 +605,20 @@ def uap_report(
     x_fit, y_fit = fit
     x_ev, y_ev = evaluation
     if kind == "svd":
-        if pgd_eps is None:
-            fail("pgd_eps", pgd_eps, "the PGD radius for an SVD-UAP (reference: c * drange)")
-        u = svd_uap(
+        u, acc, sign = _signed_svd_uap(
             logits_fn,
             variables,
-            x_fit,
-            y_fit,
+            fit,
+            evaluation,
             key,
-            eps=pgd_eps,
+            eps=eps,
+            pgd_eps=pgd_eps,
             step_size=step_size,
             n_iter=n_iter,
             bounds=bounds,
             batch_size=batch_size,
             model_chunk=model_chunk,
         )
-        u = jax.vmap(lambda t: _scale(t, jnp.float32(eps)))(u)
-        acc, sign = uap_accuracy(
-            logits_fn,
-            variables,
-            x_ev,
-            y_ev,
-            u,
-            both_signs=True,
-            bounds=bounds,
-            model_chunk=model_chunk,
-            return_sign=True,
-        )
-        u = u * _bcast(sign, u.ndim)
     else:
         label_signed = kind == "as"
         u = as_uap(

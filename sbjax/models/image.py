@@ -124,7 +124,7 @@ class BatchNorm(nn.Module):
         return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
 
 
-def _conv(
+def torch_conv(
     opts: Opts,
     x: jax.Array,
     features: int,
@@ -188,7 +188,7 @@ class SmallCNN(nn.Module):
         del dropout_rate  # no dropout sites
         f = self.filters
         for i, (c, s) in enumerate(zip((f, 2 * f, 4 * f, 4 * f), (1, 2, 2, 2), strict=True)):
-            x = _conv(self.opts, x, c, 3, s, name=f"conv_{i}")
+            x = torch_conv(self.opts, x, c, 3, s, name=f"conv_{i}")
             x = nn.relu(_bn(self.opts, x, train, name=f"bn_{i}", mask=mask))
         return _head(self.opts, x, self.num_classes)
 
@@ -206,9 +206,9 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
-        y = _conv(o, x, self.planes, 3, self.stride, name="conv1")
+        y = torch_conv(o, x, self.planes, 3, self.stride, name="conv1")
         y = nn.relu(_bn(o, y, train, "bn1", mask))
-        y = _bn(o, _conv(o, y, self.planes, 3, name="conv2"), train, "bn2", mask)
+        y = _bn(o, torch_conv(o, y, self.planes, 3, name="conv2"), train, "bn2", mask)
         return nn.relu(y + _shortcut(o, x, self.planes, self.stride, train, mask))
 
 
@@ -224,17 +224,17 @@ class Bottleneck(nn.Module):
     def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
         out = 4 * self.planes
-        y = nn.relu(_bn(o, _conv(o, x, self.planes, 1, name="conv1"), train, "bn1", mask))
-        y = _conv(o, y, self.planes, 3, self.stride, name="conv2")
+        y = nn.relu(_bn(o, torch_conv(o, x, self.planes, 1, name="conv1"), train, "bn1", mask))
+        y = torch_conv(o, y, self.planes, 3, self.stride, name="conv2")
         y = nn.relu(_bn(o, y, train, "bn2", mask))
-        y = _bn(o, _conv(o, y, out, 1, name="conv3"), train, "bn3", mask)
+        y = _bn(o, torch_conv(o, y, out, 1, name="conv3"), train, "bn3", mask)
         return nn.relu(y + _shortcut(o, x, out, self.stride, train, mask))
 
 
 def _shortcut(o: Opts, x, out: int, stride: int, train: bool, mask: jax.Array | None = None):
     if stride == 1 and x.shape[-1] == out:
         return x
-    return _bn(o, _conv(o, x, out, 1, stride, name="down_conv"), train, "down_bn", mask)
+    return _bn(o, torch_conv(o, x, out, 1, stride, name="down_conv"), train, "down_bn", mask)
 
 
 class ResNet(nn.Module):
@@ -251,7 +251,7 @@ class ResNet(nn.Module):
     ):
         del dropout_rate
         o = self.opts
-        x = nn.relu(_bn(o, _conv(o, x, 64, 3, name="stem_conv"), train, "stem_bn", mask))
+        x = nn.relu(_bn(o, torch_conv(o, x, 64, 3, name="stem_conv"), train, "stem_bn", mask))
         x = _max_pool3(x, 2)
         block = BasicBlock if self.block == "basic" else Bottleneck
         for s, (n_blocks, planes) in enumerate(zip(self.stages, (64, 128, 256, 512), strict=True)):
@@ -286,14 +286,16 @@ class InvertedResidual(nn.Module):
     def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
         planes = self.expansion * x.shape[-1]
-        y = nn.relu(_bn(o, _conv(o, x, planes, 1, name="expand"), train, "bn1", mask))
-        y = _conv(o, y, planes, 3, self.stride, groups=planes, name="depthwise")
+        y = nn.relu(_bn(o, torch_conv(o, x, planes, 1, name="expand"), train, "bn1", mask))
+        y = torch_conv(o, y, planes, 3, self.stride, groups=planes, name="depthwise")
         y = nn.relu(_bn(o, y, train, "bn2", mask))
-        y = _bn(o, _conv(o, y, self.out_planes, 1, name="project"), train, "bn3", mask)
+        y = _bn(o, torch_conv(o, y, self.out_planes, 1, name="project"), train, "bn3", mask)
         if self.stride != 1:
             return y
         if x.shape[-1] != self.out_planes:
-            x = _bn(o, _conv(o, x, self.out_planes, 1, name="short_conv"), train, "short_bn", mask)
+            x = _bn(
+                o, torch_conv(o, x, self.out_planes, 1, name="short_conv"), train, "short_bn", mask
+            )
         return y + x
 
 
@@ -307,14 +309,14 @@ class MobileNetV2(nn.Module):
     ):
         del dropout_rate
         o = self.opts
-        x = nn.relu(_bn(o, _conv(o, x, 32, 3, name="stem_conv"), train, "stem_bn", mask))
+        x = nn.relu(_bn(o, torch_conv(o, x, 32, 3, name="stem_conv"), train, "stem_bn", mask))
         i = 0
         for expansion, out, n_blocks, stride in MOBILENETV2_CFG:
             for b in range(n_blocks):
                 s = stride if b == 0 else 1
                 x = InvertedResidual(out, expansion, s, o, name=f"block_{i}")(x, train, mask)
                 i += 1
-        x = nn.relu(_bn(o, _conv(o, x, 1280, 1, name="conv_last"), train, "bn_last", mask))
+        x = nn.relu(_bn(o, torch_conv(o, x, 1280, 1, name="conv_last"), train, "bn_last", mask))
         return _head(o, x, self.num_classes)
 
 
@@ -349,7 +351,7 @@ class Inception(nn.Module):
         n1, n3r, n3, n5r, n5, npool = self.sizes
 
         def cbr(h, c, k, name):
-            h = _conv(o, h, c, k, bias=True, name=name)
+            h = torch_conv(o, h, c, k, bias=True, name=name)
             return nn.relu(_bn(o, h, train, name + "_bn", mask))
 
         y1 = cbr(x, n1, 1, "b1")
@@ -369,7 +371,7 @@ class GoogLeNet(nn.Module):
     ):
         del dropout_rate
         o = self.opts
-        x = _conv(o, x, 192, 3, bias=True, name="stem_conv")
+        x = torch_conv(o, x, 192, 3, bias=True, name="stem_conv")
         x = nn.relu(_bn(o, x, train, "stem_bn", mask))
         for name, sizes in GOOGLENET_CFG:
             if sizes is None:
@@ -392,8 +394,8 @@ class DenseLayer(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool, mask: jax.Array | None = None):
         o = self.opts
-        y = _conv(o, nn.relu(_bn(o, x, train, "bn1", mask)), 4 * self.growth, 1, name="conv1")
-        y = _conv(o, nn.relu(_bn(o, y, train, "bn2", mask)), self.growth, 3, name="conv2")
+        y = torch_conv(o, nn.relu(_bn(o, x, train, "bn1", mask)), 4 * self.growth, 1, name="conv1")
+        y = torch_conv(o, nn.relu(_bn(o, y, train, "bn2", mask)), self.growth, 3, name="conv2")
         return jnp.concatenate([y, x], axis=-1)
 
 
@@ -410,14 +412,14 @@ class DenseNet(nn.Module):
     ):
         del dropout_rate
         o = self.opts
-        x = _conv(o, x, 2 * self.growth, 3, name="stem_conv")
+        x = torch_conv(o, x, 2 * self.growth, 3, name="stem_conv")
         for s, n_layers in enumerate(self.blocks):
             for i in range(n_layers):
                 x = DenseLayer(self.growth, o, name=f"dense{s + 1}_{i}")(x, train, mask)
             if s < len(self.blocks) - 1:  # transition: BN-ReLU-conv1x1-avgpool2
                 out = int(math.floor(x.shape[-1] * self.reduction))
                 x = nn.relu(_bn(o, x, train, f"trans{s + 1}_bn", mask))
-                x = _conv(o, x, out, 1, name=f"trans{s + 1}_conv")
+                x = torch_conv(o, x, out, 1, name=f"trans{s + 1}torch_conv")
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(_bn(o, x, train, "final_bn", mask))
         return _head(o, x, self.num_classes)

@@ -48,7 +48,7 @@ _KIND_MODULES = (
 _loaded = False
 
 
-def _load() -> None:
+def load_figure_kinds() -> None:
     """Imports the drawing modules and registers every figure kind (once)."""
     global _loaded
     if _loaded:
@@ -70,7 +70,7 @@ def _load() -> None:
 
 def __getattr__(name: str):
     if name in _PAPER or name in _REGISTRY:
-        _load()
+        load_figure_kinds()
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -16,10 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the PNGs here instead of into RUN_DIR")
     p.add_argument("--list", action="store_true", help="list the registered figure kinds")
     args = p.parse_args(argv)
-    from sbjax.plots.registry import FIGURES, RedrawError, _load_kinds, redraw
+    from sbjax.plots.registry import FIGURES, RedrawError, load_kinds, redraw
 
     if args.list:
-        _load_kinds()
+        load_kinds()
         print("\n".join(sorted(FIGURES)))
         return 0
     if args.run_dir is None:

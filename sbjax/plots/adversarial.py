@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish, _mean_std
+from sbjax.plots.paper import finish_figure, mean_std
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -64,7 +64,7 @@ def adversarial_accuracy_vs_eps(
         for key, label, style in _SERIES:
             if not all(key in r["metrics"] for r in recs):
                 continue
-            ms = np.array([_mean_std(r["metrics"][key]) for r in recs]).reshape(-1, 2)
+            ms = np.array([mean_std(r["metrics"][key]) for r in recs]).reshape(-1, 2)
             ax.errorbar(eps, ms[:, 0], yerr=ms[:, 1], fmt=style, capsize=3, label=label)
         if gamma_s is not None:
             ax.axvline(gamma_s, color="gray", ls=":", lw=1)
@@ -75,4 +75,4 @@ def adversarial_accuracy_vs_eps(
         ax.set_title((labels or {}).get(name, name))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="center right")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish
+from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -68,7 +68,7 @@ def atlas_heatmap(
         ax.set_visible(False)
     if im is not None:
         fig.colorbar(im, ax=axes[:n].tolist(), shrink=0.8, label="shortcut bias")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 @figure_kind
@@ -114,4 +114,4 @@ def atlas_depth(
     ax.set_xlabel("hidden layers")
     ax.set_ylabel("shortcut bias")
     ax.legend(fontsize=8)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish
+from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -100,4 +100,4 @@ def data_preview(
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

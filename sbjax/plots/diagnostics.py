@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish, _mean_std
+from sbjax.plots.paper import finish_figure, mean_std
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -72,7 +72,7 @@ def diagnostics_timeline(
         ax.set_title(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 @figure_kind
@@ -124,7 +124,7 @@ def diagnostics_phase(
         ax.set_ylabel("linear margin of S")
         ax.set_title(f"S^c = {kk}-slabs")
     fig.colorbar(im, ax=list(axes), label="reliance on S^c - reliance on S")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 def _rect(i, j, **kw):
@@ -163,7 +163,7 @@ def diagnostics_probe_bars(
     width = 0.8 / len(_PROBE_BARS)
     x = np.arange(n)
     for b, (key, name, color) in enumerate(_PROBE_BARS):
-        ms = np.array([_mean_std(r["metrics"][key]) for r in records])
+        ms = np.array([mean_std(r["metrics"][key]) for r in records])
         ax.bar(x + (b - 1) * width, ms[:, 0], width, yerr=ms[:, 1], color=color, label=name)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xticks(x, [f"{r['dataset']}\n{r['model']}" for r in records], fontsize=7)
@@ -171,4 +171,4 @@ def diagnostics_probe_bars(
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

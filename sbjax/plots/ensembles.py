@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish, _mean_std
+from sbjax.plots.paper import finish_figure, mean_std
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -76,7 +76,7 @@ def ensembles_accuracy_vs_size(
             }
             ms = np.array(
                 [
-                    _mean_std(by_size[k]["metrics"][metric]) if k in by_size else (np.nan, 0.0)
+                    mean_std(by_size[k]["metrics"][metric]) if k in by_size else (np.nan, 0.0)
                     for k in sizes
                 ]
             )
@@ -102,7 +102,7 @@ def ensembles_accuracy_vs_size(
         ax.set_ylim(lo, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 @figure_kind
@@ -134,7 +134,7 @@ def ensembles_randomized_auc(
     ax = fig.subplots()
     width = 0.8 / len(metrics)
     for j, key in enumerate(metrics):
-        ms = np.array([_mean_std(r["metrics"][key]) for r in records]).reshape(-1, 2)
+        ms = np.array([mean_std(r["metrics"][key]) for r in records]).reshape(-1, 2)
         ax.bar(
             xs + (j - (len(metrics) - 1) / 2) * width,
             ms[:, 0],
@@ -148,4 +148,4 @@ def ensembles_randomized_auc(
     ax.set_ylabel("ensemble AUC")
     ax.set_ylim(0, 1.15)
     ax.legend(fontsize=7, ncol=len(metrics), loc="upper center")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish
+from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -59,7 +59,7 @@ def mitigation_heatmap(
     ax.set_xticks(range(len(datasets)), list(datasets))
     ax.set_yticks(range(len(methods)), list(methods))
     fig.colorbar(im, ax=ax, label=f"{metric} (mean over seeds)")
-    return _finish(fig, path, title or f"{metric}: 0.5 = relies on S only")
+    return finish_figure(fig, path, title or f"{metric}: 0.5 = relies on S only")
 
 
 @figure_kind
@@ -98,4 +98,6 @@ def mitigation_s_vs_sc(
     ax.set_ylabel("S$^c$-randomized accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
-    return _finish(fig, path, title or f"{dataset}: where each method sits (mean ± sample std)")
+    return finish_figure(
+        fig, path, title or f"{dataset}: where each method sits (mean ± sample std)"
+    )

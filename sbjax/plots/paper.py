@@ -68,7 +68,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path
     return path
 
 
-def _finish(fig: Figure, path, title: str | None) -> Figure:
+def finish_figure(fig: Figure, path, title: str | None) -> Figure:
+    """Adds the suptitle (if any), writes the PNG when `path` is given; returns `fig`."""
     if title:
         fig.suptitle(title)
     if path is not None:
@@ -166,7 +167,7 @@ def logit_histograms(
         ax.set_xlabel("logit$_1$ - logit$_0$")
         ax.set_ylabel("density" if density else "count")
         ax.legend(fontsize=8)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def logit_histograms(
 # ----------------------------------------------------------------------------------------------
 
 
-def _mean_std(value: Any) -> tuple[float, float]:
+def mean_std(value: Any) -> tuple[float, float]:
     """(mean, std) of a summary metric {"mean", "std", ...} or of per-seed values.
 
     A record whose models all failed (mean None) gives NaN, which plots as a gap; a single seed
@@ -193,6 +194,9 @@ def _mean_std(value: Any) -> tuple[float, float]:
     if a.size == 0:
         return float("nan"), 0.0
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+_mean_std = mean_std  # old private name, still read by tests/test_run_safety.py
 
 
 def _row_metric(row: Mapping[str, Any], name: str) -> Any:
@@ -240,7 +244,7 @@ def randomized_auc_vs_sc(
             vals = [_row_metric(r, name) for r in grows]
             if all(v is None for v in vals):
                 continue
-            ms = np.array([_mean_std(v) if v is not None else (np.nan, 0.0) for v in vals])
+            ms = np.array([mean_std(v) if v is not None else (np.nan, 0.0) for v in vals])
             drawn[name] = ms[:, 0]
             # Curves that coincide (standard and S^c-randomized AUC under extreme SB) stay
             # visible: each metric has its own marker and line style and a small x offset.
@@ -275,7 +279,7 @@ def randomized_auc_vs_sc(
             f"{_METRIC_LABELS.get(a, a)} = {_METRIC_LABELS.get(b, b)} (coincide)" for a, b in same
         )
         ax.legend(fontsize=7, title=note or None, title_fontsize=7)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,7 +332,7 @@ def decision_boundary(
     ax.set_xlabel(f"S: canonical coordinate {c1}")
     ax.set_ylabel(f"S$^c$: canonical coordinate {int(c2)}")
     ax.legend(fontsize=8, loc="upper right", markerscale=3)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +379,7 @@ def uap_heatmaps(
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("canonical coordinate")
     fig.colorbar(im, ax=ax, label="|u| / max |u|")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 def uap_image_heatmap(
@@ -416,7 +420,7 @@ def uap_image_heatmap(
             ax.axhline(split_row - 0.5, color="cyan", lw=1.0)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,7 +477,7 @@ def coordinate_accuracy(
     ax.set_ylim(0.0, 1.05)
     if any(series):
         ax.legend(fontsize=8)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 def coordinate_heatmap(
@@ -549,7 +553,7 @@ def coordinate_heatmap(
                 )
     ax.set_xlabel("canonical coordinate" + note + "; red: S")
     fig.colorbar(im, ax=ax, label=label, fraction=0.04, pad=0.01)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 def transfer_matrix(
@@ -602,4 +606,4 @@ def transfer_matrix(
                     color="white" if mat[i, j] < 0.5 else "black",
                 )
     fig.colorbar(im, ax=ax, label="accuracy under UAP")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

@@ -34,16 +34,16 @@ def figure_kind(fn: Callable[..., Any] | None = None, *, name: str | None = None
     return register(fn) if fn is not None else register
 
 
-def _load_kinds() -> None:
-    # Importing the modules registers their kinds (the package's _load imports them all).
+def load_kinds() -> None:
+    """Registers every figure kind (`sbjax.plots.load_figure_kinds` imports the drawing modules)."""
     import sbjax.plots
 
-    sbjax.plots._load()
+    sbjax.plots.load_figure_kinds()
 
 
 def draw(kind: str, path: str | os.PathLike | None, **args: Any):
     """Draws figure `kind` from its arguments (and writes it to `path` when given)."""
-    _load_kinds()
+    load_kinds()
     if kind not in FIGURES:
         fail("kind", kind, "a registered figure kind: " + ", ".join(sorted(FIGURES)))
     return FIGURES[kind](**args, path=path)
@@ -61,7 +61,7 @@ def save_and_draw(run_dir: str | os.PathLike, filename: str, kind: str, **args: 
     Returns:
       The PNG's path.
     """
-    _load_kinds()
+    load_kinds()
     if kind not in FIGURES:
         fail("kind", kind, "a registered figure kind: " + ", ".join(sorted(FIGURES)))
     run_dir = Path(run_dir)

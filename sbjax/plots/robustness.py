@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish
+from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -120,7 +120,7 @@ def randomized_auc_tables(
             )
             ax.set_ylabel(rk)
             ax.set_xlabel(ck)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
 
 
 def _mean_std_rows(rows: Sequence[Any]) -> np.ndarray:
@@ -186,4 +186,4 @@ def complex_first_init(
     ax1.legend(fontsize=8)
     for ax in (ax0, ax1):
         ax.set_xlim(-0.05, 1.05)
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sbjax.plots.paper import _finish
+from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
@@ -90,4 +90,4 @@ def table2_accuracies(
         ax.set_ylim(0.4, 1.02)
         ax.set_title(f"{mode}: accuracy (mean±std over seeds that did not fail)", fontsize=9)
     axes[-1].legend(fontsize=7, loc="lower right")
-    return _finish(fig, path, title)
+    return finish_figure(fig, path, title)
