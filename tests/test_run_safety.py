@@ -278,6 +278,6 @@ def test_plots_read_failed_and_single_seed_records():
     from sbjax import plots
     from sbjax.plots import paper  # noqa: F401  (a lazy submodule: imported here, not by order)
 
-    assert np.isnan(plots.paper._mean_std({"mean": None, "std": None})[0])
-    assert plots.paper._mean_std({"mean": 0.5, "std": None}) == (0.5, 0.0)
-    assert plots.paper._mean_std([0.4, 0.6]) == pytest.approx((0.5, 0.1414213562))
+    assert np.isnan(plots.paper.mean_std({"mean": None, "std": None})[0])
+    assert plots.paper.mean_std({"mean": 0.5, "std": None}) == (0.5, 0.0)
+    assert plots.paper.mean_std([0.4, 0.6]) == pytest.approx((0.5, 0.1414213562))

@@ -23,49 +23,18 @@ _PAPER = (
     "uap_heatmaps",
     "uap_image_heatmap",
 )
-_PAPER_KINDS = (
-    "coordinate_accuracy",
-    "coordinate_heatmap",
-    "decision_boundary",
-    "logit_histograms",
-    "randomized_auc_vs_sc",
-    "transfer_matrix",
-    "uap_heatmaps",
-    "uap_image_heatmap",
-)
 _REGISTRY = ("FIGURES", "draw", "figure_kind", "redraw", "save_and_draw")
-# Experiment-specific figure kinds (sbjax/plots/<experiment>.py) register themselves on import.
-_KIND_MODULES = (
-    "adversarial",
-    "atlas",
-    "data",
-    "diagnostics",
-    "mitigation",
-    "ensembles",
-    "robustness",
-    "suboptimal",
-)
-_loaded = False
 
 
 def load_figure_kinds() -> None:
-    """Imports the drawing modules and registers every figure kind (once)."""
-    global _loaded
-    if _loaded:
-        return
-    import importlib
-
+    """Imports the drawing modules, registers every figure kind and binds the names above."""
     from sbjax.plots import paper, registry
 
+    registry.load_kinds()
     for name in _PAPER:
         globals()[name] = getattr(paper, name)
     for name in _REGISTRY:
         globals()[name] = getattr(registry, name)
-    for name in _PAPER_KINDS:
-        registry.figure_kind(getattr(paper, name))
-    for module in _KIND_MODULES:
-        importlib.import_module(f"sbjax.plots.{module}")
-    _loaded = True
 
 
 def __getattr__(name: str):

@@ -196,9 +196,6 @@ def mean_std(value: Any) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-_mean_std = mean_std  # old private name, still read by tests/test_run_safety.py
-
-
 def _row_metric(row: Mapping[str, Any], name: str) -> Any:
     if name in row:
         return row[name]

@@ -34,11 +34,45 @@ def figure_kind(fn: Callable[..., Any] | None = None, *, name: str | None = None
     return register(fn) if fn is not None else register
 
 
-def load_kinds() -> None:
-    """Registers every figure kind (`sbjax.plots.load_figure_kinds` imports the drawing modules)."""
-    import sbjax.plots
+PAPER_KINDS = (
+    "coordinate_accuracy",
+    "coordinate_heatmap",
+    "decision_boundary",
+    "logit_histograms",
+    "randomized_auc_vs_sc",
+    "transfer_matrix",
+    "uap_heatmaps",
+    "uap_image_heatmap",
+)
+# Experiment-specific figure kinds (sbjax/plots/<experiment>.py) register themselves on import.
+KIND_MODULES = (
+    "adversarial",
+    "atlas",
+    "data",
+    "diagnostics",
+    "mitigation",
+    "ensembles",
+    "robustness",
+    "suboptimal",
+)
+_loaded = False
 
-    sbjax.plots.load_figure_kinds()
+
+def load_kinds() -> None:
+    """Imports the drawing modules (matplotlib loads here, on first use) and registers every
+    figure kind, once."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+
+    from sbjax.plots import paper
+
+    for name in PAPER_KINDS:
+        figure_kind(getattr(paper, name))
+    for module in KIND_MODULES:
+        importlib.import_module(f"sbjax.plots.{module}")
+    _loaded = True
 
 
 def draw(kind: str, path: str | os.PathLike | None, **args: Any):
