@@ -256,7 +256,7 @@ def check_preset(p: Preset) -> None:
         for f in ("n_train", "n_test"):
             if getattr(b, f) is not None or fam == "synthetic":
                 check_positive_int(f"{fam}.{f}", getattr(b, f), 2)
-    for m in METHODS[1:-1]:
+    for m in GRID_AXIS:  # every method with a strength grid
         grid = getattr(p.grids, m)
         if not isinstance(grid, (tuple, list)) or not grid:
             fail(f"grids.{m}", grid, "a non-empty list of numbers")
@@ -564,15 +564,22 @@ class Methods:
         r = self.sweep("ceiling", self.cfg(), (self.data.x_ceiling, self.data.y_train))
         return Trained([(self.model.logits, r.params)], [{}], r.seed_index, list(r.stop_reason))
 
-    def run_spectral_decoupling(self) -> Trained:
+    def train(self, method: str) -> Trained:
+        """`run_<method>`, or `run_penalty` for a method that has none."""
+        fn = getattr(self, f"run_{method}", None)
+        return fn() if fn is not None else self.run_penalty(method)
+
+    def run_penalty(self, method: str) -> Trained:
+        """One model per cell trained with the method's objective (`objectives`) over its
+        strength grid (spectral decoupling; any one-model penalty method)."""
         r = self.sweep(
-            "spectral_decoupling",
+            method,
             self.cfg(),
             (self.data.x_train, self.data.y_train),
-            objective=objectives()["spectral_decoupling"].objective,
-            grid=self.grid("spectral_decoupling"),
+            objective=objectives()[method].objective,
+            grid=self.grid(method),
         )
-        return self.single("spectral_decoupling", r)
+        return self.single(method, r)
 
     def run_sam(self) -> Trained:
         r = self.sweep(
@@ -1014,7 +1021,7 @@ def run_methods(ctx: Context) -> None:
         log.info("%s: %s", ds, data.info)
         methods = Methods(run, ds, data, preset, timings)
         for m in preset.methods:
-            trained = getattr(methods, f"run_{m}")()
+            trained = methods.train(m)
             record(run, ds, m, data, trained, preset.model)
     if run.results:
         figures(run, run.results)
