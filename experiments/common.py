@@ -15,15 +15,16 @@ Every experiment is `python -m experiments.<name> --preset quick|paper --out DIR
     mean and std are over the used seeds only (failed models are excluded and counted); std is the
     sample std over seeds (ddof=1); sampling_se is the test set's own sampling error of the metric.
 
-Usage inside an experiment::
+Usage inside an experiment (`Experiment` runs parse -> preset + --set -> check -> start_run ->
+parts -> finish; docs/contributing.md has a whole example)::
 
-    parser = make_parser("extreme_sb", __doc__, PRESETS)
-    args = parser.parse_args(argv)
-    run = start_run("extreme_sb", args, PRESETS[args.preset])
-    result = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                         **run.sweep_kwargs("lms5_fcn"))
-    run.add_result(dataset="lms5", model="fcn_100x1", metrics={"test_acc": per_seed_array})
-    run.finish()
+    def part_table4(ctx: Context) -> None:
+        r = run_sweep(ctx.run, "lms5_fcn", train_config(ctx.preset.train), model, train, val)
+        ctx.run.add_result(dataset="lms5", model="fcn_100x1", metrics={"test_acc": acc}, status=r)
+
+    EXPERIMENT = Experiment("extreme_sb", __doc__, PRESETS, parts={"table4": part_table4},
+                            select="flag", check=check_preset)
+    main = EXPERIMENT.main
 """
 
 from __future__ import annotations
