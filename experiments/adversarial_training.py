@@ -55,7 +55,13 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, releases_run_lock, resolve_preset, run_sweep, start_run
+from experiments.common import (
+    Context,
+    Experiment,
+    check_train_fields,
+    run_sweep,
+    train_field,
+)
 from sbjax.validate import check_int, check_range, fail
 
 log = logging.getLogger("sbjax.experiments.adversarial_training")
@@ -160,7 +166,8 @@ PRESET_HELP = {
 
 
 def check_preset(p: Preset) -> None:
-    """Checks a preset (after --set overrides) before any work.
+    """Checks a preset (after --set overrides) before any work; the SGD and PGD settings by
+    `TrainConfig` itself.
 
     Raises:
       ValueError: naming the preset key (as --set spells it), the value and what is allowed.
@@ -174,32 +181,33 @@ def check_preset(p: Preset) -> None:
     if not p.eps_grid:
         fail("eps_grid", p.eps_grid, "at least one L2 budget")
     for e in p.eps_grid:
-        check_range("eps_grid", e, 0.0, None)
+        train_field("adv_eps")("eps_grid", e)
     check_int("epochs", p.epochs, min_value=1)
+    for name in ("n_train", "n_val", "n_test"):
+        check_int(name, getattr(p, name), min_value=2)
+    check_train_fields(
+        keys={"lr_boundaries": "lr_boundaries_epochs"},
+        lr=p.lr,
+        momentum=p.momentum,
+        weight_decay=p.weight_decay,
+        batch_size=p.batch_size,
+        lr_boundaries=p.lr_boundaries_epochs,
+        lr_decay=p.lr_decay,
+        adv_steps=p.adv_steps,
+        adv_step_frac=p.adv_step_frac,
+    )
     bounds = list(p.lr_boundaries_epochs)
-    if (
-        any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
-        or bounds != sorted(set(bounds))
-        or (bounds and not 1 <= bounds[0] <= bounds[-1] < p.epochs)
-    ):
+    if bounds and bounds[-1] >= p.epochs:
         fail(
             "lr_boundaries_epochs",
             p.lr_boundaries_epochs,
             f"increasing epochs in 1..epochs - 1 = {p.epochs - 1}",
         )
-    for name in ("n_train", "n_val", "n_test"):
-        check_int(name, getattr(p, name), min_value=2)
-    check_int("batch_size", p.batch_size, min_value=1)
     if p.batch_size > p.n_train:
         fail("batch_size", p.batch_size, f"at most n_train = {p.n_train}")
-    check_range("lr", p.lr, 0.0, None, lo_open=True)
-    check_range("lr_decay", p.lr_decay, 0.0, None, lo_open=True)
-    check_range("momentum", p.momentum, 0.0, 1.0, hi_open=True)
-    check_range("weight_decay", p.weight_decay, 0.0, None)
-    for name in ("adv_steps", "eval_steps", "evals"):
+    for name in ("eval_steps", "evals"):
         check_int(name, getattr(p, name), min_value=1)
-    for name in ("adv_step_frac", "eval_step_frac"):
-        check_range(name, getattr(p, name), 0.0, None, lo_open=True)
+    check_range("eval_step_frac", p.eval_step_frac, 0.0, None, lo_open=True)
     steps = p.epochs * -(-p.n_train // p.batch_size)
     if p.evals > steps:
         fail("evals", p.evals, f"at most the number of updates, {steps}")
@@ -407,25 +415,26 @@ def draw_figure(run, preset: Preset, records: Sequence[dict[str, Any]]) -> None:
     )
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    args = parser.parse_args(argv)
-    preset = resolve_preset(PRESETS, args)
-    check_preset(preset)
-    run = start_run(NAME, args, preset)
+def run_widths(ctx: Context) -> None:
+    """Every width (one sweep over seeds x eps each), Fig. 7 and summary.json's extras."""
+    run, preset = ctx.run, ctx.preset
     ds, train, val, test, bounds, key = _data(run, preset)
     outcomes = [run_width(run, preset, w, ds, train, val, test, bounds, key) for w in preset.widths]
     draw_figure(run, preset, [r for oc in outcomes for r in oc["records"]])
-    extra = {
-        "attack_bounds": list(bounds),
-        "gamma_s": GAMMA_S,
-        "gamma_data": GAMMA_DATA,
-        "width_runtime_s": {str(oc["width"]): oc["runtime_s"] for oc in outcomes},
-        "best_step": {str(oc["width"]): oc["best_step"] for oc in outcomes},
-        "stop_reason": {str(oc["width"]): oc["stop_reason"] for oc in outcomes},
-    }
-    return run.finish(extra=extra)
+    ctx.extra.update(
+        attack_bounds=list(bounds),
+        gamma_s=GAMMA_S,
+        gamma_data=GAMMA_DATA,
+        width_runtime_s={str(oc["width"]): oc["runtime_s"] for oc in outcomes},
+        best_step={str(oc["width"]): oc["best_step"] for oc in outcomes},
+        stop_reason={str(oc["width"]): oc["stop_reason"] for oc in outcomes},
+    )
+
+
+EXPERIMENT = Experiment(
+    NAME, __doc__, PRESETS, preset_help=PRESET_HELP, check=check_preset, body=run_widths
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

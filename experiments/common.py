@@ -15,15 +15,16 @@ Every experiment is `python -m experiments.<name> --preset quick|paper --out DIR
     mean and std are over the used seeds only (failed models are excluded and counted); std is the
     sample std over seeds (ddof=1); sampling_se is the test set's own sampling error of the metric.
 
-Usage inside an experiment::
+Usage inside an experiment (`Experiment` runs parse -> preset + --set -> check -> start_run ->
+parts -> finish; docs/contributing.md has a whole example)::
 
-    parser = make_parser("extreme_sb", __doc__, PRESETS)
-    args = parser.parse_args(argv)
-    run = start_run("extreme_sb", args, PRESETS[args.preset])
-    result = train_sweep(cfg, model, train, val, n_seeds=run.n_seeds, seed=run.seed,
-                         **run.sweep_kwargs("lms5_fcn"))
-    run.add_result(dataset="lms5", model="fcn_100x1", metrics={"test_acc": per_seed_array})
-    run.finish()
+    def part_table4(ctx: Context) -> None:
+        r = run_sweep(ctx.run, "lms5_fcn", train_config(ctx.preset.train), model, train, val)
+        ctx.run.add_result(dataset="lms5", model="fcn_100x1", metrics={"test_acc": acc}, status=r)
+
+    EXPERIMENT = Experiment("extreme_sb", __doc__, PRESETS, parts={"table4": part_table4},
+                            select="flag", check=check_preset)
+    main = EXPERIMENT.main
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -744,6 +745,61 @@ def results_table(results: Sequence[Mapping[str, Any]], max_metrics: int = 4) ->
 # Small helpers shared by experiments with parts and sweeps.
 
 
+def check_train_fields(
+    prefix: str = "",
+    *,
+    keys: Mapping[str, str] | None = None,
+    need: Iterable[str] = (),
+    **fields: Any,
+):
+    """Validates a preset's training settings once, by `sbjax.train.TrainConfig` itself.
+
+    Builds `TrainConfig(**fields)` (None fields left out: the experiment fills them in later)
+    and re-raises its ValueError with the field named as --set spells it, so every training
+    setting (lr, momentum, weight_decay, batch_size, max_steps, eval_every, patience, stop_rule,
+    stop_eps, optimizer, lr_boundaries, adv_*, ...) is checked by the one rule that trains.
+
+    Args:
+      prefix: the dotted preset key holding the fields (e.g. "studies.lms5", "train"); "" for
+        fields at the preset's top level.
+      keys: field -> its --set key where that is not `prefix.field` (e.g. {"max_steps":
+        "max_steps.lms5"}, {"lr_boundaries": "adv_lr_boundaries"}).
+      need: fields that must not be None here (an integer >= 1 is expected).
+      fields: `TrainConfig` fields and their preset values.
+
+    Returns:
+      The `TrainConfig`.
+
+    Raises:
+      ValueError: "<key>=<value> is invalid: expected <what is allowed>", e.g.
+        "studies.lms5.lr=-0.1 is invalid: expected a finite real number in (0.0, inf)".
+    """
+    from sbjax.train.config import TrainConfig
+    from sbjax.validate import fail
+
+    def key(field: str) -> str:
+        if keys and field in keys:
+            return keys[field]
+        return f"{prefix}.{field}" if prefix else field
+
+    for f in need:
+        if fields.get(f) is None:
+            fail(key(f), fields.get(f), "an integer >= 1")
+    try:
+        return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValueError as e:
+        field, sep, rest = str(e).partition("=")
+        if not sep or field not in fields:
+            raise
+        raise ValueError(f"{key(field)}={rest}") from None
+
+
+def train_field(field: str):
+    """`check(key, value)` of one `TrainConfig` field, for `check_per_dataset` (e.g. a
+    {dataset: max_steps} map): TrainConfig's rule, the error naming `key`."""
+    return lambda key, value: check_train_fields(keys={field: key}, **{field: value})
+
+
 def parse_parts(text: str, parts: Sequence[str]) -> list[str]:
     """--parts: 'all' or a comma-separated subset of `parts` -> list in canonical order.
 
@@ -841,3 +897,159 @@ def _is_main_process() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The experiment skeleton: parse -> preset + --set -> CLI flags -> check -> start_run -> parts ->
+# figures and summary extras -> finish (summary.json, metrics.csv, the closing table).
+
+
+@dataclasses.dataclass
+class Context:
+    """What an experiment's hooks and parts see (`Experiment`).
+
+    Attributes:
+      args: the parsed command line (the common flags and the experiment's own).
+      preset: the preset after --set, the experiment's CLI flags (`Experiment.prepare`) and, from
+        `Experiment.check` on, checked.
+      parser: the command-line parser (for `parser.error` in a hook).
+      parts: the parts that run, in the experiment's order.
+      run: the `Run` (None before `start_run`).
+      extra: summary.json's experiment-specific fields, in the order they are written (with
+        --parts: starts as {"parts": [...]}); parts and hooks fill it.
+      outputs: part name -> what the part returned.
+      part_s: part name -> its wall time in seconds.
+      state: whatever `Experiment.setup` shares with the parts (data draws, progress bars).
+    """
+
+    args: argparse.Namespace
+    preset: Any
+    parser: argparse.ArgumentParser
+    parts: list[str] = dataclasses.field(default_factory=list)
+    run: Run | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    outputs: dict = dataclasses.field(default_factory=dict)
+    part_s: dict = dataclasses.field(default_factory=dict)
+    state: dict = dataclasses.field(default_factory=dict)
+
+
+Hook = Callable[[Context], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment's command: every step the ten experiments share, in one order.
+
+    `Experiment.main(argv)` parses the command line (`make_parser` plus `options`), picks the
+    parts (`select`), resolves the preset (--preset, then --set), applies the experiment's flags
+    (`prepare`), checks it (`check`), then -- only now -- calls `start_run` (devices, run folder,
+    lock) with the `config` entries, runs `setup`, every selected part (or `body`), `finish`, and
+    `Run.finish` (summary.json with `Context.extra`, metrics.csv, the closing table). The run
+    folder's lock is released however `main` ends. Nothing before `start_run` imports JAX's
+    backends, so every bad value fails in milliseconds and leaves no folder behind.
+
+    Attributes:
+      name: the module name (`python -m experiments.<name>`), the run folder's experiment.
+      doc: the module docstring (--help shows it verbatim).
+      presets: preset name -> preset (a frozen dataclass tree; --set edits it).
+      parts: part name -> `part(ctx)` run in this order (its return value lands in
+        `ctx.outputs[name]`), or just the names when `body` runs them.
+      preset_help: one line per preset that `PRESET_HELP` does not explain.
+      select: which parts run: "all" (every part), "flag" (a --parts option: 'all' or a
+        comma-separated subset, `parse_parts`; config.json and summary.json record the list as
+        "parts"), or `select(ctx) -> names` (from the experiment's own flags).
+      options: `options(parser)` adds the experiment's own flags.
+      prepare: `prepare(ctx) -> preset`: the preset with the experiment's flags applied (e.g.
+        --models); checks those flags. Runs after --set, before `check`.
+      check: `check(preset)`: validates the preset (errors name the key as --set spells it).
+      config: `config(ctx) -> {key: value}`: more config.json entries (the flags that change
+        results); may check flags against the checked preset.
+      setup: `setup(ctx)`: after `start_run`, before the first part (shared data, `ctx.extra`'s
+        first keys).
+      body: `body(ctx)`: runs the selected parts itself (for experiments whose parts share one
+        loop); None: the skeleton calls each selected part in order.
+      finish: `finish(ctx)`: figures and the last summary extras, after the parts.
+    """
+
+    name: str
+    doc: str | None
+    presets: Mapping[str, Any]
+    parts: Mapping[str, Hook] | Sequence[str] = ()
+    preset_help: Mapping[str, str] | None = None
+    select: str | Hook = "all"
+    options: Callable[[argparse.ArgumentParser], None] | None = None
+    prepare: Hook | None = None
+    check: Callable[[Any], None] | None = None
+    config: Hook | None = None
+    setup: Hook | None = None
+    body: Hook | None = None
+    finish: Hook | None = None
+
+    def __post_init__(self) -> None:
+        if self.body is None and not isinstance(self.parts, Mapping):
+            raise ValueError(f"{self.name}: parts must map names to functions when body is None")
+        if isinstance(self.select, str) and self.select not in ("all", "flag"):
+            raise ValueError(f"{self.name}: select must be 'all', 'flag' or a function")
+
+    @property
+    def part_names(self) -> list[str]:
+        return list(self.parts)
+
+    def make_parser(self) -> argparse.ArgumentParser:
+        """The command line: `make_parser`'s common flags, --parts (select="flag"), `options`."""
+        parser = make_parser(self.name, self.doc, self.presets, preset_help=self.preset_help)
+        if self.select == "flag":
+            parser.add_argument(
+                "--parts",
+                default="all",
+                help="comma-separated subset of " + ", ".join(self.part_names) + " (or all)",
+            )
+        if self.options is not None:
+            self.options(parser)
+        return parser
+
+    def prepare_context(self, argv: Sequence[str] | None = None) -> Context:
+        """Every step before `start_run`: parse, select the parts, resolve, prepare and check the
+        preset. Raises (ValueError naming the key, or SystemExit from the parser) before any
+        work."""
+        parser = self.make_parser()
+        args = parser.parse_args(argv)
+        ctx = Context(args=args, preset=None, parser=parser)
+        if self.select == "flag":
+            ctx.parts = parse_parts(args.parts, self.part_names)
+        ctx.preset = resolve_preset(self.presets, args)
+        if self.select == "all":
+            ctx.parts = self.part_names
+        elif callable(self.select):
+            ctx.parts = list(self.select(ctx))
+        if self.prepare is not None:
+            ctx.preset = self.prepare(ctx)
+        if self.check is not None:
+            self.check(ctx.preset)
+        return ctx
+
+    def main(self, argv: Sequence[str] | None = None) -> dict:
+        """Runs the experiment (`python -m experiments.<name> ...`); returns the summary."""
+        try:
+            ctx = self.prepare_context(argv)
+            config: dict[str, Any] = {"parts": ctx.parts} if self.select == "flag" else {}
+            if self.config is not None:
+                config.update(self.config(ctx) or {})
+            ctx.run = start_run(self.name, ctx.args, ctx.preset, extra_config=config or None)
+            if self.select == "flag":
+                ctx.extra["parts"] = ctx.parts
+            if self.setup is not None:
+                self.setup(ctx)
+            if self.body is not None:
+                self.body(ctx)
+            else:
+                for part in ctx.parts:
+                    t0 = time.perf_counter()
+                    ctx.outputs[part] = self.parts[part](ctx)
+                    ctx.part_s[part] = time.perf_counter() - t0
+                    log.info("part %s done in %.1f s", part, ctx.part_s[part])
+            if self.finish is not None:
+                self.finish(ctx)
+            return ctx.run.finish(ctx.extra)
+        finally:
+            io.RunLock.release_all()

@@ -60,14 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import (
-    make_parser,
-    parse_parts,
-    releases_run_lock,
-    resolve_preset,
-    run_sweep,
-    start_run,
-)
+from experiments.common import Context, Experiment, run_sweep
 from experiments.evaluation import eval_key, eval_keys
 from experiments.synthetic import (
     MODELS,
@@ -823,35 +816,32 @@ def part_phase(run, p: Preset, extra: dict) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    parser.add_argument(
-        "--parts", default="all", help="comma-separated subset of " + ", ".join(PARTS) + " (or all)"
-    )
+def add_options(parser) -> None:
     parser.add_argument(
         "--datasets",
         default=None,
         help="comma-separated subset of the preset's datasets (" + ", ".join(DATASETS) + ")",
     )
-    args = parser.parse_args(argv)
-    parts = parse_parts(args.parts, PARTS)
-    preset = resolve_preset(PRESETS, args)
-    if args.datasets is not None:
-        wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        if not wanted or any(d not in preset.studies for d in wanted):
-            fail("datasets", args.datasets, "a subset of " + ", ".join(preset.studies))
-        preset = dataclasses.replace(
-            preset, studies={k: v for k, v in preset.studies.items() if k in wanted}
-        )
-    check_preset(preset)
-    run = start_run(NAME, args, preset, extra_config={"parts": parts})
-    extra: dict[str, Any] = {
-        "parts": parts,
-        "sweep_wall_s": {},
-        "skipped": {},
-        "data_notes": {},
-    }
+
+
+def select_datasets(ctx: Context) -> Preset:
+    """--datasets: the preset's studies restricted to the named datasets."""
+    preset, text = ctx.preset, ctx.args.datasets
+    if text is None:
+        return preset
+    wanted = [d.strip() for d in text.split(",") if d.strip()]
+    if not wanted or any(d not in preset.studies for d in wanted):
+        fail("datasets", text, "a subset of " + ", ".join(preset.studies))
+    return dataclasses.replace(
+        preset, studies={k: v for k, v in preset.studies.items() if k in wanted}
+    )
+
+
+def run_parts(ctx: Context) -> None:
+    """The studies' parts (probe, ldsb, timeline, margin: one training per study and model),
+    the phase diagram, then the timeline and probe figures."""
+    run, preset, parts, extra = ctx.run, ctx.preset, ctx.parts, ctx.extra
+    extra.update(sweep_wall_s={}, skipped={}, data_notes={})
     figs: dict[str, Any] = {"probe": [], "timeline": {}}
     if any(part in parts for part in ("probe", "ldsb", "timeline", "margin")):
         for ds_key in preset.studies:
@@ -877,7 +867,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
             title="Last-layer probes (mean ± std over seeds): the model's head vs a refitted "
             "linear head",
         )
-    return run.finish(extra=extra)
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    parts=PARTS,
+    select="flag",
+    options=add_options,
+    prepare=select_datasets,
+    check=check_preset,
+    body=run_parts,
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -73,14 +73,13 @@ import numpy as np
 from experiments.common import (
     SEED_OK,
     SEED_UNCONVERGED_USED,
-    make_parser,
-    releases_run_lock,
-    resolve_preset,
+    Context,
+    Experiment,
+    check_train_fields,
     run_sweep,
     seed_status,
-    start_run,
 )
-from sbjax.validate import check_int, check_range, fail
+from sbjax.validate import check_int, fail
 
 log = logging.getLogger("sbjax.experiments.ensembles")
 
@@ -274,6 +273,22 @@ PRESET_HELP = {
 }
 
 
+def study_config(study: Study, at: str = ""):
+    """The study's `TrainConfig` (SGD, accuracy stop rule), checked by TrainConfig itself;
+    errors name `<at>.<field>` (the study's --set key)."""
+    return check_train_fields(
+        at,
+        lr=study.lr,
+        weight_decay=study.weight_decay,
+        batch_size=study.batch_size,
+        max_steps=study.max_steps,
+        eval_every=study.eval_every,
+        stop_rule="acc",
+        stop_eps=study.stop_eps,
+        patience=study.patience,
+    )
+
+
 def check_preset(preset: Preset) -> None:
     """Checks a preset (after --set overrides) before any work.
 
@@ -291,12 +306,14 @@ def check_preset(preset: Preset) -> None:
             fail(at + "key", st.key, f"{key!r} (the study's key in studies)")
         if not isinstance(st.dataset_params, dict):
             fail(at + "dataset_params", st.dataset_params, "a dict of dataset parameters")
-        for name in ("n_train", "n_test", "n_members", "max_steps", "eval_every", "patience"):
+        for name in ("n_train", "n_test", "n_members"):
             check_int(at + name, getattr(st, name), min_value=1)
         check_int(at + "n_val", st.n_val, min_value=0)
-        check_int(at + "batch_size", st.batch_size, min_value=1)
+        study_config(st, f"studies.{key}")
         if st.batch_size > st.n_train:
             fail(at + "batch_size", st.batch_size, f"at most n_train = {st.n_train}")
+        if st.stop_eps >= 1.0:  # an accuracy threshold 1 - stop_eps
+            fail(at + "stop_eps", st.stop_eps, "a real number in [0, 1)")
         sizes = st.ensemble_sizes
         if (
             not isinstance(sizes, tuple | list)
@@ -311,9 +328,6 @@ def check_preset(preset: Preset) -> None:
                 sizes,
                 f"increasing integers in 1..n_members = {st.n_members}, e.g. (1, 3)",
             )
-        check_range(at + "lr", st.lr, 0.0, None, lo_open=True)
-        check_range(at + "weight_decay", st.weight_decay, 0.0, None)
-        check_range(at + "stop_eps", st.stop_eps, 0.0, 1.0, lo_open=True, hi_open=True)
 
 
 def expectation(study_key: str, k: int, aggregation: str) -> tuple[str | None, dict[str, float]]:
@@ -362,7 +376,6 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     from sbjax.eval.metrics import accuracy_from_logits, stacked_logits
     from sbjax.eval.randomize import as_basis, randomize_block
     from sbjax.models import make_model
-    from sbjax.train import TrainConfig
 
     t0 = time.perf_counter()
     ds = make_dataset(study.dataset, **study.dataset_params)
@@ -371,16 +384,7 @@ def run_study(run, preset: Preset, study: Study, index: int) -> dict[str, Any]:
     val = ds.sample(jax.random.fold_in(key, 1), study.n_val) if study.n_val else test
     model_name = f"fcn_{preset.width}x{preset.depth}"
     model = make_model({"name": "fcn", "width": preset.width, "depth": preset.depth})
-    cfg = TrainConfig(
-        lr=study.lr,
-        weight_decay=study.weight_decay,
-        batch_size=study.batch_size,
-        max_steps=study.max_steps,
-        eval_every=study.eval_every,
-        stop_rule="acc",
-        stop_eps=study.stop_eps,
-        patience=study.patience,
-    )
+    cfg = study_config(study, f"studies.{study.key}")
     n_s, n_k = run.n_seeds, study.n_members
     r = run_sweep(
         run, f"{study.key}_{model_name}_x{n_k}", cfg, model, train, val, save=None, n_members=n_k
@@ -537,21 +541,24 @@ def draw_figures(run, outcomes: Sequence[dict[str, Any]]) -> None:
     )
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    args = parser.parse_args(argv)
-    preset = resolve_preset(PRESETS, args)
-    check_preset(preset)
-    run = start_run(NAME, args, preset)
-    outcomes = [run_study(run, preset, st, i) for i, st in enumerate(preset.studies.values())]
+def run_studies(ctx: Context) -> None:
+    """Every study in order, then the figures and summary.json's per-study timings."""
+    run = ctx.run
+    outcomes = [
+        run_study(run, ctx.preset, st, i) for i, st in enumerate(ctx.preset.studies.values())
+    ]
     draw_figures(run, outcomes)
-    extra = {
-        "study_runtime_s": {oc["dataset"]: oc["runtime_s"] for oc in outcomes},
-        "stop_step": {oc["dataset"]: oc["stop_step"] for oc in outcomes},
-        "stop_reason": {oc["dataset"]: oc["stop_reason"] for oc in outcomes},
-    }
-    return run.finish(extra=extra)
+    ctx.extra.update(
+        study_runtime_s={oc["dataset"]: oc["runtime_s"] for oc in outcomes},
+        stop_step={oc["dataset"]: oc["stop_step"] for oc in outcomes},
+        stop_reason={oc["dataset"]: oc["stop_reason"] for oc in outcomes},
+    )
+
+
+EXPERIMENT = Experiment(
+    NAME, __doc__, PRESETS, preset_help=PRESET_HELP, check=check_preset, body=run_studies
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -60,20 +60,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from experiments.common import (
-    make_parser,
-    parse_parts,
-    releases_run_lock,
-    resolve_preset,
-    run_sweep,
-    start_run,
-    used_mask,
-)
+from experiments.common import Context, Experiment, run_sweep, train_field, used_mask
 from experiments.evaluation import (
     eval_keys,
     evaluate_stack,
@@ -306,8 +298,8 @@ def check_preset(p: Preset) -> None:
     # two points at least: a one-point test set has one class, so no AUC
     check_per_dataset("n_test", p.n_test, sorted(used), lambda k, v: check_positive_int(k, v, 2))
     check_recipe("train", p.train, need=("eval_every",))
-    check_per_dataset("max_steps", p.max_steps, p.datasets, check_positive_int)
-    check_per_dataset("patience", p.patience, sorted(used), check_positive_int)
+    check_per_dataset("max_steps", p.max_steps, p.datasets, train_field("max_steps"))
+    check_per_dataset("patience", p.patience, sorted(used), train_field("patience"))
     check_per_dataset("models", p.models, p.datasets, lambda k, v: check_names(k, v, TABLE4_MODELS))
     if p.more_models is not None:
         if not isinstance(p.more_models, Mapping):
@@ -318,7 +310,7 @@ def check_preset(p: Preset) -> None:
         check_positive_int("coord_n_test", p.coord_n_test)
     sc = p.sc_sweep
     check_positive_int("sc_sweep.width", sc.width)
-    check_positive_int("sc_sweep.max_steps", sc.max_steps)
+    train_field("max_steps")("sc_sweep.max_steps", sc.max_steps)
     if isinstance(sc.n_complex, str) or not isinstance(sc.n_complex, (list, tuple)):
         fail("sc_sweep.n_complex", sc.n_complex, "a list of integers >= 1")
     for v in sc.n_complex:
@@ -350,8 +342,9 @@ def _sweep(run, extra, name, tcfg, model, train, val):
     return r
 
 
-def part_table4(run, p: Preset, args, extra: dict) -> None:
+def part_table4(ctx: Context) -> None:
     """Table 4 and Fig. 3(a, c): every (dataset, architecture) pair."""
+    run, p, args, extra = ctx.run, ctx.preset, ctx.args, ctx.extra
     from sbjax.models import make_model
 
     per_coord: dict[str, Any] = {}  # every model (summary.json)
@@ -438,8 +431,9 @@ def part_table4(run, p: Preset, args, extra: dict) -> None:
     extra["coord_rand_acc"] = per_coord
 
 
-def part_sc_sweep(run, p: Preset, args, extra: dict) -> None:
+def part_sc_sweep(ctx: Context) -> None:
     """Fig. 3(b): randomized AUCs of (w,1)-FCNs against the number of complex features."""
+    run, p, args, extra = ctx.run, ctx.preset, ctx.args, ctx.extra
     from sbjax.models import make_model
 
     sc = p.sc_sweep
@@ -500,12 +494,13 @@ def part_sc_sweep(run, p: Preset, args, extra: dict) -> None:
         )
 
 
-def part_s_removed(run, p: Preset, args, extra: dict) -> None:
+def part_s_removed(ctx: Context) -> None:
     """Control: S randomized in the training and test sets -> the model learns S^c.
 
     LMS-5 uses the nb01 recipe with a (100,1)-FCN; MS-(5,7) uses nb03's MS-7 recipe with a
     (100,2)-FCN (momentum 0.9 gets through the 7-slab plateau; see `NB03_MS7`).
     """
+    run, p, args, extra = ctx.run, ctx.preset, ctx.args, ctx.extra
     import jax
 
     from sbjax.eval import randomize as R
@@ -637,12 +632,8 @@ def _boundary_figure(
 # ------------------------------------------------------------------------------------------------
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    parser.add_argument(
-        "--parts", default="all", help="comma-separated subset of " + ", ".join(PARTS) + " (or all)"
-    )
+def add_options(parser) -> None:
+    """extreme_sb's own flags."""
     parser.add_argument(
         "--models",
         default=None,
@@ -684,17 +675,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "lowest coordinate-wise randomized accuracy, or a canonical index "
         "(the reference hard-codes 1)",
     )
-    args = parser.parse_args(argv)
-    parts = parse_parts(args.parts, PARTS)
-    preset = select_models(resolve_preset(PRESETS, args), args.models)
-    if args.weight_decay is not None:
-        check_range("weight_decay", args.weight_decay, 0.0, None)
-        preset = dataclasses.replace(
-            preset, train=preset.train.replace(weight_decay=float(args.weight_decay))
-        )
-    check_preset(preset)
-    # Checked before any training: Fig. 3(c)'s second axis is an S^c coordinate (S is 0).
-    d = int(preset.d)
+
+
+def apply_options(ctx: Context) -> Preset:
+    """--models and --weight-decay applied to the preset."""
+    preset = select_models(ctx.preset, ctx.args.models)
+    if ctx.args.weight_decay is not None:
+        check_range("weight_decay", ctx.args.weight_decay, 0.0, None)
+        wd = float(ctx.args.weight_decay)
+        preset = dataclasses.replace(preset, train=preset.train.replace(weight_decay=wd))
+    return preset
+
+
+def run_config(ctx: Context) -> dict[str, Any]:
+    """config.json's flags; Fig. 3(c)'s second axis is checked here, before any training (an
+    S^c coordinate: S is 0)."""
+    args, d = ctx.args, int(ctx.preset.d)
     if args.boundary_c2 != "auto" and not (
         args.boundary_c2.isdigit() and 1 <= int(args.boundary_c2) < d
     ):
@@ -703,23 +699,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
             args.boundary_c2,
             f"'auto' or a canonical S^c coordinate index in [1, {d - 1}]",
         )
-    run = start_run(
-        NAME,
-        args,
-        preset,
-        extra_config={
-            "parts": parts,
-            "weight_decay": args.weight_decay,
-            "randomize_mode": args.randomize_mode,
-            "auc_kind": args.auc_kind,
-            "boundary_c2": args.boundary_c2,
-            "boundary_fill": args.boundary_fill,
-        },
-    )
-    extra: dict[str, Any] = {"parts": parts, "sweep_wall_s": {}}
-    for part in parts:
-        globals()[f"part_{part}"](run, preset, args, extra)
-    return run.finish(extra=extra)
+    return {
+        "weight_decay": args.weight_decay,
+        "randomize_mode": args.randomize_mode,
+        "auc_kind": args.auc_kind,
+        "boundary_c2": args.boundary_c2,
+        "boundary_fill": args.boundary_fill,
+    }
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    parts={"table4": part_table4, "sc_sweep": part_sc_sweep, "s_removed": part_s_removed},
+    select="flag",
+    options=add_options,
+    prepare=apply_options,
+    check=check_preset,
+    config=run_config,
+    setup=lambda ctx: ctx.extra.update(sweep_wall_s={}),
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -67,12 +67,12 @@ import numpy as np
 from experiments.common import (
     SEED_DIVERGED,
     SEED_OK,
-    make_parser,
-    releases_run_lock,
-    resolve_preset,
+    Context,
+    Experiment,
+    check_train_fields,
     run_sweep,
-    start_run,
     stats,
+    train_field,
     used_mask,
 )
 from experiments.evaluation import eval_keys, evaluate_stack, metric_test_sizes
@@ -114,17 +114,22 @@ SELECTION_RULE = (
     "member and grid point with the highest accuracy on the labelled S-randomized validation set "
     "(grid point: mean over used seeds); ties -> the first"
 )
-# What a method's grid axis is called in records, and how it maps to train_sweep's hyperparameter.
+# What a method's grid axis is called in records. The traced hyperparameter it sweeps is not
+# typed here: `grid_hparam` reads it from the method's objective (`Penalty.hparam`).
 GRID_AXIS = {
-    "spectral_decoupling": ("lambda", "lambda_spectral_decoupling"),
-    "sam": ("rho", "sam_rho"),
-    "jtt": ("upweight", "lambda_jtt_up"),  # lambda_jtt_up = upweight - 1
-    "grad_diversity": ("lambda", "lambda_grad_similarity"),
-    "dbat": ("alpha", "lambda_dbat"),
-    "divdis": ("lambda_mi", "lambda_divdis_mi"),
-    "dfr": ("l2", "lambda_weight_norm"),
-    "orthop": ("threshold", None),  # rides on the member axis (a different U per model)
+    "spectral_decoupling": "lambda",
+    "sam": "rho",
+    "jtt": "upweight",  # the traced strength is upweight - 1
+    "grad_diversity": "lambda",
+    "dbat": "alpha",
+    "divdis": "lambda_mi",
+    "dfr": "l2",
+    "orthop": "threshold",  # rides on the member axis (a different U per model): no hparam
 }
+# Traced hyperparameters that are not penalty strengths (`sbjax.train.config.hparam_names`,
+# `train_sweep`'s unlabeled batches).
+SAM_RHO = "sam_rho"
+UNLABELED_MIX = "unlabeled_mix"
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 
@@ -243,13 +248,15 @@ def check_preset(p: Preset) -> None:
         b = getattr(p, fam)
         if not isinstance(b, Budget):
             fail(fam, b, "a Budget")
-        for f in ("batch_size", "max_steps", "eval_every", "jtt_steps", "dfr_steps"):
-            check_positive_int(f"{fam}.{f}", getattr(b, f))
+        check_train_fields(
+            fam, lr=b.lr, batch_size=b.batch_size, max_steps=b.max_steps, eval_every=b.eval_every
+        )
+        for f in ("jtt_steps", "dfr_steps"):  # JTT's first stage, DFR's refit: update budgets
+            train_field("max_steps")(f"{fam}.{f}", getattr(b, f))
         for f in ("n_train", "n_test"):
             if getattr(b, f) is not None or fam == "synthetic":
                 check_positive_int(f"{fam}.{f}", getattr(b, f), 2)
-        check_range(f"{fam}.lr", b.lr, 0.0, None, lo_open=True)
-    for m in METHODS[1:-1]:
+    for m in GRID_AXIS:  # every method with a strength grid
         grid = getattr(p.grids, m)
         if not isinstance(grid, (tuple, list)) or not grid:
             fail(f"grids.{m}", grid, "a non-empty list of numbers")
@@ -517,14 +524,20 @@ class Methods:
         return self.run.n_seeds
 
     def grid_points(self, method: str, r) -> list[dict]:
-        axis, hp = GRID_AXIS[method]
+        axis, hp = GRID_AXIS[method], grid_hparam(method)
         out = []
         for pt in r.grid_points:
             shown = {axis: float(pt[hp]) + (1.0 if method == "jtt" else 0.0)}
-            if "unlabeled_mix" in pt and len(self.p.unlabeled_mix) > 1:
-                shown["unlabeled_mix"] = float(pt["unlabeled_mix"])
+            if UNLABELED_MIX in pt and len(self.p.unlabeled_mix) > 1:
+                shown[UNLABELED_MIX] = float(pt[UNLABELED_MIX])
             out.append(shown)
         return out
+
+    def grid(self, method: str, values: Sequence[float] | None = None) -> dict[str, list]:
+        """train_sweep's grid over a method's strength: {its traced hyperparameter: the preset's
+        grid} (`values` instead where the traced value differs from the shown one)."""
+        vals = getattr(self.p.grids, method) if values is None else values
+        return {grid_hparam(method): list(vals)}
 
     def single(self, method: str, r, logits_fn=None) -> Trained:
         """A sweep of one member per cell (model order = cell order: seed-major, grid minor)."""
@@ -551,22 +564,29 @@ class Methods:
         r = self.sweep("ceiling", self.cfg(), (self.data.x_ceiling, self.data.y_train))
         return Trained([(self.model.logits, r.params)], [{}], r.seed_index, list(r.stop_reason))
 
-    def run_spectral_decoupling(self) -> Trained:
+    def train(self, method: str) -> Trained:
+        """`run_<method>`, or `run_penalty` for a method that has none."""
+        fn = getattr(self, f"run_{method}", None)
+        return fn() if fn is not None else self.run_penalty(method)
+
+    def run_penalty(self, method: str) -> Trained:
+        """One model per cell trained with the method's objective (`objectives`) over its
+        strength grid (spectral decoupling; any one-model penalty method)."""
         r = self.sweep(
-            "spectral_decoupling",
+            method,
             self.cfg(),
             (self.data.x_train, self.data.y_train),
-            objective=objectives()["spectral_decoupling"],
-            grid={"lambda_spectral_decoupling": list(self.p.grids.spectral_decoupling)},
+            objective=objectives()[method].objective,
+            grid=self.grid(method),
         )
-        return self.single("spectral_decoupling", r)
+        return self.single(method, r)
 
     def run_sam(self) -> Trained:
         r = self.sweep(
             "sam",
             self.cfg(sam=True),
             (self.data.x_train, self.data.y_train),
-            grid={"sam_rho": list(self.p.grids.sam)},
+            grid=self.grid("sam"),
         )
         return self.single("sam", r)
 
@@ -584,9 +604,9 @@ class Methods:
             "jtt",
             self.cfg(),
             (d.x_train, d.y_train),
-            objective=objectives()["jtt"],
+            objective=objectives()["jtt"].objective,
             example_weights=weights,
-            grid={"lambda_jtt_up": [u - 1.0 for u in ups]},
+            grid=self.grid("jtt", [u - 1.0 for u in ups]),
         )
         t = self.single("jtt", r)
         t.extra["error_set_size"] = errors.sum(axis=1)[t.seed_index]
@@ -613,28 +633,31 @@ class Methods:
             "grad_diversity",
             self.cfg(),
             (self.data.x_train, self.data.y_train),
-            objective=objectives()["grad_diversity"],
+            objective=objectives()["grad_diversity"].objective,
             n_members=2,
             unit_size=2,
-            grid={"lambda_grad_similarity": list(self.p.grids.grad_diversity)},
+            grid=self.grid("grad_diversity"),
         )
         return self._pairs("grad_diversity", r)
 
     def run_divdis(self) -> Trained:
         d = self.data
+        spec = objectives()["divdis"]
+        # the other penalty, the KL to the label marginal, is held at the preset's weight
+        (marginal,) = [q for q in spec.objective.penalties if q is not spec.axis]
         r = self.sweep(
             "divdis",
             self.cfg(),
             (d.x_train, d.y_train),
-            objective=objectives()["divdis"],
+            objective=spec.objective,
             n_members=2,
             unit_size=2,
             unlabeled=d.x_unlabeled,
             unlabeled_batch_size=self.p.unlabeled_batch_size,
             grid={
-                "lambda_divdis_mi": list(self.p.grids.divdis),
-                "lambda_divdis_marginal": [self.p.divdis_marginal],
-                "unlabeled_mix": list(self.p.unlabeled_mix),
+                **self.grid("divdis"),
+                marginal.hparam: [self.p.divdis_marginal],
+                UNLABELED_MIX: list(self.p.unlabeled_mix),
             },
         )
         return self._pairs("divdis", r)
@@ -664,14 +687,11 @@ class Methods:
             "dbat",
             self.cfg(),
             (d.x_train, d.y_train),
-            objective=objectives()["dbat"],
+            objective=objectives()["dbat"].objective,
             unlabeled=d.x_unlabeled,
             unlabeled_batch_size=self.p.unlabeled_batch_size,
             frozen=frozen,
-            grid={
-                "lambda_dbat": list(self.p.grids.dbat),
-                "unlabeled_mix": list(self.p.unlabeled_mix),
-            },
+            grid={**self.grid("dbat"), UNLABELED_MIX: list(self.p.unlabeled_mix)},
         )
         t = self._with_erm("dbat", r, self.model.logits, seeds)
         t.points = self.grid_points("dbat", r)
@@ -686,9 +706,9 @@ class Methods:
             "dfr",
             self.cfg(max_steps=d.budget.dfr_steps),
             (d.x_dfr, d.y_dfr),
-            objective=objectives()["dfr"],
+            objective=objectives()["dfr"].objective,
             init_variables=take(erm.params, seeds),
-            grid={"lambda_weight_norm": list(self.p.grids.dfr)},
+            grid=self.grid("dfr"),
         )
         t = self.single("dfr", r)
         t.reasons = [
@@ -757,20 +777,51 @@ def orthop_bases(kernel_fn, params, thresholds: Sequence[float]):
     return np.asarray(u), np.asarray(r)
 
 
+@dataclasses.dataclass(frozen=True)
+class Strength:
+    """A method's objective and the penalty its grid scales.
+
+    objective: the `sbjax.train.objective.Objective` the method trains with. axis: the one
+    `Penalty` of it whose strength (`axis.hparam`, "lambda_<name>") is the method's grid axis.
+    """
+
+    objective: Any
+    axis: Any
+
+
+def _strength(objective) -> Strength:
+    """A method with one penalty: that penalty's strength is the grid axis."""
+    (axis,) = objective.penalties
+    return Strength(objective, axis)
+
+
 @functools.cache
-def objectives() -> dict:
-    """One `Objective` object per method (built at first use: importing JAX at module level would
-    slow --help), so compiled programs are reused across datasets of the same shapes."""
+def objectives() -> dict[str, Strength]:
+    """One `Objective` per penalty method and its grid axis (built at first use: importing JAX at
+    module level would slow --help), so compiled programs are reused across datasets of the same
+    shapes."""
     from sbjax.train import objective as obj
 
+    mi = obj.divdis_mutual_information()
+    jtt = obj.jtt_objective()
     return {
-        "spectral_decoupling": obj.Objective(penalties=(obj.spectral_decoupling(),)),
-        "grad_diversity": obj.Objective(penalties=(obj.input_gradient_similarity(),)),
-        "dbat": obj.Objective(penalties=(obj.dbat_disagreement(),)),
-        "divdis": obj.Objective(penalties=(obj.divdis_mutual_information(), obj.divdis_marginal())),
-        "dfr": obj.Objective(penalties=(obj.weight_norm(),), trainable=("['head']",)),
-        "jtt": obj.jtt_objective(),
+        "spectral_decoupling": _strength(obj.Objective(penalties=(obj.spectral_decoupling(),))),
+        "grad_diversity": _strength(obj.Objective(penalties=(obj.input_gradient_similarity(),))),
+        "dbat": _strength(obj.Objective(penalties=(obj.dbat_disagreement(),))),
+        "divdis": Strength(obj.Objective(penalties=(mi, obj.divdis_marginal())), mi),
+        "dfr": _strength(obj.Objective(penalties=(obj.weight_norm(),), trainable=("['head']",))),
+        # JTT's up-weight term (the other is the plain loss at weight 1)
+        "jtt": Strength(jtt, jtt.penalties[1]),
     }
+
+
+def grid_hparam(method: str) -> str | None:
+    """The traced hyperparameter a method's grid sweeps: its objective's `Penalty.hparam`, SAM's
+    radius, or None (OrthoP: its threshold rides on the member axis)."""
+    if method == "sam":
+        return SAM_RHO
+    spec = objectives().get(method)
+    return None if spec is None else spec.axis.hparam
 
 
 # ------------------------------------------------------------------------------------------------
@@ -919,9 +970,7 @@ def figures(run, results: list[dict]) -> None:
         run.figure(f"mitigation_s_vs_sc_{ds}.png", "mitigation_s_vs_sc", points=pts, dataset=ds)
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
+def add_options(parser) -> None:
     parser.add_argument(
         "--methods", default=None, help="comma-separated subset of " + ", ".join(METHODS)
     )
@@ -935,9 +984,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="fraction of training points whose S agrees with the label (default: the "
         "preset's 1.0, as the paper; follow-up work uses 0.95)",
     )
-    args = parser.parse_args(argv)
-    preset = resolve_preset(PRESETS, args)
-    over: dict[str, Any] = {}
+
+
+def apply_options(ctx: Context) -> Preset:
+    """--methods, --datasets (kept in canonical order) and --correlation applied to the preset."""
+    args, over = ctx.args, {}
     for opt, allowed in (("methods", METHODS), ("datasets", DATASETS)):
         text = getattr(args, opt)
         if text is not None:
@@ -946,9 +997,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             over[opt] = tuple(v for v in allowed if v in names)
     if args.correlation is not None:
         over["correlation"] = float(args.correlation)
-    preset = dataclasses.replace(preset, **over)
-    check_preset(preset)
-    run = start_run(NAME, args, preset)
+    return dataclasses.replace(ctx.preset, **over)
+
+
+def run_methods(ctx: Context) -> None:
+    """Every dataset x method: train, select, record; then the figures and summary extras."""
+    run, preset = ctx.run, ctx.preset
     timings: dict = {}
     data_info = {}
     for ds in preset.datasets:
@@ -967,11 +1021,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log.info("%s: %s", ds, data.info)
         methods = Methods(run, ds, data, preset, timings)
         for m in preset.methods:
-            trained = getattr(methods, f"run_{m}")()
+            trained = methods.train(m)
             record(run, ds, m, data, trained, preset.model)
     if run.results:
         figures(run, run.results)
-    return run.finish({"timings": timings, "data": data_info, "correlation": preset.correlation})
+    ctx.extra.update(timings=timings, data=data_info, correlation=preset.correlation)
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    options=add_options,
+    prepare=apply_options,
+    check=check_preset,
+    body=run_methods,
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

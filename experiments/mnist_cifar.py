@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -71,11 +70,10 @@ import numpy as np
 from experiments.common import (
     SEED_OK,
     SEED_UNCONVERGED_USED,
-    make_parser,
-    releases_run_lock,
-    resolve_preset,
+    Context,
+    Experiment,
+    check_train_fields,
     run_sweep,
-    start_run,
 )
 from sbjax.validate import check_choice, check_int, check_range, fail
 
@@ -199,29 +197,24 @@ def check_preset(p: Preset) -> None:
     for name in ("n_train", "n_test", "aux_seeds"):
         if getattr(p, name) is not None:
             check_int(name, getattr(p, name), min_value=1)
-    for name in (
-        "batch_size",
-        "max_steps",
-        "eval_every",
-        "n_members",
-        "adv_steps",
-        "adv_max_steps",
-        "adv_eval_every",
-        "uap_steps",
-        "pgd_eval_steps",
-    ):
+    for name in ("n_members", "uap_steps", "pgd_eval_steps"):
         check_int(name, getattr(p, name), min_value=1)
-    for name in ("lr", "stop_eps", "adv_eps", "adv_step_frac", "uap_eps"):
+    for name in ("adv_eps", "uap_eps"):  # an attack needs a budget
         check_range(name, getattr(p, name), 0.0, None, lo_open=True)
-    check_range("momentum", p.momentum, 0.0, 1.0, hi_open=True)
-    check_range("weight_decay", p.weight_decay, 0.0, None)
-    bounds = list(p.adv_lr_boundaries)
-    if (
-        any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
-        or bounds != sorted(set(bounds))
-        or (bounds and bounds[0] < 1)
-    ):
-        fail("adv_lr_boundaries", p.adv_lr_boundaries, "increasing epochs >= 1")
+    # The training settings of the standard and the adversarial runs: TrainConfig's rules.
+    _train_cfg(p)
+    check_train_fields(
+        keys={
+            "max_steps": "adv_max_steps",
+            "eval_every": "adv_eval_every",
+            "lr_boundaries": "adv_lr_boundaries",
+        },
+        max_steps=p.adv_max_steps,
+        eval_every=p.adv_eval_every,
+        adv_steps=p.adv_steps,
+        adv_step_frac=p.adv_step_frac,
+        lr_boundaries=p.adv_lr_boundaries,
+    )
     for name in ("bn_unbiased", "require_converged"):
         if not isinstance(getattr(p, name), bool):
             fail(name, getattr(p, name), "True or False")
@@ -320,8 +313,7 @@ def _standard_metrics(logits_fn, variables, data) -> tuple[dict, dict]:
 
 
 def _train_cfg(p: Preset, **over):
-    from sbjax.train import TrainConfig
-
+    """The standard runs' `TrainConfig` with `over` applied; errors name the preset key."""
     kw = dict(
         lr=p.lr,
         momentum=p.momentum,
@@ -335,7 +327,7 @@ def _train_cfg(p: Preset, **over):
         eval_batch_size=512,
     )
     kw.update(over)
-    return TrainConfig(**kw)
+    return check_train_fields(**kw)
 
 
 def _require(p: Preset, part: str) -> bool:
@@ -379,9 +371,7 @@ def _logit_figure(
     run.figure(filename, "logit_histograms", panels=panels, bins=30, title=f"MNIST-CIFAR, {title}")
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
+def add_options(parser) -> None:
     parser.add_argument(
         "--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS)
     )
@@ -415,20 +405,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="auto = host on CPU (XLA:CPU runs convolutions inside lax.scan ~20x "
         "slower than single steps), scan elsewhere",
     )
-    args = parser.parse_args(argv)
-    p = resolve_preset(PRESETS, args)
-    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+
+
+def select_parts(ctx: Context) -> list[str]:
+    """--parts: a comma-separated list of PARTS, in the order given (unknown: a usage error)."""
+    parts = [s.strip() for s in ctx.args.parts.split(",") if s.strip()]
     for s in parts:
         if s not in PARTS:
-            parser.error(f"--parts: unknown part {s!r}; choose from {', '.join(PARTS)}")
+            ctx.parser.error(f"--parts: unknown part {s!r}; choose from {', '.join(PARTS)}")
+    return parts
+
+
+def apply_options(ctx: Context) -> Preset:
+    """--models, --source and --version applied to the preset."""
+    p, args = ctx.preset, ctx.args
     if args.models:
         p = dataclasses.replace(p, models=tuple(m.strip() for m in args.models.split(",")))
     if args.source:
         p = dataclasses.replace(p, source=args.source)
     if args.version:
         p = dataclasses.replace(p, version=args.version)
-    check_preset(p)
-    run = start_run(NAME, args, p, {"parts": parts, "data_dir": args.data_dir})
+    return p
+
+
+def run_models(ctx: Context) -> None:
+    """Every image model through the selected parts (one model at a time, its parts in turn)."""
+    run, p, args, parts = ctx.run, ctx.preset, ctx.args, ctx.parts
     import jax
 
     loop = args.loop
@@ -455,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train = (data.train.x, data.train.y)
     val = (data.test.x, data.test.y)  # the reference selects / evaluates on its test set
     ys = {k: v.y for k, v in _eval_sets(data).items()}
-    extra: dict[str, Any] = {"data": meta}
+    extra = ctx.extra
+    extra["data"] = meta
 
     aux_seeds = run.n_seeds if p.aux_seeds is None else min(run.n_seeds, p.aux_seeds)
     for arch in p.models:
@@ -618,8 +621,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if "uap" in parts and std_params is not None:
             _uap_part(run, model, arch, mname, dataset, data, std_params, std_reasons, p)
 
-    return run.finish(extra)
-
 
 def _robust_accuracy(model, variables, split, p: Preset, key_seed: int) -> np.ndarray:
     """Linf PGD accuracy (eps, steps, step size of the preset) of every model on `split`."""
@@ -747,6 +748,22 @@ def _uap_part(run, model, arch, mname, dataset, data, params, stop_reason, p: Pr
         uap=u[i],
         title=f"{mname} (seed {i}): {frac[i]:.1%} of the UAP's L2 norm on MNIST",
     )
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    parts=PARTS,
+    preset_help=PRESET_HELP,
+    select=select_parts,
+    options=add_options,
+    prepare=apply_options,
+    check=check_preset,
+    config=lambda ctx: {"parts": ctx.parts, "data_dir": ctx.args.data_dir},
+    body=run_models,
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

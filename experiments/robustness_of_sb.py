@@ -53,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,12 +62,10 @@ from experiments.common import (
     SEED_OK,
     SEED_UNCONVERGED,
     SEED_UNCONVERGED_USED,
-    make_parser,
-    parse_parts,
-    releases_run_lock,
-    resolve_preset,
+    Context,
+    Experiment,
     run_sweep,
-    start_run,
+    train_field,
 )
 from experiments.evaluation import (
     coords_basis,
@@ -318,14 +315,14 @@ def check_preset(p: Preset) -> None:
     check_names("table6.datasets", t6.datasets, T6_DATASETS)
     check_names("table6.activations", t6.activations, ACTIVATIONS)
     check_names("table6.optimizers", t6.optimizers, OPTIMIZERS)
-    check_range("table6.adaptive_lr", t6.adaptive_lr, 0.0, None, lo_open=True)
-    check_positive_int("table6.ms_max_steps", t6.ms_max_steps)
+    train_field("lr")("table6.adaptive_lr", t6.adaptive_lr)
+    train_field("max_steps")("table6.ms_max_steps", t6.ms_max_steps)
     for v in p.table7.depths:
         check_positive_int("table7.depths", v)
     for v in p.table7.dropouts:
-        check_range("table7.dropouts", v, 0.0, 1.0, hi_open=True)
+        train_field("dropout_rate")("table7.dropouts", v)
     for v in p.table7.l2:
-        check_range("table7.l2", v, 0.0, None)
+        train_field("weight_decay")("table7.l2", v)
     for pair in p.table8.dims:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
             fail("table8.dims", p.table8.dims, "a list of (d, n_complex) pairs")
@@ -336,7 +333,7 @@ def check_preset(p: Preset) -> None:
             fail("table8.dims", pair, "n_complex <= d - 1 (coordinate 0 is the linear one)")
     check_names("table9.inits", p.table9.inits, INITS)
     for v in p.table9.scales:
-        check_range("table9.scales", v, 0.0, None, lo_open=True)
+        train_field("init_scale")("table9.scales", v)
     f5 = p.fig5
     check_positive_int("fig5.width", f5.width)
     check_positive_int("fig5.depth", f5.depth)
@@ -477,11 +474,12 @@ def cell_metrics(run, cell: str, r, model, params, ds, train, test, s=None, sc=N
 
 
 # ------------------------------------------------------------------------------------------------
-# Parts: each takes (run, preset, timings, noise_fill) and adds its records.
+# Parts: each takes the `Context` (run, preset, sweep timings, --noise-fill) and adds its records.
 
 
-def part_activations(run, p: Preset, timings: dict, noise_fill: str) -> list[dict]:
+def part_activations(ctx: Context) -> list[dict]:
     """Table 6: activation x optimizer, (100,2)-FCN."""
+    run, p, timings = ctx.run, ctx.preset, ctx.state["sweeps"]
     from sbjax.models import make_model
 
     t6, recs = p.table6, []
@@ -520,8 +518,9 @@ def part_activations(run, p: Preset, timings: dict, noise_fill: str) -> list[dic
     return recs
 
 
-def part_regularization(run, p: Preset, timings: dict, noise_fill: str) -> list[dict]:
+def part_regularization(ctx: Context) -> list[dict]:
     """Table 7: dropout x L2 (both traced: one sweep per depth)."""
+    run, p, timings = ctx.run, ctx.preset, ctx.state["sweeps"]
     from sbjax.models import make_model
 
     recs = []
@@ -559,8 +558,9 @@ def part_regularization(run, p: Preset, timings: dict, noise_fill: str) -> list[
     return recs
 
 
-def part_dimension(run, p: Preset, timings: dict, noise_fill: str) -> list[dict]:
+def part_dimension(ctx: Context) -> list[dict]:
     """Table 8: input dimension d x number of 7-slabs |S^c| (rest: noise fill)."""
+    run, p, timings, noise_fill = ctx.run, ctx.preset, ctx.state["sweeps"], ctx.args.noise_fill
     from sbjax.models import make_model
 
     recs = []
@@ -590,8 +590,9 @@ def part_dimension(run, p: Preset, timings: dict, noise_fill: str) -> list[dict]
     return recs
 
 
-def part_init(run, p: Preset, timings: dict, noise_fill: str) -> list[dict]:
+def part_init(ctx: Context) -> list[dict]:
     """Table 9: init scheme (static) x init scale (traced grid)."""
+    run, p, timings = ctx.run, ctx.preset, ctx.state["sweeps"]
     from sbjax.models import make_model
 
     recs = []
@@ -653,8 +654,9 @@ def _alpha_expect(alpha: float) -> str:
     )
 
 
-def part_complex_first(run, p: Preset, timings: dict, noise_fill: str) -> dict[str, Any]:
+def part_complex_first(ctx: Context) -> dict[str, Any]:
     """Fig. 5: complex-first initialisation by alpha-mixing a model trained on MS-7."""
+    run, p, timings = ctx.run, ctx.preset, ctx.state["sweeps"]
     import jax
 
     from sbjax.eval import metrics as M
@@ -864,45 +866,48 @@ def make_figures(run, results: Sequence[Mapping[str, Any]], f5: Mapping[str, Any
 # ------------------------------------------------------------------------------------------------
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    parser.add_argument(
-        "--parts", default="all", help="'all' or comma-separated subset of " + ", ".join(PARTS)
-    )
+def add_options(parser) -> None:
     parser.add_argument(
         "--noise-fill",
         default="uniform_0B",
         choices=("uniform_0B", "uniform_sym", "gaussian"),
         help="Table 8: fill of coordinates beyond the features (REFERENCE 11.21)",
     )
-    args = parser.parse_args(argv)
-    parts = parse_parts(args.parts, PARTS)
-    preset = resolve_preset(PRESETS, args)
-    check_preset(preset)
-    run = start_run(
-        NAME, args, preset, extra_config={"parts": parts, "noise_fill": args.noise_fill}
+
+
+def finish(ctx: Context) -> None:
+    """The figures and summary.json's timings (per part and per sweep) and Fig. 5's numbers."""
+    f5 = ctx.outputs.get("complex_first")
+    make_figures(ctx.run, ctx.run.results, f5)
+    ctx.extra.update(
+        part_runtime_s=ctx.part_s,
+        noise_fill=ctx.args.noise_fill,
+        sweep_runtime_s=ctx.state["sweeps"],
     )
-    f5 = None
-    timings: dict[str, float] = {}
-    sweeps: dict[str, Any] = {}
-    for part in parts:
-        t0 = time.perf_counter()
-        out = globals()[f"part_{part}"](run, preset, sweeps, args.noise_fill)
-        if part == "complex_first":
-            f5 = out
-        timings[part] = time.perf_counter() - t0
-        log.info("part %s done in %.1f s", part, timings[part])
-    make_figures(run, run.results, f5)
-    extra: dict[str, Any] = {
-        "parts": parts,
-        "part_runtime_s": timings,
-        "noise_fill": args.noise_fill,
-        "sweep_runtime_s": sweeps,
-    }
     if f5 is not None:
-        extra["complex_first"] = {k: v for k, v in f5.items() if k != "records"}
-    return run.finish(extra=extra)
+        ctx.extra["complex_first"] = {k: v for k, v in f5.items() if k != "records"}
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    parts={
+        "activations": part_activations,
+        "regularization": part_regularization,
+        "dimension": part_dimension,
+        "init": part_init,
+        "complex_first": part_complex_first,
+    },
+    select="flag",
+    options=add_options,
+    check=check_preset,
+    config=lambda ctx: {"noise_fill": ctx.args.noise_fill},
+    setup=lambda ctx: ctx.state.update(sweeps={}),
+    finish=finish,
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

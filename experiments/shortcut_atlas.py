@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import make_parser, resolve_preset, start_run
+from experiments.common import Context, Experiment
 from experiments.synthetic import Recipe, check_names, check_positive_int, check_recipe
 from sbjax.validate import check_range, fail
 
@@ -433,113 +433,127 @@ def claims(preset: Preset, avail: list[dict], atlas: dict) -> dict[str, Any]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
-    parser.add_argument(
-        "--parts", default="all", help="comma-separated subset of atlas, bridge (or all)"
-    )
-    args = parser.parse_args(argv)
-    from experiments.common import parse_parts
-
-    parts = parse_parts(args.parts, ("atlas", "bridge"))
-    preset = resolve_preset(PRESETS, args)
-    check_preset(preset)
-    run = start_run(NAME, args, preset, extra_config={"parts": parts})
+def setup(ctx: Context) -> None:
+    """One progress bar over every sweep of the selected parts; summary.json's timings."""
     from tqdm.auto import tqdm
 
-    from sbjax.data.atlas import AtlasData
-
-    n_seeds = run.n_seeds
-    avail = [dict(a) for a in preset.availability]
-    extra: dict[str, Any] = {"parts": parts, "timing": {}}
+    preset, parts = ctx.preset, ctx.parts
+    ctx.extra["timing"] = {}
     n_sweeps = (len(preset.architectures) if "atlas" in parts else 0) + (
         len(preset.bridge.architectures) if preset.bridge and "bridge" in parts else 0
     )
-    bar = tqdm(total=n_sweeps, desc="atlas sweeps", disable=not run.progress)
-    if "atlas" in parts:
-        data = AtlasData(
-            embed_dim=preset.embed_dim,
-            max_nesting=preset.max_nesting,
-            n_train=preset.n_train,
-            n_test=preset.n_test,
-            n_probe=preset.n_probe,
-        )
-        cells = []
-        for r in preset.predictivity:
-            for a in avail:
-                c = {"rho_s": r, "rho_c": preset.rho_c, **a}
-                meta = {
-                    "availability": avail_label(a),
-                    "predictivity": r,
-                    "rho_c": preset.rho_c,
-                    **{k: a.get(k, 1.0 if k.startswith("alpha") else 0) for k in AVAIL_KEYS},
-                }
-                cells.append((c, meta))
-        atlas = run_part(run, preset, "atlas", cells, preset.architectures, n_seeds, data, bar)
-        extra["timing"]["atlas"] = {
-            a: {k: v for k, v in d.items() if k != "bias"} for a, d in atlas.items()
-        }
-        extra["claims"] = claims(preset, avail, atlas)
-        P, A = len(preset.predictivity), len(avail)
-        with warnings.catch_warnings():  # a cell whose models all failed: NaN (drawn blank)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            means = {a: np.nanmean(d["bias"], axis=1).reshape(P, A) for a, d in atlas.items()}
+    ctx.state["bar"] = tqdm(total=n_sweeps, desc="atlas sweeps", disable=not ctx.run.progress)
+
+
+def _atlas_data(preset: Preset, **kw: Any):
+    from sbjax.data.atlas import AtlasData
+
+    return AtlasData(
+        embed_dim=preset.embed_dim,
+        max_nesting=preset.max_nesting,
+        n_train=preset.n_train,
+        n_test=preset.n_test,
+        n_probe=preset.n_probe,
+        **kw,
+    )
+
+
+def part_atlas(ctx: Context) -> None:
+    """Every architecture over availability x predictivity, the claims and the figures."""
+    run, preset, extra = ctx.run, ctx.preset, ctx.extra
+    n_seeds = run.n_seeds
+    avail = [dict(a) for a in preset.availability]
+    data = _atlas_data(preset)
+    cells = []
+    for r in preset.predictivity:
+        for a in avail:
+            c = {"rho_s": r, "rho_c": preset.rho_c, **a}
+            meta = {
+                "availability": avail_label(a),
+                "predictivity": r,
+                "rho_c": preset.rho_c,
+                **{k: a.get(k, 1.0 if k.startswith("alpha") else 0) for k in AVAIL_KEYS},
+            }
+            cells.append((c, meta))
+    atlas = run_part(
+        run, preset, "atlas", cells, preset.architectures, n_seeds, data, ctx.state["bar"]
+    )
+    extra["timing"]["atlas"] = {
+        a: {k: v for k, v in d.items() if k != "bias"} for a, d in atlas.items()
+    }
+    extra["claims"] = claims(preset, avail, atlas)
+    P, A = len(preset.predictivity), len(avail)
+    with warnings.catch_warnings():  # a cell whose models all failed: NaN (drawn blank)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = {a: np.nanmean(d["bias"], axis=1).reshape(P, A) for a, d in atlas.items()}
+    run.figure(
+        "atlas_heatmap.png",
+        "atlas_heatmap",
+        panels=means,
+        predictivity=list(preset.predictivity),
+        availability=[avail_label(a) for a in avail],
+        title=f"Shortcut bias (mean of {n_seeds} seeds; core rho_c = {preset.rho_c:g}, "
+        f"alpha_c = 1): availability of z_s x predictivity of z_s",
+    )
+    if "bias_grows_with_depth" in extra["claims"]:
+        dep = extra["claims"]["bias_grows_with_depth"]["mean_by_depth"]
         run.figure(
-            "atlas_heatmap.png",
-            "atlas_heatmap",
-            panels=means,
-            predictivity=list(preset.predictivity),
-            availability=[avail_label(a) for a in avail],
-            title=f"Shortcut bias (mean of {n_seeds} seeds; core rho_c = {preset.rho_c:g}, "
-            f"alpha_c = 1): availability of z_s x predictivity of z_s",
+            "atlas_depth.png",
+            "atlas_depth",
+            depth=[int(a[-1]) for a in dep],
+            mean=[dep[a]["mean"] for a in dep],
+            ci95=[dep[a]["ci95"] for a in dep],
+            linear=extra["claims"]
+            .get("nonlinear_biased", {})
+            .get("by_architecture", {})
+            .get("linear"),
+            title="Shortcut bias vs ReLU depth, equal predictivity\n(mean over the cells with a "
+            "more available shortcut; 95 % t-interval over seeds)",
         )
-        if "bias_grows_with_depth" in extra["claims"]:
-            dep = extra["claims"]["bias_grows_with_depth"]["mean_by_depth"]
-            run.figure(
-                "atlas_depth.png",
-                "atlas_depth",
-                depth=[int(a[-1]) for a in dep],
-                mean=[dep[a]["mean"] for a in dep],
-                ci95=[dep[a]["ci95"] for a in dep],
-                linear=extra["claims"]
-                .get("nonlinear_biased", {})
-                .get("by_architecture", {})
-                .get("linear"),
-                title="Shortcut bias vs ReLU depth, equal predictivity\n(mean over the cells with a "
-                "more available shortcut; 95 % t-interval over seeds)",
-            )
-    if preset.bridge is not None and "bridge" in parts:
-        b = preset.bridge
-        data = AtlasData(
-            embed_dim=preset.embed_dim,
-            max_nesting=preset.max_nesting,
-            n_train=preset.n_train,
-            n_test=preset.n_test,
-            n_probe=preset.n_probe,
-            core="slab",
-            slab_k=b.slab_k,
-        )
-        cells = []
-        for r in b.rho_s:
-            for a in b.alpha_s:
-                c = {"rho_s": r, "alpha_s": a}
-                meta = {
-                    "availability": avail_label({"alpha_s": a}),
-                    "predictivity": r,
-                    "rho_c": 1.0,
-                    "alpha_s": a,
-                    "alpha_c": 1.0,
-                    "eta_s": 0,
-                    "eta_c": 0,
-                    "core": f"{b.slab_k}-slab",
-                }
-                cells.append((c, meta))
-        bridge = run_part(run, preset, "bridge", cells, b.architectures, b.n_seeds, data, bar)
-        extra["timing"]["bridge"] = {
-            a: {k: v for k, v in d.items() if k != "bias"} for a, d in bridge.items()
-        }
-    bar.close()
-    return run.finish(extra=extra)
+
+
+def part_bridge(ctx: Context) -> None:
+    """The LMS-5 bridge: a slab core (skipped when the preset has no bridge)."""
+    run, preset = ctx.run, ctx.preset
+    if preset.bridge is None:
+        return
+    b = preset.bridge
+    data = _atlas_data(preset, core="slab", slab_k=b.slab_k)
+    cells = []
+    for r in b.rho_s:
+        for a in b.alpha_s:
+            c = {"rho_s": r, "alpha_s": a}
+            meta = {
+                "availability": avail_label({"alpha_s": a}),
+                "predictivity": r,
+                "rho_c": 1.0,
+                "alpha_s": a,
+                "alpha_c": 1.0,
+                "eta_s": 0,
+                "eta_c": 0,
+                "core": f"{b.slab_k}-slab",
+            }
+            cells.append((c, meta))
+    bridge = run_part(
+        run, preset, "bridge", cells, b.architectures, b.n_seeds, data, ctx.state["bar"]
+    )
+    ctx.extra["timing"]["bridge"] = {
+        a: {k: v for k, v in d.items() if k != "bias"} for a, d in bridge.items()
+    }
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    parts={"atlas": part_atlas, "bridge": part_bridge},
+    select="flag",
+    check=check_preset,
+    setup=setup,
+    finish=lambda ctx: ctx.state["bar"].close(),
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

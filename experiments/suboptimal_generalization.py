@@ -47,13 +47,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments.common import make_parser, releases_run_lock, resolve_preset, run_sweep, start_run
+from experiments.common import Context, Experiment, run_sweep, train_field
 from experiments.evaluation import coords_basis, eval_keys, evaluate_stack
 from experiments.synthetic import (
     Recipe,
@@ -268,19 +267,12 @@ def check_preset(p: Preset) -> None:
     check_recipe("train", p.train, need=("max_steps", "eval_every"))
     check_recipe("control_train", p.control_train, need=("max_steps", "eval_every"))
     check_recipe("grid_train", p.grid_train, need=("max_steps", "eval_every"))
-    g = p.grid
     for k in ("lr", "batch_size", "weight_decay", "momentum"):
-        vals = getattr(g, k)
+        vals = getattr(p.grid, k)
         if isinstance(vals, str) or not isinstance(vals, (list, tuple)) or not vals:
             fail(f"grid.{k}", vals, "a non-empty list")
-    for v in g.lr:
-        check_range("grid.lr", v, 0.0, None, lo_open=True)
-    for v in g.batch_size:
-        check_positive_int("grid.batch_size", v)
-    for v in g.weight_decay:
-        check_range("grid.weight_decay", v, 0.0, None)
-    for v in g.momentum:
-        check_range("grid.momentum", v, 0.0, 1.0, hi_open=True)
+        for v in vals:
+            train_field(k)(f"grid.{k}", v)  # TrainConfig's rule
 
 
 def _hp(v) -> float:
@@ -605,9 +597,7 @@ def make_figure(run, results: Sequence[Mapping[str, Any]], noise: float) -> None
         )
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
+def add_options(parser) -> None:
     parser.add_argument(
         "--grid",
         action="store_true",
@@ -625,28 +615,37 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="best-model selection set of the reference configuration "
         "(test: the reference's nb03; val: a held-out split)",
     )
-    args = parser.parse_args(argv)
-    preset = resolve_preset(PRESETS, args)
-    check_preset(preset)
-    run = start_run(
-        NAME,
-        args,
-        preset,
-        extra_config={"grid": args.grid, "reference": not args.no_reference, "select": args.select},
-    )
-    data = make_splits(run.seed, preset)
-    timings, extra = {}, {}
-    if not args.no_reference:
-        t0 = time.perf_counter()
-        run_reference(run, preset, data, args.select)
-        timings["reference"] = time.perf_counter() - t0
-    if args.grid:
-        t0 = time.perf_counter()
-        extra["table10"] = run_grid(run, preset, data)
-        timings["grid"] = time.perf_counter() - t0
-    make_figure(run, run.results, preset.noise)
-    extra.update(part_runtime_s=timings, linear_coord_bayes_acc=1.0 - preset.noise / 2)
-    return run.finish(extra=extra)
+
+
+def finish(ctx: Context) -> None:
+    make_figure(ctx.run, ctx.run.results, ctx.preset.noise)
+    if "grid" in ctx.outputs:
+        ctx.extra["table10"] = ctx.outputs["grid"]
+    ctx.extra.update(part_runtime_s=ctx.part_s, linear_coord_bayes_acc=1.0 - ctx.preset.noise / 2)
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    parts={
+        "reference": lambda c: run_reference(c.run, c.preset, c.state["data"], c.args.select),
+        "grid": lambda c: run_grid(c.run, c.preset, c.state["data"]),
+    },
+    # --no-reference skips the reference configuration, --grid adds App. D.1's grid
+    select=lambda c: ["reference"] * (not c.args.no_reference) + ["grid"] * c.args.grid,
+    options=add_options,
+    check=check_preset,
+    config=lambda c: {
+        "grid": c.args.grid,
+        "reference": not c.args.no_reference,
+        "select": c.args.select,
+    },
+    setup=lambda c: c.state.update(data=make_splits(c.run.seed, c.preset)),
+    finish=finish,
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

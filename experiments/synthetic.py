@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from sbjax.validate import check_choice, check_range, fail
+from experiments.common import check_train_fields
+from sbjax.validate import check_choice, fail
 
 # record name -> (make_dataset name, arguments); d / n_complex are filled in per experiment.
 DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -121,7 +122,8 @@ def train_config(recipe: Recipe | Mapping[str, Any], **over: Any):
 
 
 def check_recipe(name: str, recipe: Recipe, *, need: Iterable[str] = ()) -> None:
-    """Validates a recipe; errors name the preset key (e.g. "train.lr").
+    """Validates a recipe by `TrainConfig` (`check_train_fields`); errors name the preset key
+    (e.g. "train.lr").
 
     Args:
       name: the recipe's dotted key in the preset.
@@ -129,19 +131,8 @@ def check_recipe(name: str, recipe: Recipe, *, need: Iterable[str] = ()) -> None
     """
     if not isinstance(recipe, Recipe):
         fail(name, recipe, "a Recipe")
-    check_choice(f"{name}.optimizer", recipe.optimizer, OPTIMIZERS)
-    check_choice(f"{name}.stop_rule", recipe.stop_rule, STOP_RULES)
-    check_range(f"{name}.lr", recipe.lr, 0.0, None, lo_open=True)
-    check_range(f"{name}.momentum", recipe.momentum, 0.0, 1.0, hi_open=True)
-    check_range(f"{name}.weight_decay", recipe.weight_decay, 0.0, None)
-    check_range(f"{name}.stop_eps", recipe.stop_eps, 0.0, None, lo_open=True)
-    check_positive_int(f"{name}.batch_size", recipe.batch_size)
-    for f in ("max_steps", "eval_every", "patience"):
-        v = getattr(recipe, f)
-        if v is None and f in need:
-            fail(f"{name}.{f}", v, "an integer >= 1")
-        if v is not None:
-            check_positive_int(f"{name}.{f}", v)
+    check_choice(f"{name}.stop_rule", recipe.stop_rule, STOP_RULES)  # a recipe converges
+    check_train_fields(name, need=need, **dataclasses.asdict(recipe))
 
 
 def check_positive_int(name: str, value: Any, min_value: int = 1) -> None:

@@ -51,17 +51,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from experiments.common import (
-    make_parser,
-    releases_run_lock,
-    resolve_preset,
+    Context,
+    Experiment,
+    check_train_fields,
     run_sweep,
-    start_run,
     used_mask,
 )
 from experiments.evaluation import eval_keys
@@ -237,6 +236,26 @@ def paper_values(dataset: str, model: str) -> dict[str, Any]:
     return {"paper": paper, "paper_source": "; ".join(sources)} if paper else {}
 
 
+# Training settings given per dataset (a value or a {dataset: value} map).
+PER_DATASET_TRAIN = ("stop_rule", "stop_eps", "patience", "eval_every", "max_steps")
+
+
+def dataset_config(p: Preset, dataset: str):
+    """The `TrainConfig` of `dataset`: nb06's recipe with the dataset's budget and stop rule,
+    checked by TrainConfig (errors name the --set key, e.g. max_steps.lms5)."""
+    per = {f: per_dataset(getattr(p, f), dataset) for f in PER_DATASET_TRAIN}
+    keys = {f: f"{f}.{dataset}" if isinstance(getattr(p, f), Mapping) else f for f in per}
+    check_train_fields("train", keys=keys, **{**dataclasses.asdict(p.train), **per})
+    return train_config(
+        p.train,
+        stop_rule=per["stop_rule"],
+        stop_eps=float(per["stop_eps"]),
+        patience=int(per["patience"]),
+        eval_every=int(per["eval_every"]),
+        max_steps=int(per["max_steps"]),
+    )
+
+
 def check_preset(p: Preset) -> None:
     """Validates a preset after --set overrides, before any work (errors name the key)."""
     check_positive_int("n_seeds", p.n_seeds)
@@ -245,16 +264,15 @@ def check_preset(p: Preset) -> None:
     check_names("datasets", p.datasets, DATASETS)
     ds = list(p.datasets)
     check_per_dataset("n_test", p.n_test, ds, lambda k, v: check_positive_int(k, v, 2))
-    check_per_dataset("eval_every", p.eval_every, ds, check_positive_int)
-    check_per_dataset("max_steps", p.max_steps, ds, check_positive_int)
-    check_per_dataset("patience", p.patience, ds, check_positive_int)
-    check_per_dataset("stop_rule", p.stop_rule, ds, lambda k, v: check_choice(k, v, STOP_RULES))
-    check_per_dataset(
-        "stop_eps", p.stop_eps, ds, lambda k, v: check_range(k, v, 0.0, None, lo_open=True)
-    )
     check_per_dataset("models", p.models, ds, lambda k, v: check_names(k, v, ARCHITECTURES))
     check_range("as_iters_scale", p.as_iters_scale, 0.0, None, lo_open=True)
     check_recipe("train", p.train)
+    for f in PER_DATASET_TRAIN:  # a value, or a map with an entry for every dataset
+        check_per_dataset(f, getattr(p, f), ds, lambda k, v: None)
+    # a convergence rule: every model must converge (REQUIRE_CONVERGED)
+    check_per_dataset("stop_rule", p.stop_rule, ds, lambda k, v: check_choice(k, v, STOP_RULES))
+    for name in ds:
+        dataset_config(p, name)  # TrainConfig's rules; errors name e.g. max_steps.lms5
     for name in ds:
         if name not in p.attacks or not isinstance(p.attacks[name], Attack):
             fail("attacks", p.attacks, f"an Attack for dataset {name!r}")
@@ -423,9 +441,7 @@ def transfer_matrix(
     }
 
 
-@releases_run_lock
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = make_parser(NAME, __doc__, PRESETS, preset_help=PRESET_HELP)
+def add_options(parser) -> None:
     parser.add_argument(
         "--uap-fit-split",
         choices=("test", "train"),
@@ -438,10 +454,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         default=None,
         help="'all' or a comma-separated subset of the preset's architectures (default: all)",
     )
-    args = parser.parse_args(argv)
-    preset = select_models(resolve_preset(PRESETS, args), args.models)
-    check_preset(preset)
-    run = start_run(NAME, args, preset, extra_config={"uap_fit_split": args.uap_fit_split})
+
+
+def run_datasets(ctx: Context) -> None:
+    """Every dataset: train each architecture, attack it (PGD, SVD-UAP, AS-UAP), the transfer
+    matrix; then the figures and summary.json's extras."""
+    run, preset, args = ctx.run, ctx.preset, ctx.args
     from sbjax.eval import attacks as A
     from sbjax.eval import metrics as M
     from sbjax.models import make_model
@@ -464,14 +482,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "drange": bounds[1] - bounds[0],
         }
         fit = test if args.uap_fit_split == "test" else (train[0][:n_test], train[1][:n_test])
-        tcfg = train_config(
-            preset.train,
-            stop_rule=per_dataset(preset.stop_rule, ds_name),
-            stop_eps=float(per_dataset(preset.stop_eps, ds_name)),
-            patience=int(per_dataset(preset.patience, ds_name)),
-            eval_every=int(per_dataset(preset.eval_every, ds_name)),
-            max_steps=int(per_dataset(preset.max_steps, ds_name)),
-        )
+        tcfg = dataset_config(preset, ds_name)
         models = list(per_dataset(preset.models, ds_name))
         if not models:
             continue
@@ -534,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         k: {m: np.abs(v).tolist() for m, v in d.items()} for k, d in heat.items()
     }
     extra["uap_heatmap_seed"] = heat_seed
-    return run.finish(extra=extra)
+    ctx.extra.update(extra)
 
 
 def _figures(run, extra: dict[str, Any], heat: Mapping[str, Mapping[str, np.ndarray]]) -> None:
@@ -559,6 +570,20 @@ def _figures(run, extra: dict[str, Any], heat: Mapping[str, Mapping[str, np.ndar
             labels=list(tr["archs"]),
             title=f"SVD-UAP transfer accuracy, {ds_name}",
         )
+
+
+EXPERIMENT = Experiment(
+    NAME,
+    __doc__,
+    PRESETS,
+    preset_help=PRESET_HELP,
+    options=add_options,
+    prepare=lambda ctx: select_models(ctx.preset, ctx.args.models),
+    check=check_preset,
+    config=lambda ctx: {"uap_fit_split": ctx.args.uap_fit_split},
+    body=run_datasets,
+)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

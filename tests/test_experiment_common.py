@@ -175,3 +175,160 @@ def test_compute_dtype_option_reaches_every_sweep_config(tmp_path, monkeypatch):
         with pytest.raises(ZeroDivisionError):
             common.run_sweep(run, "s", sbjax.train.TrainConfig(), None, train, None)
     assert seen == ["float32", "bfloat16"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The experiment skeleton (`common.Experiment`), training settings checked by TrainConfig, and
+# docs/contributing.md's worked examples, executed as written.
+
+EXPERIMENT_MODULES = (
+    "extreme_sb",
+    "suboptimal_generalization",
+    "mnist_cifar",
+    "uaps",
+    "robustness_of_sb",
+    "adversarial_training",
+    "ensembles",
+    "mitigation",
+    "diagnostics",
+    "shortcut_atlas",
+)
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_MODULES)
+def test_every_experiment_main_is_the_skeleton(name):
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{name}")
+    exp = mod.EXPERIMENT
+    assert isinstance(exp, common.Experiment) and exp.name == mod.NAME == name
+    assert mod.main == exp.main and exp.check is mod.check_preset
+    if hasattr(mod, "PARTS"):  # the part names tests, docs and --parts use
+        assert tuple(exp.part_names) == tuple(mod.PARTS)
+
+
+def test_check_train_fields_names_the_set_key_value_and_rule():
+    cfg = common.check_train_fields("studies.lms5", lr=0.05, batch_size=32, max_steps=None)
+    assert (cfg.lr, cfg.batch_size, cfg.max_steps) == (0.05, 32, 10_000)  # None: the default
+    cases = [
+        (dict(prefix="studies.lms5", lr=-0.1), r"^studies\.lms5\.lr=-0\.1 is invalid: expected a "),
+        (dict(momentum=1.0), r"^momentum=1\.0 is invalid: expected .*\[0\.0, 1\.0\)"),
+        (dict(prefix="train", optimizer="lbfgs"), r"^train\.optimizer='lbfgs' is invalid: .*'sgd'"),
+        (
+            dict(keys={"lr_boundaries": "adv_lr_boundaries"}, lr_boundaries=(30, 10)),
+            r"^adv_lr_boundaries=\(30, 10\) is invalid: expected a tuple of strictly increasing",
+        ),
+        (dict(keys={"max_steps": "max_steps.ms57"}, max_steps=0), r"^max_steps\.ms57=0 is inv"),
+        (dict(prefix="train", need=("eval_every",), eval_every=None), r"^train\.eval_every=None"),
+    ]
+    for kw, match in cases:
+        prefix = kw.pop("prefix", "")
+        with pytest.raises(ValueError, match=match):
+            common.check_train_fields(prefix, **kw)
+    with pytest.raises(ValueError, match=r"^table7\.l2=-1 is invalid"):
+        common.train_field("weight_decay")("table7.l2", -1)
+
+
+def _doc_block(tag: str) -> str:
+    """The fenced block after `<!-- example: tag -->` in docs/contributing.md."""
+    text = (ROOT / "docs" / "contributing.md").read_text()
+    start = text.index(f"<!-- example: {tag} -->")
+    body = text[text.index("\n", text.index("```", start)) + 1 :]
+    return body[: body.index("\n```")] + "\n"
+
+
+def _import_file(name: str, path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop(name, None)
+    return mod
+
+
+def _apply_unified_diff(text: str, diff: str) -> str:
+    """Applies a unified diff's hunks by their context (line numbers are ignored)."""
+    hunks, cur = [], None
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("@@"):
+            cur = ([], [])
+            hunks.append(cur)
+        elif cur is not None:
+            tag, body = line[:1], line[1:]
+            if tag in (" ", "-"):
+                cur[0].append(body)
+            if tag in (" ", "+"):
+                cur[1].append(body)
+    for old, new in hunks:
+        before, after = "\n".join(old) + "\n", "\n".join(new) + "\n"
+        assert text.count(before) == 1, f"the doc's patch no longer applies:\n{before}"
+        text = text.replace(before, after)
+    return text
+
+
+def test_contributing_example_experiment_runs_with_its_parts(tmp_path):
+    """docs/contributing.md's whole experiment, as written: --help, a bad --set, --parts."""
+    path = tmp_path / "my_study.py"
+    path.write_text(_doc_block("experiment"))
+    mod = _import_file("my_study", path)
+    assert mod.EXPERIMENT.part_names == ["depth1", "depth2"]
+    with pytest.raises(SystemExit):
+        mod.main(["--help"])
+    with pytest.raises(ValueError, match=r"^train\.lr=-1\.0 is invalid"):
+        mod.main(["--preset", "smoke", "--set", "train.lr=-1", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    s = mod.main(["--preset", "smoke", "--parts", "depth2", "--out", str(out), "--no-progress"])
+    (rec,) = s["results"]
+    assert (rec["part"], rec["model"], rec["n_total"]) == ("depth2", "fcn_100x2", 2)
+    assert set(rec["metrics"]) == {"test_acc", "s_rand_acc", "sc_rand_acc"}
+    assert s["parts"] == ["depth2"] and set(s["part_runtime_s"]) == {"depth2"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["parts"] == ["depth2"] and cfg["experiment"] == "my_study"
+    assert (out / "metrics.csv").exists()
+
+
+def test_contributing_example_mitigation_method_is_four_lines(tmp_path):
+    """docs/contributing.md's new mitigation method, applied to mitigation.py as written: the
+    grid axis comes from the penalty's name, the generic trainer runs it, the record shows it."""
+    from experiments import mitigation
+
+    src = (ROOT / "experiments" / "mitigation.py").read_text()
+    patched = _apply_unified_diff(src, _doc_block("mitigation"))
+    path = tmp_path / "mitigation_logit_norm.py"
+    path.write_text(patched)
+    mod = _import_file("mitigation_logit_norm", path)
+    assert "logit_norm" in mod.METHODS and mod.grid_hparam("logit_norm") == "lambda_logit_norm"
+    assert not hasattr(mod.Methods, "run_logit_norm")  # the generic one-model trainer
+    assert mitigation.grid_hparam("dbat") == "lambda_dbat"  # the module itself is unchanged
+    argv = ["--preset", "smoke", "--methods", "logit_norm", "--set", "grids.logit_norm=[0.1]"]
+    s = mod.main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
+    (rec,) = s["results"]
+    assert (rec["method"], rec["hparams"]) == ("logit_norm", {"lambda": 0.1})
+    assert rec["n_total"] == 2 and rec["metrics"]["test_acc"]["mean"] is not None
+
+
+def test_mitigation_grid_axes_are_the_objectives_penalty_names():
+    """One name per number: each grid's traced hyperparameter is its penalty's `hparam`."""
+    from experiments import mitigation as mit
+
+    want = {
+        "spectral_decoupling": "lambda_spectral_decoupling",
+        "sam": "sam_rho",
+        "jtt": "lambda_jtt_up",
+        "grad_diversity": "lambda_grad_similarity",
+        "dbat": "lambda_dbat",
+        "divdis": "lambda_divdis_mi",
+        "dfr": "lambda_weight_norm",
+        "orthop": None,
+    }
+    assert {m: mit.grid_hparam(m) for m in mit.GRID_AXIS} == want
+    for m, spec in mit.objectives().items():
+        assert spec.axis in spec.objective.penalties
+        assert spec.axis.hparam in spec.objective.hparam_defaults, m
