@@ -31,6 +31,7 @@ class TrainData:
       x_u: the unlabeled pool [Nu, ...] (None without one).
       monitor: name -> (x [C, E, ...], y [C, E], validity [C, E]) fixed evaluation sets whose
         accuracy is recorded at every period end (None without any).
+      groups: int32 [N] group of each training example (`SweepSpec.groups`; None without).
     """
 
     x: jax.Array
@@ -43,6 +44,7 @@ class TrainData:
     m_val: jax.Array | None
     x_u: jax.Array | None = None
     monitor: dict[str, tuple[jax.Array, jax.Array, jax.Array]] | None = None
+    groups: jax.Array | None = None
 
 
 jax.tree_util.register_dataclass(

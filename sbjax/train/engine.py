@@ -96,6 +96,8 @@ class TrainState(NamedTuple):
       stop_step: int32 []; updates at or after this step are masked out.
       stop_reason: int32 []; RUNNING (budget), CONVERGED or DIVERGED.
       key: the model's PRNG key.
+      objective_state: the state of the objective's `LossRule` (Group DRO's group weights,
+        LfF's loss averages), () without one; a unit of K > 1 keeps one copy per member.
     """
 
     variables: Any
@@ -107,6 +109,7 @@ class TrainState(NamedTuple):
     stop_step: jax.Array
     stop_reason: jax.Array
     key: jax.Array
+    objective_state: Any = ()
 
 
 def _stack1(tree: Any) -> Any:
@@ -121,7 +124,8 @@ class StepInputs(NamedTuple):
     batch; xs the (transformed) inputs, dkeys the dropout keys and variables the (transformed)
     variables of each member; rw the example weights of the rows or None; xu, valid_u the
     unlabeled batch; frozen_logits(_u) the frozen members' logits; key0, step0 the unit's key
-    and step.
+    and step; idx int32 [B] the rows, groups their groups (or None); objective_state the unit's
+    loss-rule state (member 0's copy); data the shared `TrainData`.
     """
 
     shared: dict
@@ -137,6 +141,10 @@ class StepInputs(NamedTuple):
     frozen_logits_u: Any
     key0: jax.Array
     step0: jax.Array
+    idx: jax.Array
+    groups: Any
+    objective_state: Any
+    data: TrainData
 
 
 MEMBER_INPUTS = "members"  # hp[MEMBER_INPUTS]: per-member inputs (example weights, init variables)
@@ -219,6 +227,7 @@ class Trainer:
             # Paper Table 9's init scale: kernels and biases only (not BN scales or PReLU slopes).
             variables = scale_params(dict(variables), hp["init_scale"])
         tx = make_optimizer(self.cfg, hp, self.steps_per_epoch)  # initial hyperparameter values
+        rule = self.objective.loss_rule
         return TrainState(
             variables=variables,
             opt_state=tx.init(variables["params"]),
@@ -229,6 +238,7 @@ class Trainer:
             stop_step=jnp.asarray(self.cfg.max_steps, jnp.int32),
             stop_reason=jnp.asarray(RUNNING, jnp.int32),
             key=key,
+            objective_state=rule.init(data, self.unit_size) if rule is not None else (),
         )
 
     # ---------------------------------------------------------------- one update
@@ -293,7 +303,7 @@ class Trainer:
         inp = self._step_inputs(state, hp, data, batch)
         loss_fn = self._loss_fn(inp)
         variables = inp.variables
-        grads, mutated = jax.grad(loss_fn, has_aux=True)(variables["params"])
+        grads, (mutated, obj_state) = jax.grad(loss_fn, has_aux=True)(variables["params"])
         params = variables["params"]
         k_units = self.unit_size
         updates, opt_state = self._map(
@@ -317,6 +327,14 @@ class Trainer:
         def keep(act, new, old):
             return jax.tree_util.tree_map(lambda a, b: jnp.where(act, a, b), new, old)
 
+        if self.objective.loss_rule is not None:  # the unit's state moves while member 0 does
+            unit_active = active if k_units == 1 else active[0]
+            obj_state = keep(unit_active, obj_state, inp.objective_state)
+            if k_units > 1:
+                obj_state = jax.tree_util.tree_map(
+                    lambda a: jnp.broadcast_to(a, (k_units,) + a.shape), obj_state
+                )
+            state = state._replace(objective_state=obj_state)
         return state._replace(
             variables=self._map(keep, active, new_vars, variables),
             opt_state=self._map(keep, active, opt_state, state.opt_state),
@@ -359,9 +377,13 @@ class Trainer:
             )
             frozen_logits = flog(xb)
             frozen_logits_u = flog(xu) if xu is not None else None
+        obj_state = state.objective_state
+        if k_units > 1:  # every member holds the unit's state; member 0's copy is read
+            obj_state = jax.tree_util.tree_map(lambda a: a[0], obj_state)
+        groups = None if data.groups is None else data.groups[idx]
         return StepInputs(
             shared, yb, w, xs, dkeys, variables, rw, xu, valid_u, frozen_logits, frozen_logits_u,
-            key0, step0,
+            key0, step0, idx, groups, obj_state, data,
         )  # fmt: skip
 
     def _loss_fn(self, inp: StepInputs):
@@ -394,10 +416,14 @@ class Trainer:
                 loss = jnp.sum(loss)
             if obj.data_loss_weight != 1.0:
                 loss = obj.data_loss_weight * loss
-            if obj.penalties:
+            ctx, obj_state = None, inp.objective_state
+            if obj.loss_rule is not None:  # replaces the summed data loss
                 ctx = self._penalty_context(params, logits, per_ex, inp)
+                loss, obj_state = obj.loss_rule.fn(ctx, obj_state, inp.data)
+            if obj.penalties:
+                ctx = ctx or self._penalty_context(params, logits, per_ex, inp)
                 loss = loss + obj.penalty_sum(ctx)
-            return loss, mutated
+            return loss, (mutated, obj_state)
 
         return loss_fn
 
@@ -464,6 +490,8 @@ class Trainer:
             frozen_logits_u=inp.frozen_logits_u,
             hp=hp,
             key=jax.random.fold_in(jax.random.fold_in(inp.key0, STREAM_PENALTY), inp.step0),
+            idx=inp.idx,
+            groups=inp.groups,
         )
 
     def robust_accuracy(self, variables, key, eps, xs, ys, ms):

@@ -66,6 +66,9 @@ class Context:
         frozen members (constants); None without frozen members (or without the stream).
       hp: the unit's traced hyperparameters (lambda_* included).
       key: a PRNG key for this update and unit.
+      idx: int32 [B] the batch's row indices in the training set (per-example state, e.g.
+        LfF's loss averages); padded rows repeat a real row's index with valid = 0.
+      groups: int32 [B] the rows' groups (`SweepSpec.groups`), or None without groups.
     """
 
     logits: jax.Array
@@ -84,6 +87,8 @@ class Context:
     frozen_logits_u: jax.Array | None
     hp: dict
     key: jax.Array
+    idx: jax.Array | None = None
+    groups: jax.Array | None = None
 
     def batch_mean(self, v: jax.Array) -> jax.Array:
         """Mean over the real rows of a [..., B] array (padded rows carry no weight)."""
@@ -137,6 +142,34 @@ class BatchTransform:
 
 
 @dataclasses.dataclass(frozen=True)
+class LossRule:
+    """A rule that replaces the unit's data loss and carries state across updates (Group DRO's
+    group weights, LfF's per-example loss averages).
+
+    Attributes:
+      name: identifier (appears in the fingerprint of checkpoints).
+      fn: `fn(ctx, state, data) -> (loss, state')`: the unit's loss (summed over its members, a
+        float32 scalar) and the new state, from the `Context` and the shared `TrainData`. The
+        state must not carry gradients (compute it from `jax.lax.stop_gradient` values).
+      init: `init(data, k) -> state`: the unit's initial state (a pytree of arrays) for K = k.
+      hparams: names of the traced hyperparameters it reads, with `defaults`.
+      defaults: default values of those hyperparameters.
+      needs_groups: the rule reads `ctx.groups` (the sweep must pass `groups`).
+      n_groups: the number of groups the rule's state has room for (None: no groups).
+      unit_size: the K the rule is written for (LfF: 2), or None for any.
+    """
+
+    name: str
+    fn: Callable[..., tuple[jax.Array, Any]]
+    init: Callable[..., Any]
+    hparams: tuple[str, ...] = ()
+    defaults: tuple[tuple[str, float], ...] = ()
+    needs_groups: bool = False
+    n_groups: int | None = None
+    unit_size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Objective:
     """What one update minimises beyond the plain data loss (static and hashable).
 
@@ -147,6 +180,8 @@ class Objective:
         other than "none" installs PGD here when this is None.
       data_loss_weight: static factor on the summed data loss (0 trains on penalties alone,
         e.g. a stage that only fits an unlabeled criterion).
+      loss_rule: optional `LossRule` that replaces the summed data loss (Group DRO, LfF; see
+        `sbjax.train.group_objectives`); its state lives in `TrainState.objective_state`.
       trainable: None (every parameter trains) or a tuple of substrings: only parameters whose
         path (`jax.tree_util.keystr`, e.g. "['params']['head']['kernel']") contains one of them
         are updated (last-layer retraining: ("'head'",)). The others keep their values; BatchNorm
@@ -157,6 +192,7 @@ class Objective:
     batch_transform: BatchTransform | None = None
     data_loss_weight: float = 1.0
     trainable: tuple[str, ...] | None = None
+    loss_rule: LossRule | None = None
 
     def penalty_sum(self, ctx: Context) -> Any:
         """sum_i lambda_i * penalty_i(ctx), lambda_i = ctx.hp[penalty_i.hparam] (traced)."""
@@ -193,6 +229,10 @@ class Objective:
             self.batch_transform, BatchTransform
         ):
             fail("objective.batch_transform", self.batch_transform, "None or a BatchTransform")
+        if self.loss_rule is not None and not isinstance(self.loss_rule, LossRule):
+            fail("objective.loss_rule", self.loss_rule, "None or a LossRule")
+        if self.loss_rule is not None and self.data_loss_weight != 1.0:
+            fail("objective.data_loss_weight", self.data_loss_weight, "1.0 with a loss_rule")
 
     @property
     def hparam_defaults(self) -> dict[str, float]:
@@ -200,7 +240,13 @@ class Objective:
         out = {p.hparam: float(p.default) for p in self.penalties}
         if self.batch_transform is not None:
             out.update(dict(self.batch_transform.defaults))
+        if self.loss_rule is not None:
+            out.update(dict(self.loss_rule.defaults))
         return out
+
+    @property
+    def needs_groups(self) -> bool:
+        return self.loss_rule is not None and self.loss_rule.needs_groups
 
     def needs(self, what: str) -> bool:
         return any(what in p.needs for p in self.penalties)

@@ -52,6 +52,8 @@ class SweepResult:
       unit_size: K, members per training unit (1: independent models).
       grid_points: the expanded grid (list of dicts), indexed by `grid_index`.
       compile_s, wall_s: compile time and total wall time of this call (s).
+      objective_state: the final state of the objective's `LossRule` per model (leading axis M;
+        e.g. Group DRO's group weights "q"), () without one.
     """
 
     params: Any
@@ -70,6 +72,7 @@ class SweepResult:
     unit_size: int = 1
     compile_s: float = 0.0
     wall_s: float = 0.0
+    objective_state: Any = ()
 
     @property
     def unit_index(self) -> np.ndarray:
@@ -367,6 +370,7 @@ class SweepPlan:
             unit_size=k,
             compile_s=compile_s,
             wall_s=wall_s,
+            objective_state=strip(final.objective_state),
         )
 
 
@@ -402,6 +406,9 @@ class SweepSpec:
       frozen: variables of frozen members, leaves [F, ...] (shared by every unit) or [M, F, ...]
         (per model; a unit uses the row of its first member). Penalties read their logits as
         `ctx.frozen_logits` / `ctx.frozen_logits_u` (D-BAT's earlier members).
+      groups: int [N] group of each training example (e.g. `sbjax.data.groups.spurious_groups`:
+        label x whether S agrees), read by objectives whose `LossRule` needs groups (Group
+        DRO) as `ctx.groups`; None (default): no groups, every program unchanged.
       monitor: name -> (x [n, ...], y [n]) fixed evaluation sets (e.g. the S-randomized and
         S^c-randomized copies of a test subset: the feature timeline). Each evaluation period
         records every model's accuracy on each set inside the compiled program, as the history
@@ -435,6 +442,7 @@ class SweepSpec:
     init_variables: Any = None
     frozen: Any = None
     monitor: Mapping[str, tuple[Any, Any]] | None = None
+    groups: Any = None
     devices: Sequence[Any] | None = None
     vectorize: str = "vmap"
     loop: str = "scan"
@@ -487,7 +495,30 @@ def _check_spec(spec: SweepSpec) -> list[int]:
         check_int("periods_per_chunk", spec.periods_per_chunk, min_value=1)
     if spec.max_chunks is not None:
         check_int("max_chunks", spec.max_chunks, min_value=0)
+    rule = None if spec.objective is None else spec.objective.loss_rule
+    if rule is not None and rule.unit_size is not None and spec.unit_size != rule.unit_size:
+        fail("unit_size", spec.unit_size, f"{rule.unit_size} for the {rule.name!r} objective")
     return seed_indices
+
+
+def check_groups(groups: Any, n: int, objective: Objective | None) -> np.ndarray:
+    """int32 [N] groups in [0, n_groups) (the objective's `LossRule.n_groups` when it has one)."""
+    if groups is None:
+        fail(
+            "groups", None, "an int array [N] of training-example groups (the objective needs them)"
+        )
+    g = np.asarray(groups)
+    if g.shape != (n,) or g.dtype.kind not in "iu" or (g.size and g.min() < 0):
+        fail(
+            "groups",
+            getattr(g, "shape", g),
+            f"non-negative integers [{n}] (one per training example)",
+        )
+    rule = None if objective is None else objective.loss_rule
+    n_groups = getattr(rule, "n_groups", None)
+    if n_groups is not None and g.size and g.max() >= n_groups:
+        fail("groups", int(g.max()), f"group indices below the objective's n_groups = {n_groups}")
+    return g.astype(np.int32)
 
 
 def _program_choice(cfg: TrainConfig, model: Any, spec: SweepSpec) -> tuple[str, str]:
@@ -544,6 +575,9 @@ def plan_sweep(
     )
     if inputs.x_u is not None:
         data_host = dataclasses.replace(data_host, x_u=inputs.x_u)
+    if spec.groups is not None or (objective is not None and objective.needs_groups):
+        groups = check_groups(spec.groups, len(data_host.y), objective)
+        data_host = dataclasses.replace(data_host, groups=groups)
     trainer = make_trainer(
         cfg,
         model,

@@ -275,6 +275,9 @@ def objective_part(trainer, inputs: ObjectiveInputs) -> str:
         trainer.unit_size,
         trainer.unlabeled_batch_size,
     )
+    if obj.loss_rule is not None:  # only then, so other objectives keep their digests
+        rule = obj.loss_rule
+        desc = desc + ((rule.name, _describe_fn(rule.fn), rule.defaults, rule.n_groups),)
     h = hashlib.sha256(repr(desc).encode())
     for a in (
         inputs.weights,
