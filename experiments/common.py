@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -1053,3 +1054,19 @@ class Experiment:
             return ctx.run.finish(ctx.extra)
         finally:
             io.RunLock.release_all()
+
+
+def t_interval(values: Any) -> dict[str, Any]:
+    """{"mean", "ci95" [lo, hi], "n"}: 95 % t-interval over the finite values (None if n < 2)."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    mean = float(v.mean())
+    if n < 2:
+        return {"mean": mean, "ci95": None, "n": n}
+    half = float(student_t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}

@@ -72,6 +72,7 @@ from experiments.common import (
     check_train_fields,
     run_sweep,
     stats,
+    t_interval,
     train_field,
     used_mask,
 )
@@ -89,6 +90,8 @@ NAME = "mitigation"
 DATASETS = ("lms5", "ms57", "mnist_cifar")
 METHODS = (
     "erm",
+    "group_dro",
+    "lff",
     "spectral_decoupling",
     "sam",
     "jtt",
@@ -109,6 +112,7 @@ METRICS = (  # the first four are the closing table's columns
     "s_rand_auc",
     "sc_rand_auc",
     "val_acc",
+    "worst_group_acc",
 )
 SELECTION_RULE = (
     "member and grid point with the highest accuracy on the labelled S-randomized validation set "
@@ -118,6 +122,8 @@ SELECTION_RULE = (
 # typed here: `grid_hparam` reads it from the method's objective (`Penalty.hparam`).
 GRID_AXIS = {
     "spectral_decoupling": "lambda",
+    "group_dro": "eta",
+    "lff": "q",
     "sam": "rho",
     "jtt": "upweight",  # the traced strength is upweight - 1
     "grad_diversity": "lambda",
@@ -129,6 +135,10 @@ GRID_AXIS = {
 # Traced hyperparameters that are not penalty strengths (`sbjax.train.config.hparam_names`,
 # `train_sweep`'s unlabeled batches).
 SAM_RHO = "sam_rho"
+CORRELATION = "correlation"  # the traced axis of `SweepSpec.decorrelation`
+# Methods that take --correlations (the axis runs inside their sweeps); the others are refused.
+CORRELATION_METHODS = ("erm", "group_dro", "lff", "jtt", "dfr", "ceiling")
+N_GROUPS = 4  # sbjax.data.groups.N_SPURIOUS_GROUPS (kept here: importing sbjax.data loads JAX)
 UNLABELED_MIX = "unlabeled_mix"
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
@@ -152,6 +162,8 @@ class Grids:
     """Each method's strength grid (traced: one compiled program per method x dataset)."""
 
     spectral_decoupling: tuple[float, ...] = (0.01, 0.1, 1.0)
+    group_dro: tuple[float, ...] = (0.01, 0.1, 1.0)
+    lff: tuple[float, ...] = (0.5, 0.7, 0.9)
     sam: tuple[float, ...] = (0.01, 0.05, 0.2)
     jtt: tuple[float, ...] = (5.0, 20.0, 100.0)
     grad_diversity: tuple[float, ...] = (0.1, 1.0, 10.0)
@@ -171,6 +183,7 @@ class Preset:
     model: str = "fcn_100x1"
     d: int = 50
     correlation: float = 1.0
+    correlations: tuple[float, ...] = ()  # a traced axis (empty: off); see CORRELATION_METHODS
     grids: Grids = Grids()
     unlabeled_mix: tuple[float, ...] = (1.0,)  # D-BAT / DivDis: P(unlabeled row from the pool)
     n_unlabeled: int = 5000  # synthetic pool size (MNIST-CIFAR: every training pair, re-paired)
@@ -190,6 +203,8 @@ PRESETS = {
         mnist_cifar=Budget(None, None, 32, 1e-3, 20, 10, 10, 10),
         grids=Grids(
             spectral_decoupling=(0.1,),
+            group_dro=(0.1,),
+            lff=(0.7,),
             sam=(0.05,),
             jtt=(20.0,),
             grad_diversity=(1.0,),
@@ -213,6 +228,8 @@ PRESETS = {
         mnist_cifar=Budget(None, None, 256, 1e-3, 5000, 500, 300, 1000),
         grids=Grids(
             spectral_decoupling=(0.001, 0.01, 0.1, 1.0),
+            group_dro=(0.001, 0.01, 0.1, 1.0),
+            lff=(0.3, 0.5, 0.7, 0.9),
             sam=(0.01, 0.05, 0.1, 0.2, 0.5),
             jtt=(5.0, 20.0, 50.0, 100.0),
             grad_diversity=(0.1, 1.0, 10.0, 100.0),
@@ -244,6 +261,26 @@ def check_preset(p: Preset) -> None:
         fail("model", p.model, "one of " + ", ".join(MODELS))
     check_positive_int("d", p.d, 2)
     check_range("correlation", p.correlation, 0.5, 1.0)
+    if p.correlations:
+        if not isinstance(p.correlations, tuple | list):
+            fail(
+                "correlations",
+                p.correlations,
+                "a list of correlations in [0.5, 1], e.g. [1.0, 0.95]",
+            )
+        for c in p.correlations:
+            check_range("correlations", c, 0.5, 1.0)
+        if len(set(p.correlations)) != len(p.correlations):
+            fail("correlations", list(p.correlations), "distinct values")
+        if p.correlation != 1.0:
+            fail("correlation", p.correlation, "1.0 with --correlations (the axis replaces it)")
+        other = [m for m in p.methods if m not in CORRELATION_METHODS]
+        if other:
+            fail(
+                "methods",
+                ",".join(other),
+                "methods that take --correlations: " + ", ".join(CORRELATION_METHODS),
+            )
     for fam in ("synthetic", "mnist_cifar"):
         b = getattr(p, fam)
         if not isinstance(b, Budget):
@@ -288,6 +325,10 @@ class Data:
     validation set. x_dfr/y_dfr: labelled S-randomized set of the last-layer refit.
     test: (x, y). reversed: (x, y): test points with S from the other class, S^c's label.
     basis: a `sbjax.eval.randomize.Basis` (rotation, S, S^c). budget: the dataset's `Budget`.
+    train_groups: int32 [N] groups of the training rows, 2 y + [S agrees with y]
+    (`sbjax.data.groups`): Group DRO's input and every record's `group_sizes`.
+    decorrelation: with --correlations, (x_alt, order) of `SweepSpec.decorrelation`: each
+    training row with S from an opposite-class row, and the order in which rows flip.
     """
 
     x_train: np.ndarray
@@ -303,6 +344,8 @@ class Data:
     basis: Any
     budget: Budget
     info: dict
+    train_groups: np.ndarray | None = None
+    decorrelation: tuple[np.ndarray, np.ndarray] | None = None  # (x_alt, order), --correlations
 
 
 def _canonical(x: np.ndarray, basis) -> np.ndarray:
@@ -344,11 +387,39 @@ def reverse_s(x: np.ndarray, y: np.ndarray, basis, rng: np.random.Generator) -> 
 
 def decorrelate(x, y, basis, correlation: float, rng: np.random.Generator) -> np.ndarray:
     """S taken from the other class on round((1 - correlation) n) random rows."""
+    return decorrelate_rows(x, y, basis, correlation, rng)[0]
+
+
+def decorrelate_rows(x, y, basis, correlation: float, rng: np.random.Generator):
+    """(`decorrelate`'s x, s_agrees bool [N]: False on the rows whose S came from the other
+    class)."""
     n_flip = int(round((1.0 - correlation) * len(x)))
+    agrees = np.ones(len(x), bool)
     if n_flip == 0:
-        return x
+        return x, agrees
     rows = rng.choice(len(x), n_flip, replace=False)
-    return set_s_from(x, basis, rows, opposite_donors(y, rows, rng))
+    agrees[rows] = False
+    return set_s_from(x, basis, rows, opposite_donors(y, rows, rng)), agrees
+
+
+def decorrelation_inputs(x, y, basis, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(x_alt, order) for `SweepSpec.decorrelation`: every row with S taken from an
+    opposite-class row, and a random order of the rows (at correlation c the first
+    round((1 - c) N) of it train on x_alt, so the flipped sets are nested in c)."""
+    rows = np.arange(len(x))
+    order = rng.permutation(len(x)).astype(np.int32)
+    return set_s_from(x, basis, rows, opposite_donors(y, rows, rng)), order
+
+
+def flipped_train(d: Data, correlation: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x, s_agrees) of the training set as the program builds it at `correlation`."""
+    from sbjax.train.data import flip_count  # the program's count (float32 rounding)
+
+    x_alt, order = d.decorrelation
+    flip = order < int(flip_count(correlation, len(order)))
+    return np.where(
+        flip[:, None], x_alt.reshape(len(order), -1), d.x_train.reshape(len(order), -1)
+    ).reshape(d.x_train.shape), ~flip
 
 
 def _rng(seed: int, *tags: Any) -> np.random.Generator:
@@ -360,6 +431,7 @@ def synthetic_data(name: str, p: Preset, seed: int) -> Data:
     draws from their own streams."""
     import jax
 
+    from sbjax.data.groups import spurious_groups
     from sbjax.eval import randomize as R
 
     b = p.synthetic
@@ -370,7 +442,7 @@ def synthetic_data(name: str, p: Preset, seed: int) -> Data:
     xu, _ = map(np.asarray, ds.sample(k_u, p.n_unlabeled))
     xv, yv = map(np.asarray, ds.sample(k_v, p.n_val))
     xd, yd = map(np.asarray, ds.sample(k_d, p.n_dfr))
-    xtr = decorrelate(xtr, ytr, basis, p.correlation, _rng(seed, "corr", name))
+    xtr, agrees = decorrelate_rows(xtr, ytr, basis, p.correlation, _rng(seed, "corr", name))
     return Data(
         x_train=xtr,
         y_train=ytr,
@@ -385,12 +457,17 @@ def synthetic_data(name: str, p: Preset, seed: int) -> Data:
         basis=basis,
         budget=b,
         info={"n_train": len(ytr), "n_test": len(test[1]), "n_unlabeled": len(xu)},
+        train_groups=spurious_groups(ytr, agrees),
+        decorrelation=decorrelation_inputs(xtr, ytr, basis, _rng(seed, "corr_axis", name))
+        if p.correlations
+        else None,
     )
 
 
 def mnist_cifar_data(p: Preset, seed: int) -> Data:
     """MNIST-CIFAR version A. The first `mc_holdout` training pairs are held out (their CIFAR
     images never enter training) and give the validation set; S is the MNIST block (rows 0-31)."""
+    from sbjax.data.groups import spurious_groups
     from sbjax.data.mnist_cifar import IMAGE_SHAPE, load_mnist_cifar
     from sbjax.eval import randomize as R
 
@@ -403,7 +480,9 @@ def mnist_cifar_data(p: Preset, seed: int) -> Data:
         fail("mc_holdout", h, f"fewer than the {len(y)} MNIST-CIFAR training pairs")
     xh, yh = x[:h], y[:h]
     xtr, ytr = x[h:], y[h:]
-    xtr = decorrelate(xtr, ytr, basis, p.correlation, _rng(seed, "corr", "mnist_cifar"))
+    xtr, agrees = decorrelate_rows(
+        xtr, ytr, basis, p.correlation, _rng(seed, "corr", "mnist_cifar")
+    )
     x_srand = randomize_s(xtr, basis, _rng(seed, "ceiling", "mnist_cifar"))
     test = (mc.test.x, mc.test.y)
     return Data(
@@ -426,6 +505,10 @@ def mnist_cifar_data(p: Preset, seed: int) -> Data:
             "source": mc.source,
             "complete": mc.complete,
         },
+        train_groups=spurious_groups(ytr, agrees),
+        decorrelation=decorrelation_inputs(xtr, ytr, basis, _rng(seed, "corr_axis", "mnist_cifar"))
+        if p.correlations
+        else None,
     )
 
 
@@ -461,6 +544,19 @@ class Trained:
     seed_index: np.ndarray
     reasons: list[str]
     extra: dict = dataclasses.field(default_factory=dict)
+
+    def at_correlation(self, c: float) -> Trained:
+        """The cells of grid points with correlation c (that key dropped from the points)."""
+        g = max(len(self.points), 1)
+        keep = [j for j, p in enumerate(self.points) if p.get(CORRELATION) == c]
+        cells = np.asarray([s * g + j for s in range(len(self.seed_index) // g) for j in keep])
+        return Trained(
+            [(fn, take(v, cells)) for fn, v in self.members],
+            [{k: v for k, v in self.points[j].items() if k != CORRELATION} for j in keep],
+            np.asarray(self.seed_index)[cells],
+            [self.reasons[i] for i in cells],
+            {k: np.asarray(v)[cells] for k, v in self.extra.items()},
+        )
 
 
 def worst_stop_reason(*reasons: str) -> str:
@@ -524,14 +620,27 @@ class Methods:
         return self.run.n_seeds
 
     def grid_points(self, method: str, r) -> list[dict]:
-        axis, hp = GRID_AXIS[method], grid_hparam(method)
+        axis, hp = GRID_AXIS.get(method), grid_hparam(method)
         out = []
         for pt in r.grid_points:
-            shown = {axis: float(pt[hp]) + (1.0 if method == "jtt" else 0.0)}
+            shown = (
+                {} if axis is None else {axis: float(pt[hp]) + (1.0 if method == "jtt" else 0.0)}
+            )
             if UNLABELED_MIX in pt and len(self.p.unlabeled_mix) > 1:
                 shown[UNLABELED_MIX] = float(pt[UNLABELED_MIX])
+            if CORRELATION in pt:
+                shown[CORRELATION] = float(pt[CORRELATION])
             out.append(shown)
         return out
+
+    def axis_kw(self, grid: dict | None = None) -> dict:
+        """train_sweep's keywords for the --correlations axis: the (x_alt, order) view and the
+        grid with "correlation" added (`grid` unchanged and no view without the axis)."""
+        grid = dict(grid or {})
+        if not self.p.correlations:
+            return {"grid": grid} if grid else {}
+        grid[CORRELATION] = list(self.p.correlations)
+        return {"grid": grid, "decorrelation": self.data.decorrelation}
 
     def grid(self, method: str, values: Sequence[float] | None = None) -> dict[str, list]:
         """train_sweep's grid over a method's strength: {its traced hyperparameter: the preset's
@@ -552,13 +661,16 @@ class Methods:
 
     def erm(self) -> Any:
         if self._erm is None:
-            self._erm = self.sweep("erm", self.cfg(), (self.data.x_train, self.data.y_train))
+            self._erm = self.sweep(
+                "erm", self.cfg(), (self.data.x_train, self.data.y_train), **self.axis_kw()
+            )
         return self._erm
 
     # -- methods
     def run_erm(self) -> Trained:
         r = self.erm()
-        return Trained([(self.model.logits, r.params)], [{}], r.seed_index, list(r.stop_reason))
+        points = self.grid_points("erm", r) if self.p.correlations else [{}]
+        return Trained([(self.model.logits, r.params)], points, r.seed_index, list(r.stop_reason))
 
     def run_ceiling(self) -> Trained:
         r = self.sweep("ceiling", self.cfg(), (self.data.x_ceiling, self.data.y_train))
@@ -581,6 +693,46 @@ class Methods:
         )
         return self.single(method, r)
 
+    def run_group_dro(self) -> Trained:
+        """Group DRO with the training rows' groups (label, S agrees): the group-labelled
+        reference. At correlation 1.0 only the two agreeing groups have rows."""
+        d = self.data
+        r = self.sweep(
+            "group_dro",
+            self.cfg(),
+            (d.x_train, d.y_train),
+            objective=objectives()["group_dro"].objective,
+            # with --correlations the program's flips define the groups
+            **({} if self.p.correlations else {"groups": d.train_groups}),
+            **self.axis_kw(self.grid("group_dro")),
+        )
+        return self.single("group_dro", r)
+
+    def run_lff(self) -> Trained:
+        """LfF: units of 2 (member 0 biased, GCE; member 1 debiased); the debiased member is
+        the reported model, never selected between the two."""
+        d = self.data
+        r = self.sweep(
+            "lff",
+            self.cfg(),
+            (d.x_train, d.y_train),
+            objective=objectives()["lff"].objective,
+            n_members=2,
+            unit_size=2,
+            **self.axis_kw(self.grid("lff")),
+        )
+        g = len(r.grid_points)
+        cells = np.arange(self.n_seeds * g)
+        s, gi = cells // g, cells % g
+        debiased = (s * 2 + 1) * g + gi
+        biased = (s * 2) * g + gi
+        reasons = [
+            worst_stop_reason(r.stop_reason[a], r.stop_reason[b])
+            for a, b in zip(biased, debiased, strict=True)
+        ]
+        members = [(self.model.logits, take(r.params, debiased))]
+        return Trained(members, self.grid_points("lff", r), s, reasons)
+
     def run_sam(self) -> Trained:
         r = self.sweep(
             "sam",
@@ -594,25 +746,36 @@ class Methods:
 
         d = self.data
         b = d.budget
-        stage1 = self.sweep("jtt_stage1", self.cfg(max_steps=b.jtt_steps), (d.x_train, d.y_train))
-        errors = training_errors(self.model.logits, stage1.params, d.x_train, d.y_train)  # [S, N]
+        cs = list(self.p.correlations) or [None]
+        stage1 = self.sweep(
+            "jtt_stage1", self.cfg(max_steps=b.jtt_steps), (d.x_train, d.y_train), **self.axis_kw()
+        )
+        # error sets [S * C, N] (stage-1 model = seed * C + correlation index), each on the
+        # training set as that model saw it
+        errors = np.zeros((len(stage1.stop_reason), len(d.y_train)), bool)
+        for j, c in enumerate(cs):
+            rows = np.arange(self.n_seeds) * len(cs) + j
+            x = d.x_train if c is None else flipped_train(d, c)[0]
+            errors[rows] = training_errors(
+                self.model.logits, take(stage1.params, rows), x, d.y_train
+            )
         ups = list(self.p.grids.jtt)
-        g = len(ups)
-        # model m of the grid sweep trains with the error set of seed m // G
-        weights = errors[np.repeat(np.arange(self.n_seeds), g)].astype(np.float32)
+        g = len(ups) * len(cs)
+        # model m of the grid sweep: seed m // G, grid point (up-weight, correlation) row-major
+        cells = np.arange(self.n_seeds * g)
+        src = (cells // g) * len(cs) + cells % len(cs)
         r = self.sweep(
             "jtt",
             self.cfg(),
             (d.x_train, d.y_train),
             objective=objectives()["jtt"].objective,
-            example_weights=weights,
-            grid=self.grid("jtt", [u - 1.0 for u in ups]),
+            example_weights=errors[src].astype(np.float32),
+            **self.axis_kw(self.grid("jtt", [u - 1.0 for u in ups])),
         )
         t = self.single("jtt", r)
-        t.extra["error_set_size"] = errors.sum(axis=1)[t.seed_index]
+        t.extra["error_set_size"] = errors.sum(axis=1)[src]
         t.reasons = [
-            worst_stop_reason(a, stage1.stop_reason[s])
-            for a, s in zip(t.reasons, t.seed_index, strict=True)
+            worst_stop_reason(a, stage1.stop_reason[s]) for a, s in zip(t.reasons, src, strict=True)
         ]
         return t
 
@@ -701,18 +864,44 @@ class Methods:
         d = self.data
         erm = self.erm()
         g = len(self.p.grids.dfr)
-        seeds = np.repeat(np.arange(self.n_seeds), g)
+        n_c = max(len(self.p.correlations), 1)
+        # the refit's models: (seed, member = correlation index of the ERM model it starts
+        # from, strength); the refit set does not depend on the correlation
+        m = np.arange(self.n_seeds * n_c * g)
+        src = (m // (n_c * g)) * n_c + (m // g) % n_c  # the ERM model (seed * C + correlation)
         r = self.sweep(
             "dfr",
             self.cfg(max_steps=d.budget.dfr_steps),
             (d.x_dfr, d.y_dfr),
             objective=objectives()["dfr"].objective,
-            init_variables=take(erm.params, seeds),
+            init_variables=take(erm.params, src),
+            n_members=n_c,
             grid=self.grid("dfr"),
         )
-        t = self.single("dfr", r)
+        if n_c == 1:
+            t = self.single("dfr", r)
+        else:  # cells (seed, (strength, correlation)) as the other methods' grids order them
+            pts = self.grid_points("dfr", r)
+            order = np.asarray(
+                [
+                    (s * n_c + j) * g + k
+                    for s in range(self.n_seeds)
+                    for k in range(g)
+                    for j in range(n_c)
+                ]
+            )
+            points = [
+                {**pts[k], CORRELATION: float(c)} for k in range(g) for c in self.p.correlations
+            ]
+            t = Trained(
+                [(self.model.logits, take(r.params, order))],
+                points,
+                np.asarray(r.seed_index)[order],
+                [r.stop_reason[i] for i in order],
+            )
+            src = src[order]
         t.reasons = [
-            worst_stop_reason(erm.stop_reason[s], a) for s, a in zip(seeds, t.reasons, strict=True)
+            worst_stop_reason(erm.stop_reason[s], a) for s, a in zip(src, t.reasons, strict=True)
         ]
         return t
 
@@ -782,11 +971,25 @@ class Strength:
     """A method's objective and the penalty its grid scales.
 
     objective: the `sbjax.train.objective.Objective` the method trains with. axis: the one
-    `Penalty` of it whose strength (`axis.hparam`, "lambda_<name>") is the method's grid axis.
+    `Penalty` of it whose strength (`axis.hparam`, "lambda_<name>") is the method's grid axis,
+    or a `RuleAxis` naming a traced hyperparameter of its `LossRule`.
     """
 
     objective: Any
     axis: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleAxis:
+    """The grid axis of a loss-rule method: one of its `LossRule.hparams`."""
+
+    hparam: str
+
+
+def _rule_strength(objective) -> Strength:
+    """A method whose loss rule has one traced hyperparameter: that is the grid axis."""
+    (hparam,) = objective.loss_rule.hparams
+    return Strength(objective, RuleAxis(hparam))
 
 
 def _strength(objective) -> Strength:
@@ -800,6 +1003,7 @@ def objectives() -> dict[str, Strength]:
     """One `Objective` per penalty method and its grid axis (built at first use: importing JAX at
     module level would slow --help), so compiled programs are reused across datasets of the same
     shapes."""
+    from sbjax.train import group_objectives as go
     from sbjax.train import objective as obj
 
     mi = obj.divdis_mutual_information()
@@ -809,6 +1013,9 @@ def objectives() -> dict[str, Strength]:
         "grad_diversity": _strength(obj.Objective(penalties=(obj.input_gradient_similarity(),))),
         "dbat": _strength(obj.Objective(penalties=(obj.dbat_disagreement(),))),
         "divdis": Strength(obj.Objective(penalties=(mi, obj.divdis_marginal())), mi),
+        # groups (label, S agrees): sbjax.data.groups
+        "group_dro": _rule_strength(go.group_dro(N_GROUPS)),
+        "lff": _rule_strength(go.lff()),
         "dfr": _strength(obj.Objective(penalties=(obj.weight_norm(),), trainable=("['head']",))),
         # JTT's up-weight term (the other is the plain loss at weight 1)
         "jtt": Strength(jtt, jtt.penalties[1]),
@@ -849,8 +1056,25 @@ def evaluate_members(run, dataset: str, method: str, data: Data, t: Trained):
         m = {k: m[k] for k in METRICS if k in m}
         m["reversed_acc"] = np.asarray(evaluate(fn, params, *data.reversed)["accuracy"], np.float64)
         m["val_acc"] = np.asarray(evaluate(fn, params, data.x_val, data.y_val)["accuracy"])
+        m["worst_group_acc"] = worst_group_acc(fn, params, data)
         out.append({k: np.asarray(m[k], np.float64) for k in METRICS})
     return out  # members..., [ensemble]
+
+
+def worst_group_acc(fn, params, data: Data) -> np.ndarray:
+    """float64 [C]: the lowest accuracy over the four groups (label, S agrees) of the test set
+    (S agrees on every row) joined with the reversed test set (S disagrees on every row)."""
+    from sbjax.data.groups import N_SPURIOUS_GROUPS, spurious_groups
+    from sbjax.eval import stacked_logits
+    from sbjax.eval.groups import worst_group_accuracy
+
+    (xt, yt), (xr, yr) = data.test, data.reversed
+    pred = np.concatenate(
+        [np.asarray(stacked_logits(fn, params, x)).argmax(-1) for x in (xt, xr)], axis=1
+    )
+    y = np.concatenate([yt, yr])
+    agrees = np.concatenate([np.ones(len(yt), bool), np.zeros(len(yr), bool)])
+    return worst_group_accuracy(pred, y, spurious_groups(y, agrees), N_SPURIOUS_GROUPS)
 
 
 def select(per_member: list[dict], n_members: int, failed: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -865,8 +1089,17 @@ def select(per_member: list[dict], n_members: int, failed: np.ndarray) -> tuple[
     return choice, chosen
 
 
-def record(run, dataset: str, method: str, data: Data, t: Trained, model_name: str) -> dict:
-    """Evaluates, selects the member and grid point by the validation rule, adds the record."""
+def record(
+    run,
+    dataset: str,
+    method: str,
+    data: Data,
+    t: Trained,
+    model_name: str,
+    correlation: float | None = None,
+) -> dict:
+    """Evaluates, selects the member and grid point by the validation rule, adds the record
+    (with --correlations: of one correlation's cells, selected within them)."""
     per_member = evaluate_members(run, dataset, method, data, t)
     n_m = len(t.members)
     g = max(len(t.points), 1)
@@ -891,11 +1124,27 @@ def record(run, dataset: str, method: str, data: Data, t: Trained, model_name: s
         settings["expect"] = EXPECT[method]
     settings["hparams"] = t.points[best] if t.points else {}
     settings["selection"] = SELECTION_RULE
+    if correlation is not None:
+        from sbjax.data.groups import group_sizes, spurious_groups
+
+        settings[CORRELATION] = float(correlation)
+        agrees = flipped_train(data, correlation)[1]
+        settings["group_sizes"] = group_sizes(spurious_groups(data.y_train, agrees))
+    elif data.train_groups is not None:
+        from sbjax.data.groups import group_sizes
+
+        settings["group_sizes"] = group_sizes(data.train_groups)
     if n_m > 1:
         settings["selected_member"] = [int(choice[c]) for c in cols]
     for name, arr in t.extra.items():
         settings[name] = [float(v) for v in np.asarray(arr)[cols]]
-    test_sizes = metric_test_sizes(metrics, data.test[1], other_sets={"val_acc": data.y_val})
+    yt = np.asarray(data.test[1])
+    smallest_group = yt[yt == np.argmin(np.bincount(yt, minlength=2))]  # a worst group's size
+    test_sizes = metric_test_sizes(
+        metrics,
+        yt,
+        other_sets={"val_acc": data.y_val, "worst_group_acc": smallest_group},
+    )
     rec = run.add_result(
         dataset=dataset,
         model=model_name,
@@ -935,7 +1184,12 @@ EXPECT = {
 
 
 def figures(run, results: list[dict]) -> None:
-    """The heat-map of S-randomized accuracy and the S- vs S^c-randomized panels."""
+    """The heat-map of S-randomized accuracy and the S- vs S^c-randomized panels (with
+    --correlations: at the highest correlation), and the metrics against the correlation."""
+    cs = sorted({r[CORRELATION] for r in results if r.get(CORRELATION) is not None})
+    if cs:
+        correlation_figures(run, results, cs)
+        results = [r for r in results if r.get(CORRELATION) in (None, cs[-1])]
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]
     methods = [m for m in METHODS if any(r["method"] == m for r in results)]
 
@@ -970,6 +1224,62 @@ def figures(run, results: list[dict]) -> None:
         run.figure(f"mitigation_s_vs_sc_{ds}.png", "mitigation_s_vs_sc", points=pts, dataset=ds)
 
 
+CURVE_METRICS = ("s_rand_acc", "worst_group_acc")
+
+
+def used_values(rec: dict, metric: str) -> np.ndarray:
+    """float [n_seeds]: a record's per-seed values, NaN for the seeds it excluded (failed)."""
+    v = np.asarray(rec["metrics"][metric]["per_seed"], np.float64)
+    return np.where(used_mask(rec), v, np.nan)
+
+
+def correlation_figures(run, results: list[dict], cs: list[float]) -> None:
+    """Per dataset: S-randomized and worst-group accuracy against the correlation, per method."""
+    for ds in [d for d in DATASETS if any(r["dataset"] == d for r in results)]:
+        curves: dict = {k: {} for k in CURVE_METRICS}
+        for m in METHODS:
+            recs = {
+                r.get(CORRELATION): r for r in results if r["dataset"] == ds and r["method"] == m
+            }
+            if not recs:
+                continue
+            for k in CURVE_METRICS:
+                rows = []
+                for c in cs:
+                    r = recs.get(c, recs.get(None))  # the ceiling: one record for every c
+                    ci = t_interval(used_values(r, k)) if r else {"mean": None}
+                    lo_hi = ci.get("ci95") or [ci["mean"], ci["mean"]]
+                    rows.append(None if ci["mean"] is None else [ci["mean"], *lo_hi])
+                curves[k][m] = rows
+        run.figure(
+            f"mitigation_vs_correlation_{ds}.png",
+            "mitigation_vs_correlation",
+            curves=curves,
+            correlations=cs,
+            dataset=ds,
+        )
+
+
+def versus_reference(results: list[dict], reference: str = "group_dro") -> list[dict]:
+    """Each method minus the reference (Group DRO) per dataset and correlation, paired over
+    seeds (the same seed: same data, flips, initialisation and batch order): the mean and 95 %
+    t-interval of the per-seed differences, for every curve metric. Seeds where either model
+    failed are left out and counted."""
+    out = []
+    for ref in [r for r in results if r["method"] == reference]:
+        for r in results:
+            same = r["dataset"] == ref["dataset"] and r.get(CORRELATION) == ref.get(CORRELATION)
+            if not same or r["method"] == reference:
+                continue
+            row = {"dataset": r["dataset"], CORRELATION: r.get(CORRELATION), "method": r["method"]}
+            for k in CURVE_METRICS:
+                a, b = used_values(r, k), used_values(ref, k)
+                d = a - b if a.shape == b.shape else np.full(1, np.nan)
+                row[k] = {**t_interval(d), "n_excluded": int(np.sum(~np.isfinite(d)))}
+            out.append(row)
+    return out
+
+
 def add_options(parser) -> None:
     parser.add_argument(
         "--methods", default=None, help="comma-separated subset of " + ", ".join(METHODS)
@@ -984,6 +1294,14 @@ def add_options(parser) -> None:
         help="fraction of training points whose S agrees with the label (default: the "
         "preset's 1.0, as the paper; follow-up work uses 0.95)",
     )
+    parser.add_argument(
+        "--correlations",
+        default=None,
+        help="comma-separated correlations as a traced axis inside each method's sweep, e.g. "
+        "1.0,0.99,0.95,0.9 (one record per correlation; methods: "
+        + ", ".join(CORRELATION_METHODS)
+        + ")",
+    )
 
 
 def apply_options(ctx: Context) -> Preset:
@@ -997,6 +1315,13 @@ def apply_options(ctx: Context) -> Preset:
             over[opt] = tuple(v for v in allowed if v in names)
     if args.correlation is not None:
         over["correlation"] = float(args.correlation)
+    if args.correlations is not None:
+        try:
+            over["correlations"] = tuple(
+                float(v) for v in args.correlations.split(",") if v.strip()
+            )
+        except ValueError:
+            fail("--correlations", args.correlations, "comma-separated numbers, e.g. 1.0,0.95")
     return dataclasses.replace(ctx.preset, **over)
 
 
@@ -1022,10 +1347,22 @@ def run_methods(ctx: Context) -> None:
         methods = Methods(run, ds, data, preset, timings)
         for m in preset.methods:
             trained = methods.train(m)
-            record(run, ds, m, data, trained, preset.model)
+            if preset.correlations and m != "ceiling":  # one record per correlation
+                for c in preset.correlations:
+                    sub = trained.at_correlation(float(c))
+                    record(run, ds, m, data, sub, preset.model, correlation=c)
+            else:
+                record(run, ds, m, data, trained, preset.model)
     if run.results:
         figures(run, run.results)
-    ctx.extra.update(timings=timings, data=data_info, correlation=preset.correlation)
+        if "group_dro" in preset.methods:
+            ctx.extra["versus_group_dro"] = versus_reference(run.results)
+    ctx.extra.update(
+        timings=timings,
+        data=data_info,
+        correlation=preset.correlation,
+        correlations=list(preset.correlations),
+    )
 
 
 EXPERIMENT = Experiment(

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Context, Experiment
+from experiments.common import Context, Experiment, t_interval
 from experiments.synthetic import Recipe, check_names, check_positive_int, check_recipe
 from sbjax.validate import check_range, fail
 
@@ -246,22 +246,6 @@ def check_preset(p: Preset) -> None:
             check_range("bridge.rho_s", v, 0.0, 0.999)
         for v in b.alpha_s:
             check_range("bridge.alpha_s", v, 0.0, None, lo_open=True)
-
-
-def t_interval(values: Any) -> dict[str, Any]:
-    """{"mean", "ci95" [lo, hi], "n"}: 95 % t-interval over the finite values (None if n < 2)."""
-    from scipy.stats import t as student_t
-
-    v = np.asarray(values, np.float64).reshape(-1)
-    v = v[np.isfinite(v)]
-    n = int(v.size)
-    if n == 0:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean = float(v.mean())
-    if n < 2:
-        return {"mean": mean, "ci95": None, "n": n}
-    half = float(student_t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}
 
 
 def verdict(ci: Sequence[float] | None, lo: float, hi: float) -> str:

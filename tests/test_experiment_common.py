@@ -327,8 +327,11 @@ def test_mitigation_grid_axes_are_the_objectives_penalty_names():
         "divdis": "lambda_divdis_mi",
         "dfr": "lambda_weight_norm",
         "orthop": None,
+        "group_dro": "dro_step",  # loss rules: their traced hyperparameter
+        "lff": "lff_q",
     }
     assert {m: mit.grid_hparam(m) for m in mit.GRID_AXIS} == want
     for m, spec in mit.objectives().items():
-        assert spec.axis in spec.objective.penalties
+        rule = spec.objective.loss_rule
+        assert spec.axis in spec.objective.penalties or spec.axis.hparam in rule.hparams, m
         assert spec.axis.hparam in spec.objective.hparam_defaults, m

@@ -192,3 +192,76 @@ def test_lff_trains_as_a_unit_of_two():
     assert ema.shape == (8, 2, 64) and np.all(ema >= 0)
     # model m = (seed * 2 + member) * 2 + grid point: members 0 and 1 of a unit are m and m + 2
     np.testing.assert_array_equal(ema[[0, 1, 4, 5]], ema[[2, 3, 6, 7]])
+
+
+def _decorrelation(x, y, seed=4):
+    """(x_alt, order): S (coordinate 0) from a random opposite-class row, a random order."""
+    rng = np.random.default_rng(seed)
+    donors = np.asarray([rng.choice(np.flatnonzero(y != yi)) for yi in y])
+    x_alt = x.copy()
+    x_alt[:, 0] = x[donors, 0]
+    return x_alt, rng.permutation(len(y)).astype(np.int32)
+
+
+def test_flip_count_is_exact_whenever_the_correlation_is_achievable():
+    from fractions import Fraction
+
+    from sbjax.train.data import flip_count
+
+    for n in (*range(1, 400), 2000, 20_000, 4868):
+        for c in ("1.0", "0.99", "0.95", "0.9", "0.8", "0.75", "0.5"):
+            k = (1 - Fraction(c)) * n
+            if k.denominator == 1:  # c * n rows can agree exactly
+                assert int(flip_count(float(c), n)) == int(k), (n, c)
+
+
+def test_correlation_axis_equals_training_on_the_flipped_data():
+    """One sweep over correlation = separate sweeps on the host-flipped training sets (same
+    parameters and train metrics), and Group DRO's groups come from the flips."""
+    x, y, _ = _data()
+    x_alt, order = _decorrelation(x, y)
+    cs = [1.0, 0.75]
+    kw = dict(n_seeds=2, progress=False)
+    both = train_sweep(
+        CFG, FCN, (x, y), decorrelation=(x_alt, order), grid={"correlation": cs}, **kw
+    )
+    dro = train_sweep(
+        CFG, FCN, (x, y), decorrelation=(x_alt, order), objective=G.group_dro(4),
+        grid={"dro_step": [0.5], "correlation": cs}, **kw,
+    )  # fmt: skip
+    for j, c in enumerate(cs):
+        flip = order < int(round((1 - c) * len(y)))
+        assert flip.sum() == round((1 - c) * len(y))  # exactly, and nested in c
+        xc = np.where(flip[:, None], x_alt, x)
+        one = train_sweep(CFG, FCN, (xc, y), **kw)
+        rows = np.asarray(both.grid_index) == j
+        for a, b in zip(
+            jax.tree_util.tree_leaves(both.params),
+            jax.tree_util.tree_leaves(one.params),
+            strict=True,
+        ):
+            np.testing.assert_allclose(np.asarray(a)[rows], b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(both.history["train_acc"][rows], one.history["train_acc"])
+        groups = spurious_groups(y, ~flip)
+        ref = train_sweep(
+            CFG, FCN, (xc, y), objective=G.group_dro(4), groups=groups,
+            grid={"dro_step": [0.5]}, **kw,
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            np.asarray(dro.objective_state["q"])[np.asarray(dro.grid_index) == j],
+            ref.objective_state["q"],
+            rtol=1e-5,
+        )
+
+
+def test_decorrelation_inputs_are_checked():
+    x, y, g = _data()
+    x_alt, order = _decorrelation(x, y)
+    with pytest.raises(ValueError, match="permutation"):
+        train_sweep(CFG, FCN, (x, y), decorrelation=(x_alt, order[::-1] * 0), progress=False)
+    with pytest.raises(ValueError, match="x_alt"):
+        train_sweep(CFG, FCN, (x, y), decorrelation=(x_alt[:5], order), progress=False)
+    with pytest.raises(ValueError, match="groups"):
+        train_sweep(CFG, FCN, (x, y), decorrelation=(x_alt, order), groups=g, progress=False)
+    with pytest.raises(ValueError, match="correlation"):
+        train_sweep(CFG, FCN, (x, y), grid={"correlation": [0.9]}, progress=False)

@@ -234,3 +234,42 @@ def test_smoke_run_every_method(tmp_path):
 @pytest.mark.parametrize("name", sorted(mit.PRESETS))
 def test_every_preset_passes_its_checks(name):
     mit.check_preset(mit.PRESETS[name])
+
+
+def test_correlation_axis_records_groups_and_the_group_dro_comparison(tmp_path):
+    """--correlations: one record per (method, correlation) from one sweep per method, with
+    worst-group accuracy, the training groups' sizes (exact flip counts) and the paired
+    comparison against Group DRO; the figure against the correlation is written."""
+    out = tmp_path / "run"
+    argv = ["--preset", "smoke", "--methods", "erm,group_dro,lff,jtt,dfr,ceiling"]
+    s = mit.main([*argv, "--correlations", "1.0,0.9", "--out", str(out), "--no-progress"])
+    recs = s["results"]
+    keys = [(r["method"], r.get("correlation")) for r in recs]
+    want = [(m, c) for m in ("erm", "group_dro", "lff", "jtt", "dfr") for c in (1.0, 0.9)]
+    assert keys == [*want, ("ceiling", None)]
+    n = 2000  # the smoke preset's training set
+    for r in recs:
+        assert "worst_group_acc" in r["metrics"] and r["n_total"] == 2
+        sizes = r["group_sizes"]
+        assert sum(sizes) == n
+        if r.get("correlation") == 0.9:
+            assert sizes[0] + sizes[2] == 200  # S disagrees on exactly round(0.1 n) rows
+        if r.get("correlation") == 1.0:
+            assert sizes[0] == sizes[2] == 0
+        w = r["metrics"]["worst_group_acc"]["per_seed"]
+        t = r["metrics"]["test_acc"]["per_seed"]
+        rev = r["metrics"]["reversed_acc"]["per_seed"]
+        assert all(a <= min(b, c) + 1e-12 for a, b, c in zip(w, t, rev, strict=True))
+    vs = s["versus_group_dro"]
+    assert {(v["method"], v["correlation"]) for v in vs} >= {("erm", 1.0), ("lff", 0.9)}
+    assert all(v["worst_group_acc"]["n"] == 2 for v in vs if v["method"] == "erm")
+    assert (out / "mitigation_vs_correlation_lms5.png").stat().st_size > 1000
+
+
+def test_correlation_axis_refuses_methods_without_it(tmp_path):
+    with pytest.raises(ValueError, match="methods that take --correlations"):
+        mit.main(
+            ["--preset", "smoke", "--methods", "erm,sam", "--correlations", "1.0,0.9",
+             "--out", str(tmp_path / "a")]
+        )  # fmt: skip
+    assert not (tmp_path / "a").exists()

@@ -5,6 +5,8 @@
 * `mitigation_s_vs_sc` -- one dataset: each method's S-randomized accuracy against its
   S^c-randomized accuracy (mean +- sample std over seeds). "Uses S only" sits at (0.5, 1) and
   "uses S^c only" at (1, 0.5).
+* `mitigation_vs_correlation` -- one dataset: S-randomized and worst-group accuracy of each method
+  against the training correlation (mean and 95 % t-interval over seeds).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
-__all__ = ["mitigation_heatmap", "mitigation_s_vs_sc"]
+__all__ = ["mitigation_heatmap", "mitigation_s_vs_sc", "mitigation_vs_correlation"]
 
 
 @figure_kind
@@ -101,3 +103,53 @@ def mitigation_s_vs_sc(
     return finish_figure(
         fig, path, title or f"{dataset}: where each method sits (mean ± sample std)"
     )
+
+
+@figure_kind
+def mitigation_vs_correlation(
+    curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
+    correlations: Sequence[float],
+    dataset: str,
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+) -> Figure:
+    """Metrics against the training correlation, one line per method, one panel per metric.
+
+    Args:
+        curves: metric -> method -> [[mean, lo, hi] per correlation] (None / NaN: no usable
+            models; lo = hi = mean: one seed).
+        correlations: the x values.
+        dataset: the dataset's name (title).
+        path: PNG path or None.
+        title: figure title.
+    """
+    if not curves or not correlations:
+        fail("curves", curves, "a non-empty {metric: {method: [[mean, lo, hi], ...]}} map")
+    fig = Figure(figsize=(4.4 * len(curves), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(curves)))
+    x = np.asarray(correlations, float)
+    for ax, (metric, by_method) in zip(axes, curves.items(), strict=True):
+        for i, (m, rows) in enumerate(by_method.items()):
+            a = np.asarray(
+                [[np.nan if v is None else v for v in (r or [None] * 3)] for r in rows], float
+            )
+            mean, lo, hi = a[:, 0], a[:, 1], a[:, 2]
+            ax.errorbar(
+                x + 0.0015 * (i - len(by_method) / 2),
+                mean,
+                yerr=[mean - lo, hi - mean],
+                fmt="o-",
+                capsize=3,
+                lw=1,
+                ms=4,
+                color=f"C{i % 10}",
+                label=m,
+            )
+        ax.axhline(0.5, color="gray", ls=":", lw=1)
+        ax.set_xlabel("training correlation (fraction of rows whose S agrees)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    return finish_figure(fig, path, title or f"{dataset}: mean and 95 % t-interval over seeds")

@@ -158,6 +158,10 @@ def fingerprint_parts(
             hm.update(name.encode() + b"\0")
             _hash_arrays(hm, arrays)
         parts["monitor"] = hm.hexdigest()[:16]
+    if data.decorrelation is not None:  # likewise
+        hd = hashlib.sha256()
+        _hash_arrays(hd, (data.decorrelation["x_alt"], data.decorrelation["order"]))
+        parts["decorrelation"] = hd.hexdigest()[:16]
     if data.groups is not None:  # only with groups, so other sweeps keep their fingerprints
         hg = hashlib.sha256()
         _hash_arrays(hg, (data.groups,))

@@ -32,6 +32,10 @@ class TrainData:
       monitor: name -> (x [C, E, ...], y [C, E], validity [C, E]) fixed evaluation sets whose
         accuracy is recorded at every period end (None without any).
       groups: int32 [N] group of each training example (`SweepSpec.groups`; None without).
+      decorrelation: the spurious-correlation view (`SweepSpec.decorrelation`, None without):
+        "x_alt" [N, ...] the inputs with S taken from an opposite-class row, "order" int32 [N]
+        (row i uses x_alt at correlation c iff order[i] < flip_count(c, N)), and their
+        train-metric chunks "x_alt_eval" [C, E, ...], "order_eval" [C, E] (padding: N).
     """
 
     x: jax.Array
@@ -45,6 +49,7 @@ class TrainData:
     x_u: jax.Array | None = None
     monitor: dict[str, tuple[jax.Array, jax.Array, jax.Array]] | None = None
     groups: jax.Array | None = None
+    decorrelation: dict[str, jax.Array] | None = None
 
 
 jax.tree_util.register_dataclass(
@@ -224,3 +229,40 @@ def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> Tra
             for name, (mx, my) in monitor.items()
         }
     return TrainData(x, y, xe, ye, me, None, None, None, monitor=mon)
+
+
+def flip_count(correlation: jax.Array | float, n: int) -> jax.Array:
+    """int32: rows whose S disagrees with the label at `correlation`, round((1 - c) n) in float32
+    (exact for the usual values, e.g. c = 0.95, n = 20,000 -> 1,000; tested)."""
+    c = jnp.asarray(correlation, jnp.float32)
+    return jnp.round((1.0 - c) * jnp.float32(n)).astype(jnp.int32)
+
+
+def decorrelation_view(cfg: TrainConfig, x: np.ndarray, x_alt: Any, order: Any) -> dict:
+    """Checks and packs `SweepSpec.decorrelation` = (x_alt [N, ...], order [N], a permutation of
+    0..N-1) for the training inputs x [N, ...] (float32)."""
+    x_alt, order = np.asarray(x_alt), np.asarray(order)
+    n = x.shape[0]
+    if x_alt.shape != x.shape:
+        fail("decorrelation x_alt", x_alt.shape, f"the training inputs' shape {x.shape}")
+    check_xy("decorrelation x_alt", x_alt, np.zeros(n, np.int32))
+    if (
+        order.shape != (n,)
+        or order.dtype.kind not in "iu"
+        or not np.array_equal(np.sort(order), np.arange(n))
+    ):
+        fail("decorrelation order", getattr(order, "shape", order), f"a permutation of 0..{n - 1}")
+    x_alt = to_float32("decorrelation x_alt", x_alt)
+    order = order.astype(np.int32)
+    n_te = n if cfg.train_eval_size is None else min(cfg.train_eval_size, n)
+    xe, oe, me = chunk_host(x_alt[:n_te], order[:n_te], cfg.eval_batch_size)
+    oe = np.where(me > 0, oe, n).astype(np.int32)  # padding rows are never flipped
+    return {"x_alt": x_alt, "order": order, "x_alt_eval": xe, "order_eval": oe}
+
+
+def flip_rows(x: jax.Array, x_alt: jax.Array, order: jax.Array, n_flip: jax.Array):
+    """(inputs with x_alt on the rows whose order < n_flip, flipped bool); any leading shape of
+    order, x [..., feature dims]."""
+    flip = order < n_flip
+    mask = flip.reshape(flip.shape + (1,) * (x.ndim - flip.ndim))
+    return jnp.where(mask, x_alt, x), flip

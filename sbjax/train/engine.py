@@ -35,7 +35,7 @@ import optax
 from sbjax.models.initializers import scale_params
 from sbjax.train.adversarial import attack, pgd_transform
 from sbjax.train.config import TrainConfig
-from sbjax.train.data import TrainData, prepare_data
+from sbjax.train.data import TrainData, flip_count, flip_rows, prepare_data
 from sbjax.train.objective import Context, Objective, per_example_loss
 from sbjax.train.optim import make_optimizer
 from sbjax.train.shuffle import epoch_round_keys, permute_positions
@@ -352,6 +352,12 @@ class Trainer:
         # model's own order.
         idx, w = self._batch_indices(key0, step0) if batch is None else batch
         xb, yb = data.x[idx], data.y[idx]
+        groups = None if data.groups is None else data.groups[idx]
+        if data.decorrelation is not None:  # the traced correlation picks the rows S disagrees on
+            view, n = data.decorrelation, data.x.shape[0]
+            n_flip = flip_count(shared["correlation"], n)
+            xb, flip = flip_rows(xb, view["x_alt"][idx], view["order"][idx], n_flip)
+            groups = 2 * yb + (~flip).astype(jnp.int32)  # sbjax.data.groups: 2 y + [S agrees]
         transform = self.transform
 
         def prepare(key, step, variables):
@@ -380,7 +386,6 @@ class Trainer:
         obj_state = state.objective_state
         if k_units > 1:  # every member holds the unit's state; member 0's copy is read
             obj_state = jax.tree_util.tree_map(lambda a: a[0], obj_state)
-        groups = None if data.groups is None else data.groups[idx]
         return StepInputs(
             shared, yb, w, xs, dkeys, variables, rw, xu, valid_u, frozen_logits, frozen_logits_u,
             key0, step0, idx, groups, obj_state, data,
@@ -574,9 +579,12 @@ class Trainer:
         # Whether the model was updating during the period that just ended (stop_step only
         # changes here, so it can be read after the updates).
         was_live = state.step - cfg.eval_every < state.stop_step
-        tr_acc, tr_loss = self.evaluate(
-            state.variables, data.x_train_eval, data.y_train_eval, data.m_train_eval
-        )
+        x_te = data.x_train_eval
+        if data.decorrelation is not None:  # train metrics on the rows as this model trains on them
+            view = data.decorrelation
+            n_flip = flip_count(hp["correlation"], data.x.shape[0])
+            x_te, _ = flip_rows(x_te, view["x_alt_eval"], view["order_eval"], n_flip)
+        tr_acc, tr_loss = self.evaluate(state.variables, x_te, data.y_train_eval, data.m_train_eval)
         nan = jnp.asarray(jnp.nan, jnp.float32)
         va_rob = nan
         if self.has_val:

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from sbjax.models import make_model
 from sbjax.models.image import IMAGE_MODELS
 from sbjax.train.config import TrainConfig, expand_grid, hparam_arrays, hparam_names
-from sbjax.train.data import TrainData, prepare_data
+from sbjax.train.data import TrainData, decorrelation_view, prepare_data
 from sbjax.train.engine import HISTORY_KEYS, Trainer, TrainState, make_trainer
 from sbjax.train.objective import Objective
 from sbjax.train.stopping import STOP_REASONS
@@ -409,6 +409,12 @@ class SweepSpec:
       groups: int [N] group of each training example (e.g. `sbjax.data.groups.spurious_groups`:
         label x whether S agrees), read by objectives whose `LossRule` needs groups (Group
         DRO) as `ctx.groups`; None (default): no groups, every program unchanged.
+      decorrelation: (x_alt [N, ...], order int [N]) makes the spurious correlation a traced
+        axis: x_alt holds each training row with its S block taken from an opposite-class row,
+        order is a permutation of the rows; at the traced hyperparameter "correlation" = c
+        (default 1.0, e.g. grid={"correlation": [1.0, 0.95, 0.9]}) the rows with
+        order < round((1 - c) N) train on x_alt (exactly that many; the sets are nested in c),
+        also in the train metrics, and `ctx.groups` = 2 y + [S agrees]. None: unchanged programs.
       monitor: name -> (x [n, ...], y [n]) fixed evaluation sets (e.g. the S-randomized and
         S^c-randomized copies of a test subset: the feature timeline). Each evaluation period
         records every model's accuracy on each set inside the compiled program, as the history
@@ -443,6 +449,7 @@ class SweepSpec:
     frozen: Any = None
     monitor: Mapping[str, tuple[Any, Any]] | None = None
     groups: Any = None
+    decorrelation: tuple[Any, Any] | None = None
     devices: Sequence[Any] | None = None
     vectorize: str = "vmap"
     loop: str = "scan"
@@ -521,6 +528,22 @@ def check_groups(groups: Any, n: int, objective: Objective | None) -> np.ndarray
     return g.astype(np.int32)
 
 
+def _with_groups(cfg: TrainConfig, spec: SweepSpec, data: TrainData) -> TrainData:
+    """`data` with the checked groups or decorrelation view of `spec` (unchanged without)."""
+    objective = spec.objective
+    if spec.decorrelation is not None:
+        if spec.groups is not None:
+            fail("groups", "<given>", "None with decorrelation (its flips define the groups)")
+        if not isinstance(spec.decorrelation, tuple | list) or len(spec.decorrelation) != 2:
+            fail("decorrelation", type(spec.decorrelation).__name__, "(x_alt, order) or None")
+        view = decorrelation_view(cfg, data.x, *spec.decorrelation)
+        return dataclasses.replace(data, decorrelation=view)
+    if spec.groups is not None or (objective is not None and objective.needs_groups):
+        groups = check_groups(spec.groups, len(data.y), objective)
+        return dataclasses.replace(data, groups=groups)
+    return data
+
+
 def _program_choice(cfg: TrainConfig, model: Any, spec: SweepSpec) -> tuple[str, str]:
     """(loop, vectorize) with "auto" resolved for `model`; the shared batch order needs vmap+scan."""
     loop = resolve_loop(spec.loop, model)
@@ -557,6 +580,8 @@ def plan_sweep(
         model = make_model(model)
     loop, vectorize = _program_choice(cfg, model, spec)
     extra_hp = {"unlabeled_mix": 1.0} if spec.unlabeled is not None else {}
+    if spec.decorrelation is not None:
+        extra_hp["correlation"] = 1.0
     points = expand_grid(spec.grid, hparam_names(cfg, objective) + tuple(extra_hp))
     data_host = prepare_data(cfg, train, val, spec.monitor)
     k_unit = int(spec.unit_size)
@@ -575,9 +600,7 @@ def plan_sweep(
     )
     if inputs.x_u is not None:
         data_host = dataclasses.replace(data_host, x_u=inputs.x_u)
-    if spec.groups is not None or (objective is not None and objective.needs_groups):
-        groups = check_groups(spec.groups, len(data_host.y), objective)
-        data_host = dataclasses.replace(data_host, groups=groups)
+    data_host = _with_groups(cfg, spec, data_host)
     trainer = make_trainer(
         cfg,
         model,
