@@ -1352,7 +1352,9 @@ def run_methods(ctx: Context) -> None:
                     sub = trained.at_correlation(float(c))
                     record(run, ds, m, data, sub, preset.model, correlation=c)
             else:
-                record(run, ds, m, data, trained, preset.model)
+                rec = record(run, ds, m, data, trained, preset.model)
+                if not preset.correlations:  # the fixed --correlation (the ceiling has none)
+                    rec[CORRELATION] = float(preset.correlation)
     if run.results:
         figures(run, run.results)
         if "group_dro" in preset.methods:
