@@ -265,3 +265,20 @@ def test_decorrelation_inputs_are_checked():
         train_sweep(CFG, FCN, (x, y), decorrelation=(x_alt, order), groups=g, progress=False)
     with pytest.raises(ValueError, match="correlation"):
         train_sweep(CFG, FCN, (x, y), grid={"correlation": [0.9]}, progress=False)
+
+
+def test_loss_rule_state_is_checkpointed_and_resumes_bit_for_bit(tmp_path):
+    x, y, g = _data()
+    cfg = TrainConfig(lr=0.1, batch_size=16, max_steps=40, eval_every=10, stop_rule="none")
+    kw = dict(objective=G.group_dro(4), groups=g, grid={"dro_step": [0.5]}, progress=False)
+    full = train_sweep(cfg, FCN, (x, y), n_seeds=2, **kw)
+    out = tmp_path / "ck"
+    train_sweep(cfg, FCN, (x, y), n_seeds=2, out_dir=out, periods_per_chunk=1, max_chunks=2, **kw)
+    resumed = train_sweep(cfg, FCN, (x, y), n_seeds=2, out_dir=out, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.objective_state["q"], full.objective_state["q"])
+    for a, b in zip(
+        jax.tree_util.tree_leaves(resumed.params),
+        jax.tree_util.tree_leaves(full.params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
