@@ -13,7 +13,7 @@ structure) and returns a `Trainer` whose functions are pure in (key, hparams, st
 What an update minimises beyond the data loss (penalties with traced strengths, example weights,
 an unlabeled stream, frozen members, a batch transform such as PGD) comes from an `Objective`
 (`sbjax.train.objective`, docs/objective.md); a `Trainer` may train a unit of K coupled members.
-`per_example_loss` stays the one data loss of evaluation, the stop rule and the attacks.
+`objective.per_example_loss` stays the one data loss of evaluation, the stop rule and the attacks.
 
 Stopping is per model: a rule that fires sets `stop_step`; updates at or after it are masked, so a
 converged model stops changing while the others go on (REFERENCE.md Sec. 3.2 semantics). Best-model
@@ -39,10 +39,7 @@ from sbjax.train.data import TrainData, flip_count, flip_rows, prepare_data
 from sbjax.train.objective import Context, Objective, per_example_loss
 from sbjax.train.optim import make_optimizer
 from sbjax.train.shuffle import epoch_round_keys, permute_positions
-from sbjax.train.stopping import (
-    RUNNING,
-    stop_decision,
-)
+from sbjax.train.stopping import RUNNING, stop_decision
 from sbjax.validate import fail
 
 # Named PRNG streams inside one model's key (fold_in(key, STREAM)).
