@@ -413,13 +413,11 @@ def decorrelation_inputs(x, y, basis, rng: np.random.Generator) -> tuple[np.ndar
 
 def flipped_train(d: Data, correlation: float) -> tuple[np.ndarray, np.ndarray]:
     """(x, s_agrees) of the training set as the program builds it at `correlation`."""
-    from sbjax.train.data import flip_count  # the program's count (float32 rounding)
+    from sbjax.train.data import flip_count, flip_rows  # the program's own rule
 
     x_alt, order = d.decorrelation
-    flip = order < int(flip_count(correlation, len(order)))
-    return np.where(
-        flip[:, None], x_alt.reshape(len(order), -1), d.x_train.reshape(len(order), -1)
-    ).reshape(d.x_train.shape), ~flip
+    x, flip = flip_rows(d.x_train, x_alt, order, flip_count(correlation, len(order)))
+    return np.asarray(x), ~np.asarray(flip)
 
 
 def _rng(seed: int, *tags: Any) -> np.random.Generator:
@@ -721,17 +719,9 @@ class Methods:
             unit_size=2,
             **self.axis_kw(self.grid("lff")),
         )
-        g = len(r.grid_points)
-        cells = np.arange(self.n_seeds * g)
-        s, gi = cells // g, cells % g
-        debiased = (s * 2 + 1) * g + gi
-        biased = (s * 2) * g + gi
-        reasons = [
-            worst_stop_reason(r.stop_reason[a], r.stop_reason[b])
-            for a, b in zip(biased, debiased, strict=True)
-        ]
-        members = [(self.model.logits, take(r.params, debiased))]
-        return Trained(members, self.grid_points("lff", r), s, reasons)
+        t = self._pairs("lff", r)
+        t.members = t.members[1:]  # the debiased member only (reasons stay the unit's worst)
+        return t
 
     def run_sam(self) -> Trained:
         r = self.sweep(
