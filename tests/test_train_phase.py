@@ -75,6 +75,9 @@ def test_phase_grid_known_answers():
     assert np.all(m["sc_rand_acc"][1] < 0.65)
     (cross,) = r.crossover()
     assert cross["k"] == 3 and cross["p_cross"] == 0.5
+    # every seed crosses at 0.5 too; the last timeline period is the final evaluation
+    np.testing.assert_array_equal(r.crossover_per_seed(), [[[0.5, 0.5]]])
+    np.testing.assert_array_equal(r.crossover_per_seed(period=2), r.crossover_per_seed())
 
 
 @pytest.mark.slow

@@ -59,8 +59,12 @@ from sbjax.eval.metrics import (
 from sbjax.eval.probe import (
     DEFAULT_L2_GRID,
     PROBE_SELECTION,
+    DFRHead,
     LogisticFit,
+    dfr_logits,
+    dfr_refit,
     fit_logistic,
+    group_balanced_subsets,
     last_layer_probe,
 )
 from sbjax.eval.randomize import (
@@ -149,6 +153,10 @@ __all__ = [
     "LogisticFit",
     "fit_logistic",
     "last_layer_probe",
+    "DFRHead",
+    "dfr_logits",
+    "dfr_refit",
+    "group_balanced_subsets",
     "ldsb_projection",
     "ldsb_report",
     "subspace_basis",

@@ -77,8 +77,12 @@ _STEPS = tuple(2.0**-i for i in range(12)) + (0.0,)
 __all__ = [
     "DEFAULT_L2_GRID",
     "PROBE_SELECTION",
+    "DFRHead",
     "LogisticFit",
+    "dfr_logits",
+    "dfr_refit",
     "fit_logistic",
+    "group_balanced_subsets",
     "last_layer_probe",
 ]
 
@@ -250,6 +254,85 @@ def _probe_one(f_tr, y_tr, f_te, y_te, perm, l2_grid, n_fit, select_by, max_iter
         "converged": fit.converged & jnp.all(grid_conv),
         "grad_norm": fit.grad_norm,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# DFR (Kirichenko et al. 2023) as a method: a new last layer on frozen features.
+# ----------------------------------------------------------------------------------------------
+
+
+class DFRHead(NamedTuple):
+    """A refit last layer (leading axes added by vmap): score = standardize(phi) @ w + b.
+
+    Attributes: w float32 [h]; b float32 []; mu, sd float32 [h] and ok bool [h]: the
+    standardization of the refit set (constant features left at 0); converged bool []: every
+    subset's fit converged.
+    """
+
+    w: jax.Array
+    b: jax.Array
+    mu: jax.Array
+    sd: jax.Array
+    ok: jax.Array
+    converged: jax.Array
+
+
+def group_balanced_subsets(
+    groups: np.ndarray, n_subsets: int, rng: np.random.Generator
+) -> np.ndarray:
+    """int [n_subsets, m]: rows of `n_subsets` subsets, each with the smallest non-empty group's
+    size of rows from every non-empty group (without replacement within a subset), as DFR
+    subsamples its reweighting set.
+
+    Raises:
+        ValueError: naming `groups` if a non-empty group has fewer than 2 rows, or `n_subsets`.
+    """
+    g = np.asarray(groups).reshape(-1)
+    check_int("n_subsets", n_subsets, min_value=1)
+    members = [np.flatnonzero(g == v) for v in np.unique(g)]
+    size = min(len(m) for m in members)
+    if size < 2:
+        fail("groups", f"a group of {size} row", "every non-empty group with >= 2 rows")
+    return np.stack(
+        [
+            np.concatenate([rng.choice(m, size, replace=False) for m in members])
+            for _ in range(n_subsets)
+        ]
+    ).astype(np.int32)
+
+
+def dfr_refit(
+    feats: jax.Array,
+    y: jax.Array,
+    subsets: jax.Array,
+    l2: jax.Array | float,
+    *,
+    max_iter: int = 100,
+) -> DFRHead:
+    """DFR's refit of one model's last layer; pure and traceable (vmap it over models, strengths).
+
+    The features are standardized with the whole refit set's mean / std; on each subset an L2
+    logistic regression is fitted to convergence from zero (`fit_logistic`, exact damped Newton);
+    the subsets' weights and biases are averaged (Kirichenko et al. 2023, Sec. 5, with L2 in place
+    of their L1 penalty).
+
+    Args:
+        feats: float32 [n, h] frozen features of the refit set. y: labels [n] in {0, 1}.
+        subsets: int [K, m] rows of each subset (`group_balanced_subsets`). l2: strength > 0.
+        max_iter: Newton iteration cap per subset (static).
+    """
+    stats = _standardize_stats(feats)
+    z = _standardize(feats, stats)
+    y = jnp.asarray(y, jnp.int32)
+    fits = jax.vmap(lambda idx: fit_logistic(z[idx], y[idx], l2, max_iter=max_iter))(subsets)
+    return DFRHead(jnp.mean(fits.w, axis=0), jnp.mean(fits.b), *stats, jnp.all(fits.converged))
+
+
+def dfr_logits(head: DFRHead, feats: jax.Array) -> jax.Array:
+    """float32 [n, 2] logits (-s / 2, s / 2) of a `DFRHead` on features [n, h]: the softmax of
+    class 1 is sigmoid(s), as in the fit."""
+    s = _standardize(feats, (head.mu, head.sd, head.ok)) @ head.w + head.b
+    return jnp.stack([-0.5 * s, 0.5 * s], axis=-1)
 
 
 def _n_fit(val_fraction: float, n_train: int) -> int:

@@ -16,6 +16,7 @@ from sbjax.train.sweep import (
     plan_sweep,
     train_sweep,
 )
+from sbjax.train.units import initial_variables
 
 __all__ = [
     "HPARAM_NAMES",
@@ -33,6 +34,7 @@ __all__ = [
     "Trainer",
     "enable_compilation_cache",
     "expand_grid",
+    "initial_variables",
     "make_train",
     "make_trainer",
     "model_keys",

@@ -318,6 +318,24 @@ class PhaseResult:
                 )
         return out
 
+    def crossover_per_seed(self, min_gap: float = 0.05, period: int | None = None) -> np.ndarray:
+        """float [G, K, S]: each seed's own crossover, the smallest p at which its reliance on
+        S^c exceeds its reliance on S by more than `min_gap` (NaN: never on the p grid).
+
+        Reliance on S^c minus reliance on S is s_rand_acc - sc_rand_acc. A diverged model never
+        wins. `period`: at that evaluation of the timeline (an earlier update budget, `updates`)
+        instead of the final one.
+        """
+        if period is None:
+            s_rand, sc_rand = self.metrics["s_rand_acc"], self.metrics["sc_rand_acc"]
+        else:
+            s_rand = self.timeline["s_rand_acc"][..., period]
+            sc_rand = self.timeline["sc_rand_acc"][..., period]
+        with np.errstate(invalid="ignore"):
+            wins = (s_rand - sc_rand > min_gap) & self.ok  # [P, G, K, S]
+        first = np.argmax(wins, axis=0)
+        return np.where(wins.any(axis=0), np.asarray(self.p)[first], np.nan)
+
 
 def _check_axis(name: str, values: Sequence[float], lo: float, hi: float, hi_open: bool) -> tuple:
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:

@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sbjax.models.initializers import scale_params
 from sbjax.train.data import to_float32
+from sbjax.train.engine import STREAM_INIT
 from sbjax.validate import fail
 
 
@@ -86,6 +88,21 @@ def model_keys(
     for i in range(n_pad):
         keys.append(jax.random.fold_in(jax.random.fold_in(root, 2**31 - 1), i))
     return jnp.stack(keys)
+
+
+def initial_variables(
+    model: Any, x_example: Any, seed: int, seed_indices: Sequence[int], init_scale: float = 1.0
+) -> Any:
+    """Variables [S, ...] that member 0 of each seed starts from in a sweep without
+    `init_variables` (every grid point of the seed shares them): the engine's own rule on the
+    keys of `model_keys`, so W - W0 of a trained model needs no stored initialisation."""
+    keys = model_keys(seed, seed_indices, 1, 1)
+    x1 = jnp.asarray(x_example[:1], jnp.float32)
+
+    def one(k):
+        return scale_params(dict(model.init(jax.random.fold_in(k, STREAM_INIT), x1)), init_scale)
+
+    return jax.vmap(one)(keys)
 
 
 def unit_keys(seed: int, seed_indices, layout: UnitLayout, n_pad: int) -> jax.Array:
