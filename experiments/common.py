@@ -733,6 +733,8 @@ def results_table(results: Sequence[Mapping[str, Any]], max_metrics: int = 4) ->
         names = [k for k in paper if k in per] or list(per)[:max_metrics]
         if rec.get("status"):
             cells = [rec["status"]]
+        elif rec.get("report", "ok") != "ok":  # e.g. "did not fit": no number in the table
+            cells = [rec["report"]]
         else:
             cells = [
                 f"{k} {_fmt(per[k])}" + (f" [{paper[k]}]" if k in paper else "") for k in names
@@ -833,6 +835,7 @@ def run_sweep(
     save: str | None = "params",
     timings: dict | None = None,
     n_seeds: int | None = None,
+    seed: int | None = None,
     **kwargs: Any,
 ):
     """`sbjax.train.train_sweep` of run.n_seeds seeds with the run's checkpoints and progress.
@@ -845,7 +848,8 @@ def run_sweep(
     Args:
       run: the `Run`. name: the sweep's name (checkpoint folder, progress label, params file).
       cfg, model, train, val: `train_sweep`'s arguments. n_seeds: seeds of this sweep (default
-        run.n_seeds). kwargs: more of them (grid, periods_per_chunk, n_members, ...).
+        run.n_seeds). seed: the root seed of its keys (default run.seed). kwargs: more of them
+        (grid, periods_per_chunk, n_members, ...).
     """
     from sbjax.train import train_sweep
 
@@ -866,7 +870,7 @@ def run_sweep(
         train,
         val,
         n_seeds=run.n_seeds if n_seeds is None else n_seeds,
-        seed=run.seed,
+        seed=run.seed if seed is None else seed,
         **kwargs,
         **run.sweep_kwargs(name),
     )

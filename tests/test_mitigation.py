@@ -134,10 +134,37 @@ def test_orthop_bases_recover_a_rank_one_first_layer():
     v["params"]["hidden_0"]["kernel"] = jnp.stack([kernel, 3 * kernel])
     kernel_fn = first_layer_kernel(model)
     np.testing.assert_allclose(kernel_fn(jax.tree.map(lambda a: a[0], v)), kernel)
-    u, ranks = mit.orthop_bases(kernel_fn, v, [0.9])
+    u, ranks = mit.orthop_bases(jax.vmap(kernel_fn)(v), [0.9])
     assert u.shape == (2, 1, 5, 5) and ranks.tolist() == [[1], [1]]
     np.testing.assert_allclose(np.abs(u[:, 0, :, 0]), np.stack([direction] * 2), atol=1e-6)
     np.testing.assert_allclose(u[:, 0, :, 1:], 0.0)
+
+
+def test_orthop_takes_directions_from_the_learned_change():
+    """W = W0 + a rank-one change along input direction e: the bases of W - W0 are e alone,
+    while those of W itself are dominated by the random initialisation."""
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(20, 64)).astype(np.float32)
+    e = np.zeros(20, np.float32)
+    e[3] = 1.0
+    w = w0 + np.outer(e, 0.5 * rng.normal(size=64)).astype(np.float32)
+    u, ranks = mit.orthop_bases(np.stack([w - w0]), [0.9])
+    assert ranks.tolist() == [[1]]
+    np.testing.assert_allclose(np.abs(u[0, 0, :, 0]), e, atol=1e-5)
+    u_full, ranks_full = mit.orthop_bases(np.stack([w]), [0.9])
+    assert ranks_full[0, 0] > 10  # the full kernel: mostly random init directions
+
+
+def test_initial_variables_are_the_sweeps_starting_point():
+    from sbjax.train import initial_variables
+
+    model = make_model({"name": "fcn", "width": 16, "depth": 1})
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    cfg = TrainConfig(optimizer="sgd", lr=1e-12, batch_size=16, max_steps=1, eval_every=1)
+    r = train_sweep(cfg, model, (x, y), None, n_seeds=3, seed=7, progress=False)
+    init = initial_variables(model, x, 7, range(3))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), r.params, init)
 
 
 def _lms(n=400, seed=0):
@@ -175,10 +202,107 @@ def test_select_takes_the_best_validation_member_and_marks_failures():
         {k: np.array([0.9, 0.7, 0.4]) for k in mit.METRICS},
     ]
     members[1]["test_acc"] = np.array([0.1, 0.2, 0.3])
-    choice, chosen = mit.select(members, 2, np.array([False, False, True]))
+    choice, chosen = mit.select(members, [0, 1], np.array([False, False, True]))
     assert choice.tolist() == [1, 0, 0]  # ties -> the first member
     np.testing.assert_allclose(chosen["test_acc"][:2], [0.1, 0.7])
     assert np.isnan(chosen["test_acc"][2])
+    # a row restricted to its new model (D-BAT, OrthoP) never reports member 0
+    choice, chosen = mit.select(members, [1], np.zeros(3, bool))
+    assert choice.tolist() == [1, 1, 1]
+    np.testing.assert_allclose(chosen["test_acc"], [0.1, 0.2, 0.3])
+    # the source rule reads its own validation metric
+    members[0]["source_val_acc"] = np.array([1.0, 1.0, 1.0])
+    choice, _ = mit.select(members, [0, 1], np.zeros(3, bool), by="source_val_acc")
+    assert choice.tolist() == [0, 0, 0]
+
+
+def test_at_grid_edge():
+    pts = [{"lambda": v} for v in (0.1, 1.0, 10.0)]
+    assert [mit.at_grid_edge("grad_diversity", pts, b) for b in range(3)] == [True, False, True]
+    assert mit.at_grid_edge("erm", [{}], 0) is None
+    assert mit.at_grid_edge("grad_diversity", pts, 0, scores=[0.5, 0.5, 0.5]) is None  # a tie
+
+
+def _rec(method, per_seed, train=1.0, selection="target_val"):
+    """A minimal summary record: s_rand_acc / worst_group_acc per seed, every seed used."""
+    per_seed = [float(v) for v in per_seed]
+    m = {"mean": float(np.mean(per_seed)), "per_seed": per_seed}
+    return {
+        "dataset": "lms5",
+        "correlation": 1.0,
+        "selection": selection,
+        "method": method,
+        "seed_status": ["ok"] * len(per_seed),
+        "metrics": {
+            "s_rand_acc": dict(m),
+            "worst_group_acc": dict(m),
+            "train_acc": {"mean": train, "per_seed": [train] * len(per_seed)},
+        },
+    }
+
+
+def test_delta_vs_erm_is_the_paired_t_interval_and_rows_are_labelled():
+    from scipy import stats as st
+
+    rng = np.random.default_rng(3)
+    erm, other = rng.uniform(0.4, 0.6, 10), rng.uniform(0.6, 0.9, 10)
+    recs = [
+        _rec("erm", erm),
+        _rec("dbat", other),
+        _rec("jtt", other, train=0.7),
+        _rec("ceiling", np.full(10, 0.99)),
+    ]
+    mit.finish_dataset(recs, mit.PRESETS["quick"].lms5)
+    d = other - erm
+    half = st.t.ppf(0.975, 9) * d.std(ddof=1) / np.sqrt(10)
+    got = recs[1]["delta_vs_erm"]["s_rand_acc"]
+    assert got["mean"] == pytest.approx(d.mean())
+    np.testing.assert_allclose(got["ci95"], [d.mean() - half, d.mean() + half], rtol=1e-10)
+    assert [r["report"] for r in recs] == ["ok", "ok", "did not fit", "ok"]
+    assert all(r["ceiling_reached"] for r in recs)
+    # a ceiling below the recipe's bar: no method row is a number
+    recs = [_rec("erm", erm), _rec("dbat", other), _rec("ceiling", np.full(10, 0.6))]
+    mit.finish_dataset(recs, mit.PRESETS["quick"].lms5)
+    assert [r["report"] for r in recs] == ["n/a: ceiling not reached"] * 2 + ["ok"]
+    assert recs[0]["ceiling_reached"] is False
+
+
+def test_dfr_refit_matches_scikit_learn():
+    """DFR's head = the mean over group-balanced subsets of scikit-learn's L2 logistic
+    regression (C = 1 / (m l2)) on the refit set's standardized features."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sbjax.eval import dfr_logits, dfr_refit, group_balanced_subsets
+
+    rng = np.random.default_rng(0)
+    n, h, l2 = 600, 8, 1e-2
+    y = rng.integers(0, 2, n)
+    groups = 2 * y + rng.integers(0, 2, n)
+    feats = (rng.normal(size=(n, h)) + 0.7 * y[:, None] * np.linspace(0, 1, h)).astype(np.float32)
+    feats[:, 2] = 3.0 * feats[:, 2] + 5.0
+    subsets = group_balanced_subsets(groups, 3, np.random.default_rng(1))
+    m = subsets.shape[1]
+    assert m == 4 * np.bincount(groups).min()
+    for sub in subsets:  # every group equally often, no row twice
+        assert len(set(sub.tolist())) == m
+        assert np.all(np.bincount(groups[sub], minlength=4) == m // 4)
+    head = dfr_refit(jnp.asarray(feats), jnp.asarray(y), jnp.asarray(subsets), l2)
+    assert bool(head.converged)
+    z = (feats - feats.mean(0)) / feats.std(0)
+    ws, bs = [], []
+    for sub in subsets:
+        clf = LogisticRegression(C=1.0 / (m * l2), tol=1e-10, max_iter=10_000)
+        clf.fit(z[sub], y[sub])
+        ws.append(clf.coef_[0])
+        bs.append(clf.intercept_[0])
+    np.testing.assert_allclose(head.w, np.mean(ws, 0), rtol=2e-3, atol=2e-4)
+    assert float(head.b) == pytest.approx(np.mean(bs), abs=2e-4)
+    logits = np.asarray(dfr_logits(head, jnp.asarray(feats)))
+    np.testing.assert_allclose(
+        logits[:, 1] - logits[:, 0], z @ np.mean(ws, 0) + np.mean(bs), atol=2e-3
+    )
+    with pytest.raises(ValueError, match="groups"):
+        group_balanced_subsets(np.array([0, 0, 1]), 2, rng)
 
 
 def test_bad_options_name_the_parameter(tmp_path):
@@ -201,8 +325,13 @@ def _run(tmp_path, methods):
 
 def test_smoke_run_records_and_figures(tmp_path):
     out, summary = _run(tmp_path, "erm,jtt,dbat,orthop")
-    recs = {r["method"]: r for r in summary["results"]}
-    assert list(recs) == ["erm", "jtt", "dbat", "orthop"]
+    rows = [(r["method"], r["selection"]) for r in summary["results"]]
+    assert rows == [(m, s) for m in ("erm", "jtt", "dbat", "orthop") for s in mit.SELECTIONS]
+    recs = {r["method"]: r for r in summary["results"] if r["selection"] == "target_val"}
+    for r in summary["results"]:
+        assert r["report"] in ("ok", "did not fit", "n/a: ceiling not reached")
+        assert r["ceiling_reached"] is None  # no ceiling row in this run
+        assert ("delta_vs_erm" in r) == (r["method"] != "erm")
     for m, r in recs.items():
         assert r["experiment"] == "mitigation" and r["dataset"] == "lms5"
         assert r["model"] == "fcn_100x1" and r["n_seeds"] + r["n_failed"] == 2
@@ -213,11 +342,16 @@ def test_smoke_run_records_and_figures(tmp_path):
     assert recs["jtt"]["hparams"] == {"upweight": 20.0}
     assert recs["orthop"]["hparams"] == {"threshold": 0.9}
     assert len(recs["orthop"]["projection_rank"]) == 2
-    # D-BAT's member 0 is the ERM model of the same seed: same numbers.
-    assert (
-        recs["dbat"]["members"]["member_0"]["test_acc"]["per_seed"]
-        == recs["erm"]["metrics"]["test_acc"]["per_seed"]
-    )
+    # D-BAT's / OrthoP's member 0 is the ERM model of the same seed and every method shares
+    # the (dataset, seed) evaluation key: identical numbers, randomized metrics included.
+    for m in ("dbat", "orthop"):
+        for k in ("test_acc", "s_rand_acc", "sc_rand_acc", "s_rand_auc", "worst_group_acc"):
+            assert (
+                recs[m]["members"]["member_0"][k]["per_seed"]
+                == recs["erm"]["metrics"][k]["per_seed"]
+            )
+        assert recs[m]["selected_member"] == [1, 1]  # the row is the new model
+        assert recs[m]["best_member_erm_allowed"]["n"] == 2
     saved = json.loads((out / "summary.json").read_text())
     assert saved["results"][0]["method"] == "erm"
     assert all(r["correlation"] == 1.0 for r in saved["results"])
@@ -246,6 +380,7 @@ def test_correlation_axis_records_groups_and_the_group_dro_comparison(tmp_path):
     argv = ["--preset", "smoke", "--methods", "erm,group_dro,lff,jtt,dfr,ceiling"]
     s = mit.main([*argv, "--correlations", "1.0,0.9", "--out", str(out), "--no-progress"])
     recs = s["results"]
+    recs = [r for r in recs if r["selection"] == "target_val"]
     keys = [(r["method"], r.get("correlation")) for r in recs]
     want = [(m, c) for m in ("erm", "group_dro", "lff", "jtt", "dfr") for c in (1.0, 0.9)]
     assert keys == [*want, ("ceiling", None)]
