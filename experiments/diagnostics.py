@@ -31,11 +31,13 @@ models of a sweep:
   S by more than 0.05; compared with the LSN crossover of theory/ (SB breaks for linear margin
   <= 0.25).
 
-Controls (records whose ``model`` ends in ``_s_removed`` / ``_init``): the same architecture
-trained with S randomized in its training set (S carries no label information, so the model must
-learn S^c: its probe should be near 1), and at its random initialisation (the initial parameters
-of the main models; no timeline). The probe, LD-SB and margins are measured on the same clean
-test and probe sets for all three.
+Controls (records whose ``model`` ends in ``_s_removed`` / ``_abandoned`` / ``_init``): the same
+architecture trained with S randomized in its training set (S carries no label information, so
+the model must learn S^c: its probe should be near 1); learned-then-abandoned, the S-removed
+models trained further on the full data with the main recipe (S^c is encoded at the start, so
+the probe is calibrated on a feature that is learned but may become unused); and at its random
+initialisation (the initial parameters of the main models; no timeline). The probe, LD-SB and
+margins are measured on the same clean test and probe sets for all of them.
 
 Records: ``experiment`` "diagnostics", ``dataset`` (lms5, ms57, mnist_cifar_a, noisy_lms for the
 phase diagram), ``model``, ``part`` (probe, ldsb, timeline, margin, phase), ``metrics``
@@ -53,6 +55,7 @@ Figures (kinds of `sbjax.plots.diagnostics`, redrawn by ``python -m sbjax.plots 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -87,6 +90,7 @@ MNIST_CIFAR_MODELS = {
 }
 RELIANCE_LEARNED = 0.25  # reliance (test - randomized accuracy) that counts as "feature used"
 PHASE_MIN_GAP = 0.05  # S^c "wins" a phase cell when its reliance exceeds S's by more than this
+LEARNABLE_ACC = 0.9  # clean test accuracy at the largest p that counts as "S^c learned"
 log = logging.getLogger(f"sbjax.experiments.{NAME}")
 
 # theory/README.md, grid G5 (LSN, one-hidden-layer ReLU net of Theorem 1): SB holds for linear
@@ -308,10 +312,25 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# The quick studies with 5 seeds, and the phase diagram with 5 seeds per cell and a p grid refined
+# where quick's crossovers sit (0.05 for 3-slabs, 0.1 for 5-slabs): the intervals README's
+# diagnostic claims rest on.
+PRESETS["standard"] = dataclasses.replace(
+    PRESETS["quick"],
+    n_seeds=5,
+    phase=dataclasses.replace(
+        PRESETS["quick"].phase,
+        p=(0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.5),
+        n_seeds=5,
+    ),
+)
+
 PRESET_HELP = {
     "smoke": "seconds: LMS-5 only, one (100,1)-FCN, 1k points, 2 seeds, a 2-cell phase grid",
     "quick": "CPU minutes: (100,1)-FCNs on LMS-5, MS-(5,7), MNIST-CIFAR (subset); 3 seeds; "
     "phase diagram 6 p x 5 margins x 3 k x 2 seeds in one program",
+    "standard": "the quick studies with 5 seeds; phase diagram 9 p (refined near the "
+    "crossovers) x 5 margins x 3 k x 5 seeds (CPU, about half an hour)",
     "paper": "100k points, 5 seeds, also the 1-D CNN on LMS-5 and the small CNN on MNIST-CIFAR, "
     "an 11 x 8 x 3 phase grid (GPU/TPU)",
 }
@@ -485,20 +504,11 @@ def _sweep_kwargs(model_cfg: dict) -> dict:
     return {"loop": "host", "devices": jax.devices()[:1]}
 
 
-def _init_params(model, seed: int, n_seeds: int, x_example):
-    """The main sweep's initial variables [S, ...] (same keys and stream as `train_sweep`)."""
-    import jax
-
-    from sbjax.train import model_keys
-    from sbjax.train.engine import STREAM_INIT
-
-    keys = model_keys(seed, list(range(n_seeds)), 1, 1)
-    return jax.vmap(lambda k: model.init(jax.random.fold_in(k, STREAM_INIT), x_example))(keys)
-
-
 def _train_study(run, p: Preset, st: Study, data: StudyData, m_name: str, extra: dict):
-    """Trains the main models and the S-removed control; returns {variant: (params, result)}."""
+    """Trains the main models, the S-removed control and the learned-then-abandoned control;
+    returns {variant: (params, result)}."""
     from sbjax.models import make_model
+    from sbjax.train import initial_variables
 
     mcfg = _model_config(data.dataset, m_name)
     model = make_model(mcfg)
@@ -523,7 +533,25 @@ def _train_study(run, p: Preset, st: Study, data: StudyData, m_name: str, extra:
         )
         extra["sweep_wall_s"][name] = timings[name]["call_s"]
         out[variant] = (r.params, r)
-    out["_init"] = (_init_params(model, run.seed, run.n_seeds, data.train[0][:1]), None)
+    # Learned, then abandoned: the S-removed models (S^c learned) trained on the full data with
+    # the main recipe. Their probe calibrates "encoded but maybe unused" on a known case.
+    name = f"{data.dataset}_{m_name}_abandoned"
+    timings = {}
+    r = run_sweep(
+        run,
+        name,
+        train_config(st.train),
+        model,
+        data.train,
+        None,
+        timings=timings,
+        monitor=data.monitor,
+        init_variables=out["_s_removed"][0],
+        **kw,
+    )
+    extra["sweep_wall_s"][name] = timings[name]["call_s"]
+    out["_abandoned"] = (r.params, r)
+    out["_init"] = (initial_variables(model, data.train[0], run.seed, range(run.n_seeds)), None)
     return model, out
 
 
@@ -566,8 +594,32 @@ def _probe_metrics(run, p: Preset, data: StudyData, model, params, cell: str) ->
     return out
 
 
-def _ldsb_metrics(run, p: Preset, data: StudyData, model, params, cell: str) -> dict:
+@dataclasses.dataclass(frozen=True)
+class TrainedLogits:
+    """logits of variables {"trained": v, "init": v0}: the trained model's (hashable)."""
+
+    logits: Any
+
+    def __call__(self, variables, x):
+        return self.logits(variables["trained"], x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedChange:
+    """The first-layer change W - W0 of variables {"trained": v, "init": v0} (hashable)."""
+
+    kernel: Any
+
+    def __call__(self, variables):
+        return self.kernel(variables["trained"]) - self.kernel(variables["init"])
+
+
+def _ldsb_metrics(run, p: Preset, data: StudyData, model, params, cell: str, init=None) -> dict:
+    """LD-SB of the full first layer W (`ldsb_*`, `ldsb_r1_*`) and, given the initial variables,
+    of the learned change W - W0 (`ldsb_delta_*`): with a short budget most of W is still its
+    random initialisation, so the rank of W alone overstates what was learned."""
     from sbjax import eval as E
+    from sbjax.models import first_layer_kernel
 
     keys = eval_keys(run.seed, f"ldsb/{cell}", np.arange(_n_models(params)))
     x = data.test[0]
@@ -579,6 +631,15 @@ def _ldsb_metrics(run, p: Preset, data: StudyData, model, params, cell: str) -> 
     r1 = E.ldsb_report(model, params, x, keys, data.basis, rank=1)
     out.update({f"ldsb_r1_{k}": np.asarray(r1[f"ldsb_{k}"], np.float64) for k in names})
     out["ldsb_r1_explained"] = np.asarray(r1["ldsb_explained"], np.float64)
+    if init is not None:
+        both = {"trained": params, "init": init}
+        fns = (TrainedLogits(model.logits), LearnedChange(first_layer_kernel(model)))
+        d = E.ldsb_report(
+            fns[0], both, x, keys, data.basis, kernel_fn=fns[1], threshold=p.ldsb_threshold
+        )
+        out.update({f"ldsb_delta_{k}": np.asarray(d[f"ldsb_{k}"], np.float64) for k in names})
+        out["ldsb_delta_rank"] = np.asarray(d["ldsb_rank"], np.float64)
+        out["ldsb_delta_explained"] = np.asarray(d["ldsb_explained"], np.float64)
     return out
 
 
@@ -644,6 +705,10 @@ EXPECT = {
     ("probe", ""): "learned but unused? probe_s_rand high = S^c encoded though head_s_rand ~0.5",
     ("probe", "_s_removed"): "control: S is noise, S^c learned: probe_s_rand and head ~1",
     ("probe", "_init"): "control: random features, probe_s_rand = what random features carry",
+    ("probe", "_abandoned"): "control: S^c learned first, then full data: is it still encoded?",
+    ("ldsb", "_abandoned"): "control: S^c learned first, then full data",
+    ("timeline", "_abandoned"): "control: starts on S^c; does S take over?",
+    ("margin", "_abandoned"): "control: S^c learned first, then full data",
     ("ldsb", ""): "LD-SB: small P_perp-pC, large P-pC; span(P) overlaps S",
     ("ldsb", "_s_removed"): "control: P should not align with S",
     ("ldsb", "_init"): "control: random first layer, high rank",
@@ -688,7 +753,8 @@ def run_study(run, p: Preset, ds_key: str, parts: list[str], extra: dict, figs: 
                 figs["probe"].append(rec)
             if "ldsb" in parts:
                 if mcfg["name"] in LDSB_MODELS:
-                    met = _ldsb_metrics(run, p, data, model, params, cell)
+                    init = None if variant == "_init" else stacks["_init"][0]
+                    met = _ldsb_metrics(run, p, data, model, params, cell, init)
                     run.add_result(
                         metrics=met,
                         part="ldsb",
@@ -765,7 +831,7 @@ def part_phase(run, p: Preset, extra: dict) -> None:
                     k=k,
                     noise_model=data.noise_model,
                 )
-    cross = res.crossover(min_gap=PHASE_MIN_GAP)
+    cross = crossover_summary(res, PHASE_MIN_GAP, run.seed)
     rel = res.reliance()
     n_models = int(res.stop_reason.size)
     extra["phase"] = {
@@ -776,6 +842,8 @@ def part_phase(run, p: Preset, extra: dict) -> None:
         "n_models": n_models,
         "n_devices": res.n_devices,
         "theory_lsn": THEORY_LSN,
+        "updates": [int(u) for u in res.updates],
+        "learnable_acc": LEARNABLE_ACC,
         "noise_model": data.noise_model,
         "slab_margin": data.slab_margin,
         "min_gap": PHASE_MIN_GAP,
@@ -794,9 +862,7 @@ def part_phase(run, p: Preset, extra: dict) -> None:
             "phase: margin %.2f, k %d: %s%s",
             c["margin"],
             c["k"],
-            "S^c never wins on the p grid"
-            if c["p_cross"] is None
-            else f"S^c first wins at p = {c['p_cross']:g}",
+            c["verdict"],
             failed if c["n_failed_cells"] else "",
         )
     run.figure(
@@ -810,6 +876,79 @@ def part_phase(run, p: Preset, extra: dict) -> None:
         min_gap=PHASE_MIN_GAP,
         title=f"Shortcut phase diagram: noisy LMS-k, (100,1)-FCN, {ph.n_seeds} seeds per cell, "
         f"{ph.train.max_steps} updates",
+    )
+
+
+def bootstrap_mean_ci(values, rng: np.random.Generator, n_boot: int = 2000) -> list | None:
+    """95 % percentile bootstrap interval of the mean over seeds (None with < 2 values)."""
+    v = np.asarray(values, np.float64)
+    if v.size < 2:
+        return None
+    means = rng.choice(v, (n_boot, v.size), replace=True).mean(axis=1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def crossover_summary(res, min_gap: float, seed: int) -> list[dict]:
+    """`PhaseResult.crossover` (of the seed means) with, per (margin, k): every seed's own
+    crossover (`p_cross_per_seed`, None = never on the grid), their mean over the seeds that
+    cross with a bootstrap interval over those seeds and `n_never`; the same at every evaluation
+    period (`by_budget`: the crossover as a function of the update budget); the clean test
+    accuracy per p (`clean_test_acc`) and whether S^c is learned at the largest p, where S
+    carries the least (`sc_learned`: mean clean test accuracy >= LEARNABLE_ACC) -- a row whose
+    S^c never wins and is not learned there shows a learnability limit of the recipe, not SB."""
+    rng = np.random.default_rng([seed, stable_tag(NAME, "crossover_bootstrap")])
+    final = res.crossover_per_seed(min_gap)  # [G, K, S]
+    periods = [res.crossover_per_seed(min_gap, e) for e in range(len(res.updates))]
+    ok = res.ok
+    with np.errstate(invalid="ignore"):
+        test = np.where(ok, res.metrics["test_acc"], np.nan)
+        clean = np.nanmean(test, axis=-1)  # [P, G, K]
+    out = []
+    cells = itertools.product(range(len(res.margin)), range(len(res.k)))  # crossover's order
+    for c, (j, l_) in zip(res.crossover(min_gap), cells, strict=True):
+        per = final[j, l_]
+        crossing = per[np.isfinite(per)]
+        learned = bool(clean[-1, j, l_] >= LEARNABLE_ACC)
+        c.update(
+            p_cross_per_seed=[None if np.isnan(v) else float(v) for v in per],
+            n_never=int(np.sum(~np.isfinite(per))),
+            p_cross_seed_mean=float(crossing.mean()) if crossing.size else None,
+            p_cross_ci95=bootstrap_mean_ci(crossing, rng),
+            clean_test_acc=[None if np.isnan(v) else float(v) for v in clean[:, j, l_]],
+            sc_learned=learned,
+            by_budget=[
+                {
+                    "updates": int(u),
+                    "p_cross_seed_mean": float(np.nanmean(pe[j, l_]))
+                    if np.isfinite(pe[j, l_]).any()
+                    else None,
+                    "n_never": int(np.sum(~np.isfinite(pe[j, l_]))),
+                }
+                for u, pe in zip(res.updates, periods, strict=True)
+            ],
+        )
+        c["verdict"] = crossover_verdict(c, float(res.p[-1]))
+        out.append(c)
+    return out
+
+
+def crossover_verdict(c: Mapping[str, Any], p_max: float) -> str:
+    """One sentence per (margin, k) row that says what its seeds support."""
+    n = len(c["p_cross_per_seed"])
+    acc = c["clean_test_acc"][-1]
+    if c["n_never"] == n:
+        if not c["sc_learned"]:
+            return (
+                f"S^c never wins, but it is not learned even at p = {p_max:g} (clean test "
+                f"accuracy {acc:.3f}): a learnability limit of this recipe, not SB"
+            )
+        return f"S^c never wins on the p grid although it is learned at p = {p_max:g}: SB holds"
+    ci = c["p_cross_ci95"]
+    ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+    never = f"; {c['n_never']} of {n} seeds never cross" if c["n_never"] else ""
+    n_cross = n - c["n_never"]
+    return (
+        f"S^c wins from p = {c['p_cross_seed_mean']:.3g}{ci_text} (mean of {n_cross} seeds){never}"
     )
 
 

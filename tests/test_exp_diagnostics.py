@@ -142,8 +142,18 @@ def test_smoke_probe_ldsb_timeline_end_to_end(tmp_path):
         for st in r["metrics"].values():
             assert set(st) >= {"mean", "std", "per_seed"} and len(st["per_seed"]) == 2
     probe, ldsb, tl = (_records(on_disk, k) for k in ("probe", "ldsb", "timeline"))
-    assert sorted(probe) == sorted(ldsb) == ["fcn_100x1", "fcn_100x1_init", "fcn_100x1_s_removed"]
-    assert sorted(tl) == ["fcn_100x1", "fcn_100x1_s_removed"]  # nothing trained at init
+    assert (
+        sorted(probe)
+        == sorted(ldsb)
+        == [
+            "fcn_100x1",
+            "fcn_100x1_abandoned",
+            "fcn_100x1_init",
+            "fcn_100x1_s_removed",
+        ]
+    )
+    # nothing trained at init
+    assert sorted(tl) == ["fcn_100x1", "fcn_100x1_abandoned", "fcn_100x1_s_removed"]
     main = probe["fcn_100x1"]["metrics"]
     # Extreme SB on LMS-5: the model's own head ignores S^c (S-randomized accuracy at chance),
     # while the S probe on its features is perfect.
@@ -182,15 +192,60 @@ def test_smoke_all_parts_end_to_end(tmp_path):
     by_p = {r["p"]: r["metrics"] for r in phase}
     assert by_p[0.0]["reliance_s"]["mean"] > by_p[0.0]["reliance_sc"]["mean"]
     assert by_p[0.5]["reliance_sc"]["mean"] > by_p[0.5]["reliance_s"]["mean"]
-    cross = on_disk["phase"]["crossover"]
-    assert cross == [
-        {
-            "margin": 0.3,
-            "k": 3,
-            "p_cross": 0.5,
-            "reliance_s": cross[0]["reliance_s"],
-            "reliance_sc": cross[0]["reliance_sc"],
-        }
-    ]
+    (cross,) = on_disk["phase"]["crossover"]
+    assert (cross["margin"], cross["k"], cross["p_cross"]) == (0.3, 3, 0.5)
+    assert cross["p_cross_per_seed"] == [0.5] and cross["n_never"] == 0
+    assert [b["updates"] for b in cross["by_budget"]] == on_disk["phase"]["updates"]
     pngs = _redraw_equal(tmp_path, out)
     assert pngs == ["phase_diagram.png", "probe_bars.png", "timeline_lms5.png"]
+
+
+def _phase_result(s_rand, sc_rand, test, p=(0.0, 0.1, 0.5)):
+    """A PhaseResult [P, G=1, K, S] with a two-period timeline whose last period is final."""
+    from sbjax.train.phase import PhaseResult
+
+    m = {"s_rand_acc": s_rand, "sc_rand_acc": sc_rand, "test_acc": test}
+    tl = {k: np.stack([np.full_like(v, 0.5), v], axis=-1) for k, v in m.items()}
+    return PhaseResult(
+        p=p,
+        margin=(0.3,),
+        k=(3, 7),
+        n_seeds=s_rand.shape[-1],
+        metrics=m,
+        timeline=tl,
+        updates=np.array([100, 200]),
+        stop_reason=np.full(s_rand.shape, "max_steps"),
+        strategy="program",
+        compile_s=0.0,
+        run_s=0.0,
+        n_devices=1,
+    )
+
+
+def test_per_seed_crossovers_intervals_and_verdicts():
+    """k = 3: three of four seeds cross at p = 0.1, one never; k = 7: nobody crosses and the
+    clean test accuracy at p = 0.5 is at chance (a learnability limit, not SB)."""
+    shape = (3, 1, 2, 4)
+    s_rand, sc_rand, test = np.full(shape, 0.5), np.full(shape, 0.5), np.full(shape, 0.5)
+    s_rand[1:, 0, 0, :3] = 0.95  # S^c used from p = 0.1 on (seeds 0-2): S-randomized acc high
+    test[:, 0, 0, :] = 0.97
+    res = _phase_result(s_rand, sc_rand, test)
+    per = res.crossover_per_seed(0.05)
+    np.testing.assert_array_equal(per[0, 0], [0.1, 0.1, 0.1, np.nan])
+    assert np.all(np.isnan(per[0, 1]))
+    assert np.all(np.isnan(res.crossover_per_seed(0.05, period=0)))  # nothing at 100 updates
+    c3, c7 = D.crossover_summary(res, 0.05, seed=0)
+    assert c3["p_cross_per_seed"] == [0.1, 0.1, 0.1, None] and c3["n_never"] == 1
+    assert c3["p_cross_seed_mean"] == pytest.approx(0.1)
+    assert c3["p_cross_ci95"] == pytest.approx([0.1, 0.1])
+    assert [b["p_cross_seed_mean"] for b in c3["by_budget"]] == [None, pytest.approx(0.1)]
+    assert c3["sc_learned"] and "1 of 4 seeds never cross" in c3["verdict"]
+    assert not c7["sc_learned"] and "learnability limit" in c7["verdict"]
+
+
+def test_bootstrap_interval_covers_the_mean():
+    rng = np.random.default_rng(0)
+    v = np.array([0.05, 0.1, 0.1, 0.2])
+    lo, hi = D.bootstrap_mean_ci(v, rng)
+    assert lo <= v.mean() <= hi and lo >= v.min() and hi <= v.max()
+    assert D.bootstrap_mean_ci([0.1], rng) is None
