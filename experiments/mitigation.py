@@ -60,7 +60,8 @@ training accuracy stays below ``fit_min`` are reported as such (``report``), not
 
 Any preset value can be changed with --set (e.g. ``--set grids.dbat=[0.1,1.0]``, ``--set
 ms57.max_steps=20000``, ``--set unlabeled_mix=[1.0,0.5]``). Figures: a methods x datasets
-heat-map of S-randomized accuracy and, per dataset, S- against S^c-randomized accuracy per method;
+heat-map of S-randomized accuracy and, per dataset, S- against S^c-randomized accuracy per method
+and each method's paired difference from ERM with its interval (``mitigation_delta_<dataset>``);
 `python -m sbjax.plots RUN_DIR` redraws them.
 """
 
@@ -1450,6 +1451,7 @@ EXPECT = {
 def figures(run, results: list[dict]) -> None:
     """The heat-map of S-randomized accuracy and the S- vs S^c-randomized panels (with
     --correlations: at the highest correlation), and the metrics against the correlation."""
+    delta_figures(run, results)
     # the rows a reader compares: target-label selection, reported (no "did not fit" numbers)
     results = [
         r
@@ -1492,6 +1494,34 @@ def figures(run, results: list[dict]) -> None:
             log.warning("%s: no method has a usable model: no S vs S^c figure", ds)
             continue
         run.figure(f"mitigation_s_vs_sc_{ds}.png", "mitigation_s_vs_sc", points=pts, dataset=ds)
+
+
+def delta_figures(run, results: list[dict]) -> None:
+    """Per dataset (at the highest correlation): every method's `delta_vs_erm` on S-randomized
+    accuracy under each selection rule (`mitigation_delta_<dataset>.png`)."""
+    cs = [r.get(CORRELATION) for r in results if r.get(CORRELATION) is not None]
+    top = max(cs) if cs else None
+    for ds in [d for d in DATASETS if any(r["dataset"] == d for r in results)]:
+        rows = []
+        for r in results:
+            if r["dataset"] != ds or "delta_vs_erm" not in r:
+                continue
+            if r.get(CORRELATION) not in (None, top):
+                continue
+            d = r["delta_vs_erm"]["s_rand_acc"]
+            lo, hi = d.get("ci95") or (None, None)
+            rows.append(
+                {
+                    "method": r["method"],
+                    "selection": r.get("selection", "target_val"),
+                    "report": r.get("report", "ok"),
+                    "mean": d["mean"],
+                    "lo": lo,
+                    "hi": hi,
+                }
+            )
+        if rows:
+            run.figure(f"mitigation_delta_{ds}.png", "mitigation_delta", rows=rows, dataset=ds)
 
 
 CURVE_METRICS = ("s_rand_acc", "worst_group_acc")

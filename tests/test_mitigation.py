@@ -356,7 +356,11 @@ def test_smoke_run_records_and_figures(tmp_path):
     assert saved["results"][0]["method"] == "erm"
     assert all(r["correlation"] == 1.0 for r in saved["results"])
     assert all(r["group_sizes"][0] == r["group_sizes"][2] == 0 for r in saved["results"])
-    for name in ("mitigation_s_rand_heatmap.png", "mitigation_s_vs_sc_lms5.png"):
+    for name in (
+        "mitigation_s_rand_heatmap.png",
+        "mitigation_s_vs_sc_lms5.png",
+        "mitigation_delta_lms5.png",
+    ):
         assert (out / name).stat().st_size > 1000
         assert (out / "figures" / (name[:-4] + ".json")).exists()
 

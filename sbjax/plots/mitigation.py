@@ -7,6 +7,9 @@
   "uses S^c only" at (1, 0.5).
 * `mitigation_vs_correlation` -- one dataset: S-randomized and worst-group accuracy of each method
   against the training correlation (mean and 95 % t-interval over seeds).
+* `mitigation_delta` -- one dataset: each method's paired difference from ERM (mean and 95 %
+  t-interval over seeds), one marker per selection rule; rows that are not numbers ("did not
+  fit", "n/a: ceiling not reached") are named instead of drawn.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from sbjax.plots.paper import finish_figure
 from sbjax.plots.registry import figure_kind
 from sbjax.validate import fail
 
-__all__ = ["mitigation_heatmap", "mitigation_s_vs_sc", "mitigation_vs_correlation"]
+__all__ = [
+    "mitigation_delta",
+    "mitigation_heatmap",
+    "mitigation_s_vs_sc",
+    "mitigation_vs_correlation",
+]
 
 
 @figure_kind
@@ -153,3 +161,49 @@ def mitigation_vs_correlation(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     return finish_figure(fig, path, title or f"{dataset}: mean and 95 % t-interval over seeds")
+
+
+@figure_kind
+def mitigation_delta(
+    rows: Sequence[Mapping],
+    dataset: str,
+    path: str | os.PathLike | None = None,
+    *,
+    metric: str = "s_rand_acc",
+    title: str | None = None,
+) -> Figure:
+    """Forest plot of paired differences from ERM, one line per method.
+
+    Args:
+        rows: [{"method", "selection", "report", "mean", "lo", "hi"}] (lo / hi None: fewer than
+            two seeds; report other than "ok": written at the method's line, nothing drawn).
+        dataset: the dataset's name (title). metric: the difference's metric (axis label).
+        path: PNG path or None. title: figure title.
+    """
+    if not rows:
+        fail("rows", rows, "a non-empty list of {method, selection, report, mean, lo, hi}")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    selections = list(dict.fromkeys(r["selection"] for r in rows))
+    fig = Figure(figsize=(6.4, 0.9 + 0.38 * len(methods)), layout="constrained")
+    ax = fig.subplots()
+    ax.axvline(0.0, color="gray", lw=1)
+    for r in rows:
+        y = methods.index(r["method"]) + 0.28 * (selections.index(r["selection"]) - 0.5)
+        color = f"C{selections.index(r['selection']) % 10}"
+        if r.get("report", "ok") != "ok" or r.get("mean") is None:
+            ax.text(0.0, y, f"  {r.get('report') or 'no usable model'}", va="center", fontsize=7)
+            continue
+        lo = r["mean"] if r.get("lo") is None else r["lo"]
+        hi = r["mean"] if r.get("hi") is None else r["hi"]
+        ax.errorbar(
+            [r["mean"]], [y], xerr=[[r["mean"] - lo], [hi - r["mean"]]], fmt="o", capsize=3,
+            color=color, ms=4,
+        )  # fmt: skip
+    for i, sel in enumerate(selections):
+        ax.plot([], [], "o", color=f"C{i % 10}", label=f"selected by {sel}")
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric.replace('_', ' ')} minus ERM's (paired over seeds)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="best")
+    return finish_figure(fig, path, title or f"{dataset}: difference from ERM, 95 % t-interval")
