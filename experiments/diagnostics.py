@@ -116,6 +116,9 @@ class Study:
       s_removed_n_train: the control's training points (None: n_train).
       n_monitor: test points of the timeline's monitor sets.
       n_margin: test points whose subspace margins are searched.
+      abandon_steps: fixed budget (no stop rule) of the `_abandoned` control on the full data:
+        its S-removed start already fits the data through S^c, so a stop rule would end it at
+        once; a fixed budget lets the loss keep pulling it towards S.
     """
 
     models: tuple[str, ...]
@@ -127,6 +130,7 @@ class Study:
     s_removed_n_train: int | None = None
     n_monitor: int = 1000
     n_margin: int = 500
+    abandon_steps: int = 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +210,7 @@ PRESETS: dict[str, Preset] = {
                 s_removed_train=NB01.replace(max_steps=300, eval_every=100, patience=1),
                 n_monitor=200,
                 n_margin=50,
+                abandon_steps=300,
             ),
         },
         phase=Phase(
@@ -251,6 +256,7 @@ PRESETS: dict[str, Preset] = {
                 s_removed_train=_MC_RECIPE.replace(max_steps=2000, eval_every=100),
                 n_monitor=1000,
                 n_margin=100,
+                abandon_steps=2000,
             ),
         },
         phase=Phase(
@@ -354,6 +360,7 @@ def check_preset(p: Preset) -> None:
             check_positive_int(f"studies.{ds}.n_probe", st.n_probe, 10)
         check_positive_int(f"studies.{ds}.n_monitor", st.n_monitor)
         check_positive_int(f"studies.{ds}.n_margin", st.n_margin)
+        check_positive_int(f"studies.{ds}.abandon_steps", st.abandon_steps)
         need = ("max_steps", "eval_every", "patience")
         check_recipe(f"studies.{ds}.train", st.train, need=need)
         check_recipe(f"studies.{ds}.s_removed_train", st.s_removed_train, need=need)
@@ -537,10 +544,16 @@ def _train_study(run, p: Preset, st: Study, data: StudyData, m_name: str, extra:
     # the main recipe. Their probe calibrates "encoded but maybe unused" on a known case.
     name = f"{data.dataset}_{m_name}_abandoned"
     timings = {}
+    abandon = train_config(
+        st.train,
+        stop_rule="none",
+        max_steps=st.abandon_steps,
+        eval_every=min(st.train.eval_every, st.abandon_steps),
+    )
     r = run_sweep(
         run,
         name,
-        train_config(st.train),
+        abandon,
         model,
         data.train,
         None,
