@@ -34,8 +34,8 @@ models of a sweep:
 Controls (records whose ``model`` ends in ``_s_removed`` / ``_abandoned`` / ``_init``): the same
 architecture trained with S randomized in its training set (S carries no label information, so
 the model must learn S^c: its probe should be near 1); learned-then-abandoned, the S-removed
-models trained further on the full data with the main recipe (S^c is encoded at the start, so
-the probe is calibrated on a feature that is learned but may become unused); and at its random
+models trained further on the full data for `abandon_steps` updates (S^c is encoded at the start,
+so the probe is calibrated on a feature that is learned but may become unused); and at its random
 initialisation (the initial parameters of the main models; no timeline). The probe, LD-SB and
 margins are measured on the same clean test and probe sets for all of them.
 
