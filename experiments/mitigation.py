@@ -35,7 +35,7 @@ training images re-paired with a permuted MNIST block. A small labelled S-random
 set (``n_val`` = 64 points; synthetic: a fresh draw, MNIST-CIFAR: training pairs held out of
 training) picks, for DivDis and gradient diversity, the better of their own two heads (highest
 validation accuracy) and, for every method, the grid point (highest mean validation accuracy over
-the used seeds); a second rule with no target labels (``source_val``: 64 labelled points from the
+the used seeds, among the points with the most usable seeds); a second rule with no target labels (``source_val``: 64 labelled points from the
 training distribution) gives every method a second row. The test sets never choose anything.
 Test sets: standard, S-randomized and S^c-randomized (one within-test-set permutation of the
 block per model, as the reference) and "reversed" (each point's S block taken from a point of
@@ -1030,7 +1030,9 @@ class Methods:
             np.stack(
                 [
                     group_balanced_subsets(
-                        d.dfr_groups, self.p.dfr_subsets, _rng(self.run.seed, "dfr", s)
+                        d.dfr_groups,
+                        self.p.dfr_subsets,
+                        _rng(self.run.seed, "dfr", self.dataset, s),
                     )
                     for s in range(n_s)
                 ]
@@ -1261,13 +1263,20 @@ def select(
     return np.asarray(members)[pick], chosen
 
 
-def grid_scores(chosen: dict, by: str, n_seeds: int, g: int) -> np.ndarray:
-    """float [G]: each grid point's mean `by` over its used seeds (-1 where none is used); the
-    selected point is the first maximum."""
+def grid_scores(chosen: dict, by: str, n_seeds: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_used int [G], mean float [G]): each grid point's usable seeds and its mean `by` over
+    them (-1 where none is used)."""
     val = chosen[by].reshape(n_seeds, g)
-    return np.asarray(
-        [np.nanmean(val[:, j]) if np.isfinite(val[:, j]).any() else -1.0 for j in range(g)]
-    )
+    n_used = np.isfinite(val).sum(axis=0)
+    means = [np.nanmean(val[:, j]) if n_used[j] else -1.0 for j in range(g)]
+    return n_used, np.asarray(means)
+
+
+def best_grid_point(n_used: np.ndarray, means: np.ndarray) -> int:
+    """The selected grid point: among the points with the most usable seeds, the highest mean
+    (first on ties), so a strength at which most seeds failed is never chosen on the few left."""
+    full = n_used == n_used.max()
+    return int(np.argmax(np.where(full, means, -np.inf)))
 
 
 def at_grid_edge(method: str, points: list[dict], best: int, scores=None) -> bool | None:
@@ -1342,8 +1351,8 @@ def _record(run, dataset, method, data, t, model_name, correlation, selection, p
     by = SELECTION_METRIC[selection]
     n_m, g = len(t.members), max(len(t.points), 1)
     choice, chosen = select(per_member, t.reported or range(n_m), failed, by)
-    scores = grid_scores(chosen, by, run.n_seeds, g)
-    best = int(np.argmax(scores))
+    n_used, scores = grid_scores(chosen, by, run.n_seeds, g)
+    best = best_grid_point(n_used, scores)
     cols = np.arange(run.n_seeds) * g + best
     # Fixed budgets (no stop rule): a model is used unless it diverged; non-finite metrics (NaN
     # here) are marked and excluded by add_result.

@@ -216,6 +216,13 @@ def test_select_takes_the_best_validation_member_and_marks_failures():
     assert choice.tolist() == [0, 0, 0]
 
 
+def test_grid_point_with_failed_seeds_is_not_chosen():
+    chosen = {"val_acc": np.array([[0.9, 0.6, np.nan], [np.nan, 0.6, np.nan], [np.nan, 0.7, 0.99]])}
+    n_used, means = mit.grid_scores(chosen, "val_acc", 3, 3)
+    assert n_used.tolist() == [1, 3, 1]
+    assert mit.best_grid_point(n_used, means) == 1  # not point 2 (one lucky seed of three)
+
+
 def test_at_grid_edge():
     pts = [{"lambda": v} for v in (0.1, 1.0, 10.0)]
     assert [mit.at_grid_edge("grad_diversity", pts, b) for b in range(3)] == [True, False, True]
