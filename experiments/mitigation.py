@@ -1420,8 +1420,8 @@ def same_row(a: dict, b: dict) -> bool:
 def finish_dataset(recs: list[dict], budget: Budget) -> None:
     """Adds to every record of one dataset: `ceiling_reached` (the ceiling row's mean
     S-randomized accuracy >= the recipe's `ceiling_min`; None without a ceiling row), `fits`
-    (mean training accuracy >= the recipe's `fit_min`), `report` ("ok", "n/a: ceiling not
-    reached" or "did not fit": only "ok" rows are numbers in a table) and `delta_vs_erm`
+    (mean training accuracy >= the recipe's `fit_min`), `report` ("ok", the record's failure
+    status, "n/a: ceiling not reached" or "did not fit": only "ok" rows are numbers in a table) and `delta_vs_erm`
     (paired per-seed differences from the ERM row of the same correlation and selection, 95 %
     t-interval)."""
     ceil = [r for r in recs if r["method"] == "ceiling" and r["metrics"]["s_rand_acc"]["mean"]]
@@ -1431,7 +1431,9 @@ def finish_dataset(recs: list[dict], budget: Budget) -> None:
         train = r["metrics"]["train_acc"]["mean"]
         r["ceiling_s_rand_acc"], r["ceiling_reached"] = ceiling_acc, reached
         r["fits"] = None if train is None else bool(train >= budget.fit_min)
-        if reached is False and r["method"] != "ceiling":
+        if r.get("status"):  # e.g. "all models failed": no number at all
+            r["report"] = r["status"]
+        elif reached is False and r["method"] != "ceiling":
             r["report"] = "n/a: ceiling not reached"
         elif r["fits"] is False:
             r["report"] = "did not fit"
@@ -1468,7 +1470,7 @@ def figures(run, results: list[dict]) -> None:
         if r.get("selection", "target_val") == "target_val" and r.get("report", "ok") == "ok"
     ]
     cs = sorted({r[CORRELATION] for r in results if r.get(CORRELATION) is not None})
-    if cs:
+    if len(cs) > 1:  # the --correlations axis (a fixed --correlation is one point: no curve)
         correlation_figures(run, results, cs)
         results = [r for r in results if r.get(CORRELATION) in (None, cs[-1])]
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]

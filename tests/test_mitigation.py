@@ -272,6 +272,13 @@ def test_delta_vs_erm_is_the_paired_t_interval_and_rows_are_labelled():
     mit.finish_dataset(recs, mit.PRESETS["quick"].lms5)
     assert [r["report"] for r in recs] == ["n/a: ceiling not reached"] * 2 + ["ok"]
     assert recs[0]["ceiling_reached"] is False
+    # a row whose models all failed says so
+    failed = _rec("sam", [np.nan] * 10)
+    failed["status"] = "all models failed"
+    failed["metrics"]["train_acc"]["mean"] = None
+    recs = [_rec("erm", erm), failed, _rec("ceiling", np.full(10, 0.99))]
+    mit.finish_dataset(recs, mit.PRESETS["quick"].lms5)
+    assert recs[1]["report"] == "all models failed"
 
 
 def test_dfr_refit_matches_scikit_learn():
