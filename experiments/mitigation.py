@@ -148,7 +148,7 @@ GRID_AXIS = {
     "grad_diversity": "lambda",
     "dbat": "alpha",
     "divdis": "lambda_mi",
-    "dfr": "l2",
+    "dfr": "l2",  # DFR's logistic-regression penalty (`dfr_refit` vmaps over it): no hparam
     "orthop": "threshold",  # rides on the member axis (a different U per model): no hparam
 }
 # Traced hyperparameters that are not penalty strengths (`sbjax.train.config.hparam_names`,
@@ -1178,7 +1178,6 @@ def objectives() -> dict[str, Strength]:
         # groups (label, S agrees): sbjax.data.groups
         "group_dro": _rule_strength(go.group_dro(N_GROUPS)),
         "lff": _rule_strength(go.lff()),
-        "dfr": _strength(obj.Objective(penalties=(obj.weight_norm(),), trainable=("['head']",))),
         # JTT's up-weight term (the other is the plain loss at weight 1)
         "jtt": Strength(jtt, jtt.penalties[1]),
     }
@@ -1186,7 +1185,7 @@ def objectives() -> dict[str, Strength]:
 
 def grid_hparam(method: str) -> str | None:
     """The traced hyperparameter a method's grid sweeps: its objective's `Penalty.hparam`, SAM's
-    radius, or None (OrthoP: its threshold rides on the member axis)."""
+    radius, or None (OrthoP: its threshold rides on the member axis; DFR: no training sweep)."""
     if method == "sam":
         return SAM_RHO
     spec = objectives().get(method)
@@ -1586,6 +1585,7 @@ def versus_reference(results: list[dict], reference: str = "group_dro") -> list[
                 CORRELATION: r.get(CORRELATION),
                 "selection": r.get("selection"),
                 "method": r["method"],
+                "report": r.get("report"),  # "did not fit" rows are not comparisons to quote
             }
             for k in CURVE_METRICS:
                 a, b = used_values(r, k), used_values(ref, k)

@@ -309,8 +309,9 @@ def test_contributing_example_mitigation_method_is_four_lines(tmp_path):
     assert mitigation.grid_hparam("dbat") == "lambda_dbat"  # the module itself is unchanged
     argv = ["--preset", "smoke", "--methods", "logit_norm", "--set", "grids.logit_norm=[0.1]"]
     s = mod.main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
-    (rec,) = s["results"]
+    rec, rec_source = s["results"]  # one record per selection rule
     assert (rec["method"], rec["hparams"]) == ("logit_norm", {"lambda": 0.1})
+    assert (rec["selection"], rec_source["selection"]) == ("target_val", "source_val")
     assert rec["n_total"] == 2 and rec["metrics"]["test_acc"]["mean"] is not None
 
 
@@ -325,7 +326,7 @@ def test_mitigation_grid_axes_are_the_objectives_penalty_names():
         "grad_diversity": "lambda_grad_similarity",
         "dbat": "lambda_dbat",
         "divdis": "lambda_divdis_mi",
-        "dfr": "lambda_weight_norm",
+        "dfr": None,  # a logistic-regression refit, not a training sweep
         "orthop": None,
         "group_dro": "dro_step",  # loss rules: their traced hyperparameter
         "lff": "lff_q",
