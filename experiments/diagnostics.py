@@ -921,7 +921,8 @@ def crossover_summary(res, min_gap: float, seed: int) -> list[dict]:
     for c, (j, l_) in zip(res.crossover(min_gap), cells, strict=True):
         per = final[j, l_]
         crossing = per[np.isfinite(per)]
-        learned = bool(clean[-1, j, l_] >= LEARNABLE_ACC)
+        last = clean[-1, j, l_]  # NaN: every model of that cell failed
+        learned = None if np.isnan(last) else bool(last >= LEARNABLE_ACC)
         c.update(
             p_cross_per_seed=[None if np.isnan(v) else float(v) for v in per],
             n_never=int(np.sum(~np.isfinite(per))),
@@ -949,6 +950,8 @@ def crossover_verdict(c: Mapping[str, Any], p_max: float) -> str:
     """One sentence per (margin, k) row that says what its seeds support."""
     n = len(c["p_cross_per_seed"])
     acc = c["clean_test_acc"][-1]
+    if c["n_never"] == n and acc is None:
+        return f"S^c never wins; no usable model at p = {p_max:g}, so learnability is unknown"
     if c["n_never"] == n:
         if not c["sc_learned"]:
             return (

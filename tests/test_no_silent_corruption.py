@@ -273,14 +273,17 @@ def test_mitigation_reports_a_method_whose_models_all_diverged(tmp_path):
             "--methods",
             "erm",
             "--set",
-            "synthetic.lr=1e10",
+            "lms5.lr=1e10",
             "--out",
             str(out),
             "--no-progress",
         ]
     )
-    (rec,) = summary["results"]
-    assert rec["status"] == "all models failed" and rec["n_diverged"] == rec["n_total"] == 2
+    recs = summary["results"]  # one record per selection rule
+    assert [r["selection"] for r in recs] == ["target_val", "source_val"]
+    for rec in recs:
+        assert rec["status"] == "all models failed" and rec["n_diverged"] == rec["n_total"] == 2
+        assert rec["report"] == "all models failed"
     assert (out / "summary.json").exists()
 
 
