@@ -1420,9 +1420,9 @@ def finish_dataset(recs: list[dict], budget: Budget) -> None:
     """Adds to every record of one dataset: `ceiling_reached` (the ceiling row's mean
     S-randomized accuracy >= the recipe's `ceiling_min`; None without a ceiling row), `fits`
     (mean training accuracy >= the recipe's `fit_min`), `report` ("ok", the record's failure
-    status, "n/a: ceiling not reached" or "did not fit": only "ok" rows are numbers in a table) and `delta_vs_erm`
-    (paired per-seed differences from the ERM row of the same correlation and selection, 95 %
-    t-interval)."""
+    status, "n/a: ceiling not reached" or "did not fit": only "ok" rows are numbers in a table)
+    and `delta_vs_erm` (paired per-seed differences from the ERM row of the same correlation and
+    selection, 95 % t-interval)."""
     ceil = [r for r in recs if r["method"] == "ceiling" and r["metrics"]["s_rand_acc"]["mean"]]
     ceiling_acc = ceil[0]["metrics"]["s_rand_acc"]["mean"] if ceil else None
     reached = None if ceiling_acc is None else bool(ceiling_acc >= budget.ceiling_min)
