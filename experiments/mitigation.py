@@ -35,8 +35,9 @@ training images re-paired with a permuted MNIST block. A small labelled S-random
 set (``n_val`` = 64 points; synthetic: a fresh draw, MNIST-CIFAR: training pairs held out of
 training) picks, for DivDis and gradient diversity, the better of their own two heads (highest
 validation accuracy) and, for every method, the grid point (highest mean validation accuracy over
-the used seeds, among the points with the most usable seeds); a second rule with no target labels (``source_val``: 64 labelled points from the
-training distribution) gives every method a second row. The test sets never choose anything.
+the used seeds, among the points with the most usable seeds); a second rule with no target
+labels (``source_val``: 64 labelled points from the training distribution) gives every method a
+second row. The test sets never choose anything.
 Test sets: standard, S-randomized and S^c-randomized (one within-test-set permutation of the
 block per model, as the reference) and "reversed" (each point's S block taken from a point of
 the other class, so S points to the wrong label; accuracy against the S^c label: 0 for a model
