@@ -91,6 +91,7 @@ from experiments.common import (
 from experiments.evaluation import eval_keys, evaluate_stack, metric_test_sizes
 from experiments.synthetic import (
     MODELS,
+    NB03_MS7,
     check_names,
     check_positive_int,
     make_data,
@@ -210,14 +211,14 @@ class Grids:
 MS57_QUICK = Budget(
     n_train=40_000,
     n_test=5000,
-    batch_size=256,
-    lr=0.3,
+    batch_size=NB03_MS7.batch_size,
+    lr=NB03_MS7.lr,
     max_steps=15_000,
     eval_every=1500,
     jtt_steps=500,
-    optimizer="sgd",
-    momentum=0.9,
-    weight_decay=5e-4,
+    optimizer=NB03_MS7.optimizer,
+    momentum=NB03_MS7.momentum,
+    weight_decay=NB03_MS7.weight_decay,
 )
 LMS5_QUICK = Budget(20_000, 5000, 256, 1e-3, 6000, 1000, 200)
 # MNIST-CIFAR: an FCN on the CIFAR block alone reaches ~0.66-0.68 S-randomized and ~0.79 training
@@ -1412,6 +1413,14 @@ def _record(run, dataset, method, data, t, model_name, correlation, selection, p
     return rec
 
 
+def paired_difference(rec: dict, ref: dict, metric: str) -> dict:
+    """`rec` minus `ref` on one metric, paired over seeds (the same seed: same data and
+    evaluation keys): {mean, ci95 (95 % t-interval), n, n_excluded (seeds where either failed)}."""
+    a, b = used_values(rec, metric), used_values(ref, metric)
+    d = a - b if a.shape == b.shape else np.full(1, np.nan)
+    return {**t_interval(d), "n_excluded": int(np.sum(~np.isfinite(d)))}
+
+
 def same_row(a: dict, b: dict) -> bool:
     """Two records of the same dataset, correlation and selection rule (comparable rows)."""
     return all(a.get(k) == b.get(k) for k in ("dataset", CORRELATION, "selection"))
@@ -1442,15 +1451,13 @@ def finish_dataset(recs: list[dict], budget: Budget) -> None:
         erm = [e for e in recs if e["method"] == "erm" and same_row(e, r)]
         if r["method"] == "erm" or not erm:
             continue
-        r["delta_vs_erm"] = {}
-        for k in DELTA_METRICS:
-            a, b = used_values(r, k), used_values(erm[0], k)
-            d = a - b if a.shape == b.shape else np.full(1, np.nan)
-            r["delta_vs_erm"][k] = {
-                **t_interval(d),
-                "n_excluded": int(np.sum(~np.isfinite(d))),
+        r["delta_vs_erm"] = {
+            k: {
+                **paired_difference(r, erm[0], k),
                 "sampling_se": r["metrics"][k].get("sampling_se"),
             }
+            for k in DELTA_METRICS
+        }
 
 
 EXPECT = {
@@ -1589,9 +1596,7 @@ def versus_reference(results: list[dict], reference: str = "group_dro") -> list[
                 "report": r.get("report"),  # "did not fit" rows are not comparisons to quote
             }
             for k in CURVE_METRICS:
-                a, b = used_values(r, k), used_values(ref, k)
-                d = a - b if a.shape == b.shape else np.full(1, np.nan)
-                row[k] = {**t_interval(d), "n_excluded": int(np.sum(~np.isfinite(d)))}
+                row[k] = paired_difference(r, ref, k)
             out.append(row)
     return out
 
