@@ -36,6 +36,9 @@ class TrainData:
         "x_alt" [N, ...] the inputs with S taken from an opposite-class row, "order" int32 [N]
         (row i uses x_alt at correlation c iff order[i] < flip_count(c, N)), and their
         train-metric chunks "x_alt_eval" [C, E, ...], "order_eval" [C, E] (padding: N).
+      n_rows: int32 scalar, possibly traced: the model trains on rows [0, n_rows) only (batches,
+        epochs and train metrics; `pack_data(n_rows=...)`, `sbjax.train.sample_size`); None: all
+        N rows.
     """
 
     x: jax.Array
@@ -50,6 +53,7 @@ class TrainData:
     monitor: dict[str, tuple[jax.Array, jax.Array, jax.Array]] | None = None
     groups: jax.Array | None = None
     decorrelation: dict[str, jax.Array] | None = None
+    n_rows: jax.Array | None = None
 
 
 jax.tree_util.register_dataclass(
@@ -201,17 +205,23 @@ def chunk_traced(x: jax.Array, y: jax.Array, size: int):
     return xp.reshape((c, size) + x.shape[1:]), yp.reshape(c, size), m.reshape(c, size)
 
 
-def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> TrainData:
+def pack_data(
+    cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None, *, val=None, n_rows=None
+) -> TrainData:
     """`TrainData` built inside a traced function from data made there (no checks).
 
-    For programs that sample their training set from traced parameters (`sbjax.train.phase`):
-    the layout (train-metric chunks, monitor chunks) is `prepare_data`'s, so a `Trainer` made
-    from `jax.eval_shape` of this function trains on it. No validation set, no unlabeled pool.
+    For programs that sample their training set from traced parameters (`sbjax.train.phase`,
+    `sbjax.train.sample_size`): the layout (train-metric chunks, monitor chunks) is
+    `prepare_data`'s, so a `Trainer` made from `jax.eval_shape` of this function trains on it. No
+    unlabeled pool.
 
     Args:
       cfg: the training configuration (evaluation sizes).
       x: float [N, ...] training inputs; y: int [N] labels in {0, 1} (not checked).
       monitor: optional name -> (x [n, ...], y [n]) monitor sets (see `prepare_data`).
+      val: optional (x [M, ...], y [M]) validation set (best-model selection).
+      n_rows: optional int32 scalar (may be traced) in [1, N]: train on the first n_rows rows
+        only; the train metrics count only those rows.
 
     Returns:
       `TrainData` with float32 inputs and int32 labels.
@@ -220,6 +230,15 @@ def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> Tra
     y = jnp.asarray(y, jnp.int32)
     n_te = x.shape[0] if cfg.train_eval_size is None else min(cfg.train_eval_size, x.shape[0])
     xe, ye, me = chunk_traced(x[:n_te], y[:n_te], cfg.eval_batch_size)
+    if n_rows is not None:
+        n_rows = jnp.asarray(n_rows, jnp.int32)
+        rows = jnp.arange(me.size, dtype=jnp.int32).reshape(me.shape)
+        me = me * (rows < n_rows).astype(jnp.float32)
+    xv = yv = mv = None
+    if val is not None:
+        xv, yv, mv = chunk_traced(
+            jnp.asarray(val[0], jnp.float32), jnp.asarray(val[1], jnp.int32), cfg.eval_batch_size
+        )
     mon = None
     if monitor is not None:
         mon = {
@@ -228,7 +247,7 @@ def pack_data(cfg: TrainConfig, x: jax.Array, y: jax.Array, monitor=None) -> Tra
             )
             for name, (mx, my) in monitor.items()
         }
-    return TrainData(x, y, xe, ye, me, None, None, None, monitor=mon)
+    return TrainData(x, y, xe, ye, me, xv, yv, mv, monitor=mon, n_rows=n_rows)
 
 
 def flip_count(correlation: jax.Array | float, n: int) -> jax.Array:

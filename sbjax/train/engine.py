@@ -168,6 +168,8 @@ class Trainer:
     weights in hp["members"]["example_weights"]), `n_frozen` (frozen members in hp["frozen"]),
     `has_init` (start from hp["members"]["init_variables"] instead of a fresh init),
     `monitor_names` (the monitor sets in `data.monitor`, whose accuracy each evaluation records),
+    `traced_rows` (train on the first `data.n_rows` rows, a traced count: epochs of
+    ceil(n_rows / B) batches over those rows),
     `tx` (the optimizer, built once; its hyperparameters are state).
     """
 
@@ -184,6 +186,7 @@ class Trainer:
     n_frozen: int = 0
     has_init: bool = False
     monitor_names: tuple[str, ...] = ()
+    traced_rows: bool = False
     tx: Any = dataclasses.field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -241,8 +244,9 @@ class Trainer:
     # ---------------------------------------------------------------- one update
     @property
     def pads_last_batch(self) -> bool:
-        """Whether the last batch of an epoch is padded (n not a multiple of the batch size)."""
-        return self.steps_per_epoch * self.cfg.batch_size > self.n_train
+        """Whether the last batch of an epoch may be padded (n not a multiple of the batch size;
+        always with a traced row count)."""
+        return self.traced_rows or self.steps_per_epoch * self.cfg.batch_size > self.n_train
 
     def _bn_mask(self, variables, w: jax.Array) -> dict:
         """`apply` keyword that keeps padded rows out of BatchNorm batch statistics.
@@ -257,10 +261,13 @@ class Trainer:
             return {}
         return {"mask": w}
 
-    def _batch_indices(self, key: jax.Array, step: jax.Array):
-        b, n = self.cfg.batch_size, self.n_train
-        epoch = step // self.steps_per_epoch
-        positions = (step % self.steps_per_epoch) * b + jnp.arange(b, dtype=jnp.int32)
+    def _batch_indices(self, key: jax.Array, step: jax.Array, n_rows: jax.Array | None = None):
+        b, n, spe = self.cfg.batch_size, self.n_train, self.steps_per_epoch
+        if n_rows is not None:  # a traced training-set size: the same rule as make_trainer's
+            n = n_rows
+            spe = n // b if self.cfg.drop_last else (n + b - 1) // b
+        epoch = step // spe
+        positions = (step % spe) * b + jnp.arange(b, dtype=jnp.int32)
         valid = positions < n
         round_keys = epoch_round_keys(jax.random.fold_in(key, STREAM_SHUFFLE), epoch)
         idx = permute_positions(jnp.minimum(positions, n - 1), round_keys, n)
@@ -347,7 +354,7 @@ class Trainer:
         step0 = state.step if k_units == 1 else state.step[0]
         # batch: the rows chosen outside the model map (a sweep-wide shared order), else the
         # model's own order.
-        idx, w = self._batch_indices(key0, step0) if batch is None else batch
+        idx, w = self._batch_indices(key0, step0, data.n_rows) if batch is None else batch
         xb, yb = data.x[idx], data.y[idx]
         groups = None if data.groups is None else data.groups[idx]
         if data.decorrelation is not None:  # the traced correlation picks the rows S disagrees on
@@ -714,6 +721,14 @@ def make_trainer(
             "the batch transform)",
         )
     n_u = 0 if data.x_u is None else int(data.x_u.shape[0])
+    traced_rows = data.n_rows is not None
+    if traced_rows and (n_u or data.decorrelation is not None or cfg.lr_boundaries):
+        fail(
+            "n_rows",
+            "<traced>",
+            "no unlabeled pool, decorrelation view or epoch-based lr_boundaries with a traced "
+            "training-set size (their epochs are defined on the whole set)",
+        )
     if objective.needs("unlabeled") and not n_u:
         fail(
             "unlabeled",
@@ -745,6 +760,7 @@ def make_trainer(
         n_frozen=int(n_frozen),
         has_init=bool(has_init),
         monitor_names=tuple(data.monitor) if data.monitor else (),
+        traced_rows=traced_rows,
     )
 
 

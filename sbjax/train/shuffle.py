@@ -38,13 +38,13 @@ def permute_positions(positions: jax.Array, round_keys: jax.Array, n: int) -> ja
     Args:
       positions: int32 [...] positions in the epoch, each in [0, n).
       round_keys: uint32 [2, ROUNDS] from `epoch_round_keys`.
-      n: dataset size (static).
+      n: dataset size (a Python int, or an int32 scalar that may be traced).
 
     Returns:
       int32 [...] data indices; distinct positions give distinct indices.
     """
     x = positions.astype(jnp.uint32)
-    nn = jnp.uint32(n)
+    nn = jnp.asarray(n, jnp.uint32)
     for r in range(ROUNDS):
         k = round_keys[0, r] % nn  # scalar
         # partner = (k - x) mod n without a vector modulo (slow on CPU): k + n - x is in [1, 2n).
