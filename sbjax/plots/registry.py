@@ -53,6 +53,7 @@ KIND_MODULES = (
     "mitigation",
     "ensembles",
     "robustness",
+    "search",
     "suboptimal",
 )
 _loaded = False
