@@ -78,6 +78,8 @@ from experiments.common import (
     check_train_fields,
     run_sweep,
     seed_status,
+    t_interval,
+    used_mask,
 )
 from sbjax.validate import check_int, fail
 
@@ -126,13 +128,44 @@ class Study:
 
 
 @dataclasses.dataclass(frozen=True)
+class SizeSearch:
+    """App. E.1's unstated MS-5 sample size, searched: ensembles of (width, depth)-FCNs over
+    training-set sizes `n_train` as ONE program (`sbjax.train.sample_size`): every seed is an
+    independent draw of `max(n_train)` points whose first n rows are the size-n training set
+    (nested sizes: common random numbers along the axis), `n_members` members per (size, seed)
+    with their own initialisation and batch order (the same across sizes), each member's best
+    evaluation on an `n_val`-point validation set of its seed. One shared test set (and one S- /
+    S^c-randomized copy of it) scores every ensemble. Training as `Study` (SGD, stop at train
+    accuracy >= 1 - stop_eps); every model runs `max_steps` updates of compute (one program),
+    a converged one frozen at its stop.
+    """
+
+    n_train: tuple[int, ...]
+    n_seeds: int
+    n_members: int
+    ensemble_sizes: tuple[int, ...]
+    n_test: int
+    n_val: int
+    max_steps: int
+    eval_every: int
+    dataset_params: dict[str, Any] = dataclasses.field(default_factory=lambda: {"k": 5, "d": 50})
+    lr: float = 0.1
+    weight_decay: float = 5e-5
+    batch_size: int = 256
+    stop_eps: float = 1e-4
+    patience: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
-    """Experiment preset: seeds, model and the studies to run (study key -> Study, in order)."""
+    """Experiment preset: seeds, model, the studies to run (study key -> Study, in order) and
+    the MS-5 sample-size search (None: none)."""
 
     n_seeds: int
     width: int
     depth: int
     studies: dict[str, Study]
+    search: SizeSearch | None = None
 
 
 def _studies(
@@ -263,6 +296,24 @@ PRESETS: dict[str, Preset] = {
             lms_eval_every=5000,
         ),
     ),
+    # App. E.1's sample size searched on the 2-core CPU (~25 min): MS-5 at 6 sizes x 10 seeds x
+    # 10 members (600 (100,2)-FCNs in one program), ensembles of 1, 3, 5, 10.
+    "search": Preset(
+        n_seeds=10,
+        width=100,
+        depth=2,
+        studies={},
+        search=SizeSearch(
+            n_train=(2000, 3000, 4000, 4500, 5000, 6000),
+            n_seeds=10,
+            n_members=10,
+            ensemble_sizes=(1, 3, 5, 10),
+            n_test=10_000,
+            n_val=2000,
+            max_steps=5000,
+            eval_every=500,
+        ),
+    ),
 }
 
 PRESET_HELP = {
@@ -270,6 +321,8 @@ PRESET_HELP = {
     "quick": "CPU minutes; LMS-5 at 20k points (3 x 3 members), MS-5 / noisy LMS-7 at 4500 "
     "points (3 seeds x 10 members)",
     "paper": "LMS-5 at 100k / 10k, MS-5 / noisy LMS-7 at 4500, 5 seeds x 10 members (GPU / TPU)",
+    "search": "CPU ~25 min: App. E.1's MS-5 sample size searched, n_train in 2000-6000 x 10 "
+    "seeds x 10 members in one program; ensemble gain with 95 % intervals, logits vs probs",
 }
 
 
@@ -298,7 +351,9 @@ def check_preset(preset: Preset) -> None:
     check_int("n_seeds", preset.n_seeds, min_value=1)
     check_int("width", preset.width, min_value=1)
     check_int("depth", preset.depth, min_value=1)
-    if not isinstance(preset.studies, dict) or not preset.studies:
+    if preset.search is not None:
+        check_search(preset.search)
+    if not isinstance(preset.studies, dict) or (not preset.studies and preset.search is None):
         fail("studies", preset.studies, "a non-empty mapping of study key -> Study")
     for key, st in preset.studies.items():
         at = f"studies.{key}."
@@ -328,6 +383,59 @@ def check_preset(preset: Preset) -> None:
                 sizes,
                 f"increasing integers in 1..n_members = {st.n_members}, e.g. (1, 3)",
             )
+
+
+def search_config(search: SizeSearch, at: str = "search"):
+    """The search's `TrainConfig` (errors name `search.<field>`)."""
+    return check_train_fields(
+        at,
+        lr=search.lr,
+        weight_decay=search.weight_decay,
+        batch_size=search.batch_size,
+        max_steps=search.max_steps,
+        eval_every=search.eval_every,
+        stop_rule="acc",
+        stop_eps=search.stop_eps,
+        patience=search.patience,
+    )
+
+
+def check_search(search: SizeSearch, at: str = "search.") -> None:
+    """Checks the sample-size search; errors name `search.<field>` (its --set key)."""
+    if not isinstance(search, SizeSearch):
+        fail(at.rstrip("."), search, "a SizeSearch")
+    sizes = search.n_train
+    if isinstance(sizes, str) or not isinstance(sizes, tuple | list) or not sizes:
+        fail(
+            at + "n_train", sizes, f"a non-empty list of sizes >= batch_size = {search.batch_size}"
+        )
+    for n in sizes:
+        check_int(at + "n_train", n, min_value=search.batch_size)
+    if list(sizes) != sorted(set(sizes)):
+        fail(at + "n_train", sizes, "increasing sizes, e.g. (3000, 4500, 6000)")
+    for name in ("n_seeds", "n_members"):
+        check_int(at + name, getattr(search, name), min_value=1)
+    check_int(at + "n_test", search.n_test, min_value=2)
+    check_int(at + "n_val", search.n_val, min_value=0)
+    if not isinstance(search.dataset_params, dict):
+        fail(at + "dataset_params", search.dataset_params, "a dict of MS dataset parameters")
+    search_config(search, at.rstrip("."))
+    if search.stop_eps >= 1.0:
+        fail(at + "stop_eps", search.stop_eps, "a real number in [0, 1)")
+    es = search.ensemble_sizes
+    if (
+        not isinstance(es, tuple | list)
+        or not es
+        or any(isinstance(k, bool) or not isinstance(k, int) for k in es)
+        or list(es) != sorted(set(es))
+        or es[0] < 1
+        or es[-1] > search.n_members
+    ):
+        fail(
+            at + "ensemble_sizes",
+            es,
+            f"increasing integers in 1..n_members = {search.n_members}, e.g. (1, 3, 5, 10)",
+        )
 
 
 def expectation(study_key: str, k: int, aggregation: str) -> tuple[str | None, dict[str, float]]:
@@ -448,6 +556,7 @@ def add_records(
     member_test: np.ndarray,
     logits: dict[str, np.ndarray],
     y_test: np.ndarray,
+    part_prefix: str = "",
 ) -> dict[str, dict[int, dict]]:
     """Adds one record per (ensemble size, aggregation) of a study from its members' results.
 
@@ -459,6 +568,7 @@ def add_records(
       member_train, member_test: float [S, K] members' train / test accuracy.
       logits: "standard" / "s_rand" / "sc_rand" -> float [S, K, n_test, 2] member logits.
       y_test: int [n_test] labels.
+      part_prefix: put before each record's part (the search's "n_train 4500: ").
 
     Returns:
       aggregation -> ensemble size -> the record added (mean / std over used ensembles only).
@@ -502,13 +612,222 @@ def add_records(
                 require_converged=REQUIRE_CONVERGED,
                 test_size=test_size,
                 paper=paper,
-                part=f"ensemble of {k}, {agg}-averaged",
+                part=f"{part_prefix}ensemble of {k}, {agg}-averaged",
                 **extra,
                 ensemble_size=k,
                 aggregation=agg,
                 n_train=study.n_train,
             )
     return curves
+
+
+def run_search(run, preset: Preset, search: SizeSearch) -> dict[str, Any]:
+    """App. E.1's sample size searched: trains every (size, seed, member) in one program, adds one
+    record per (n_train, ensemble size, aggregation) with `ensemble_gain` = {mean, ci95, n}
+    (95 % t-interval over the ensembles without a failed member) and, on the probability
+    records, `probs_minus_logits` (paired per seed), and draws the gain curve."""
+    import jax
+
+    from sbjax.data import make_dataset
+    from sbjax.eval.metrics import accuracy_from_logits, stacked_logits
+    from sbjax.eval.randomize import as_basis, randomize_block
+    from sbjax.models import make_model
+    from sbjax.train.sample_size import STREAM_TRAIN, sample_size_sweep
+
+    t0 = time.perf_counter()
+    ds = make_dataset("ms", **search.dataset_params)
+    model_name = f"fcn_{preset.width}x{preset.depth}"
+    model = make_model({"name": "fcn", "width": preset.width, "depth": preset.depth})
+    cfg = search_config(search)
+    n_s, n_k, sizes = search.n_seeds, search.n_members, tuple(search.n_train)
+    log.info(
+        "search: %d sizes x %d seeds x %d members = %d models in one program, %d updates each "
+        "(no progress bar inside one compiled call)",
+        len(sizes),
+        n_s,
+        n_k,
+        len(sizes) * n_s * n_k,
+        search.max_steps,
+    )
+    r = sample_size_sweep(
+        cfg,
+        model,
+        ds,
+        n_train=sizes,
+        n_seeds=n_s,
+        n_members=n_k,
+        n_val=search.n_val,
+        seed=run.seed,
+        strategy="program",
+    )
+    params = r.best_variables  # each member's best evaluation on its seed's validation set
+    run.save_params(f"search_ms5_{model_name}", params)
+    key = jax.random.fold_in(jax.random.key(run.seed), 2000)
+    x_te, y_te = ds.sample(jax.random.fold_in(key, 0), search.n_test)
+    basis = as_basis(ds)
+    rkey = jax.random.fold_in(key, 1)
+    sets = {
+        "standard": x_te,
+        "s_rand": randomize_block(
+            jax.random.fold_in(rkey, 0), x_te, basis.simple_coords, basis.rotation
+        ),
+        "sc_rand": randomize_block(
+            jax.random.fold_in(rkey, 1), x_te, basis.complex_coords, basis.rotation
+        ),
+    }
+    shape = (len(sizes), n_s, n_k)  # one grid point
+    logits = {
+        name: np.asarray(stacked_logits(model.logits, params, xs, batch_size=4096)).reshape(
+            shape + (search.n_test, 2)
+        )
+        for name, xs in sets.items()
+    }
+    y_te = np.asarray(y_te)
+    member_test = np.asarray(accuracy_from_logits(logits["standard"], y_te))  # [N, S, K]
+    # Train accuracy of the selected members on their own first-n rows (regenerated per seed).
+    member_train = np.zeros(shape)
+    root = jax.random.key(run.seed)
+    for s in range(n_s):
+        x_s, y_s = ds.sample(
+            jax.random.fold_in(jax.random.fold_in(root, s), STREAM_TRAIN), max(sizes)
+        )
+        for i, n in enumerate(sizes):
+            sub = jax.tree_util.tree_map(
+                lambda a, i=i, s=s: np.asarray(a).reshape(shape + a.shape[1:])[i, s], params
+            )
+            lg = stacked_logits(model.logits, sub, x_s[:n], batch_size=4096)
+            member_train[i, s] = np.asarray(accuracy_from_logits(lg, y_s[:n]))
+    stop_reason = np.asarray(r.stop_reason).reshape(shape)
+    per_size = []
+    for i, n in enumerate(sizes):
+        study = Study(
+            "ms5",
+            "ms",
+            dict(search.dataset_params),
+            int(n),
+            search.n_test,
+            search.n_val,
+            n_k,
+            tuple(search.ensemble_sizes),
+        )
+        curves = add_records(
+            run,
+            study,
+            model_name,
+            stop_reason[i].reshape(-1).tolist(),
+            member_train[i],
+            member_test[i],
+            {name: lg[i] for name, lg in logits.items()},
+            y_te,
+            part_prefix=f"search n_train {n}: ",
+        )
+        per_size.append(curves)
+        for agg in AGGREGATIONS:
+            for rec in curves[agg].values():
+                rec["search"] = True
+                used = used_mask(rec)
+                rec["ensemble_gain"] = t_interval(
+                    np.asarray(rec["metrics"]["gain_vs_members_mean"]["per_seed"])[used]
+                )
+        for k, rec in curves["probs"].items():
+            used = used_mask(rec) & used_mask(curves["logits"][k])
+            diff = np.asarray(rec["metrics"]["ensemble_test_acc"]["per_seed"]) - np.asarray(
+                curves["logits"][k]["metrics"]["ensemble_test_acc"]["per_seed"]
+            )
+            rec["probs_minus_logits"] = t_interval(diff[used])
+    member_ok = (
+        np.isin(stop_reason, ("converged",)) if REQUIRE_CONVERGED else stop_reason != "diverged"
+    )
+    answer = search_answer(sizes, per_size, member_test, member_ok)
+    draw_search_figure(run, sizes, per_size, member_test, member_ok)
+    return {
+        "answer": answer,
+        "stop_step": np.asarray(r.stop_step),
+        "stop_reason": stop_reason.tolist(),
+        "compile_s": r.compile_s,
+        "run_s": r.run_s,
+        "runtime_s": time.perf_counter() - t0,
+    }
+
+
+# App. E.1: single models "~75 %"; ensembles of 5 / 10 gain ~15 / ~20 points.
+PAPER_SINGLE_BAND = (0.70, 0.80)
+PAPER_GAIN = {5: 0.15, 10: 0.20}
+
+
+def search_answer(sizes, per_size, member_test, member_ok) -> dict[str, Any]:
+    """Per size: the single models' mean test accuracy (converged members) and the logit-averaged
+    gains of 5 and 10 members with their intervals; `reached` lists the sizes whose single models
+    sit in the paper's ~75 % band (0.70-0.80) AND whose gain interval reaches the paper's value
+    for every k it gives (upper end >= +0.15 / +0.20)."""
+    rows, reached = [], []
+    for i, n in enumerate(sizes):
+        acc = member_test[i][member_ok[i]]
+        single = float(acc.mean()) if acc.size else None
+        gains = {
+            str(k): per_size[i]["logits"][k]["ensemble_gain"]
+            for k in PAPER_GAIN
+            if k in per_size[i]["logits"]
+        }
+        in_band = single is not None and PAPER_SINGLE_BAND[0] <= single <= PAPER_SINGLE_BAND[1]
+        hits = [
+            g["ci95"] is not None and g["ci95"][1] >= PAPER_GAIN[int(k)] for k, g in gains.items()
+        ]
+        if in_band and hits and all(hits):
+            reached.append(int(n))
+        rows.append(
+            {
+                "n_train": int(n),
+                "single_test_acc": single,
+                "n_members_used": int(acc.size),
+                "gain": gains,
+            }
+        )
+    return {
+        "per_size": rows,
+        "reached_at": reached,
+        "verdict": (
+            f"reached at n_train = {reached}"
+            if reached
+            else f"not reached on the searched range n_train = {min(sizes)}-{max(sizes)}"
+        ),
+        "rule": "single models' mean test accuracy in [0.70, 0.80] and the upper end of the "
+        "95 % t-interval of the logit-averaged gain >= +0.15 (k = 5) and >= +0.20 (k = 10)",
+    }
+
+
+def draw_search_figure(run, sizes, per_size, member_test, member_ok) -> None:
+    """The gain curve over n_train (both aggregations) and every member's test accuracy."""
+    curves = {}
+    for agg in AGGREGATIONS:
+        for k in per_size[0][agg]:
+            if k == 1:
+                continue
+            gains = [per_size[i][agg][k]["ensemble_gain"] for i in range(len(sizes))]
+            curves[f"{k} members, {agg}"] = {
+                "n_train": [int(n) for n in sizes],
+                "mean": [g["mean"] for g in gains],
+                "lo": [None if g["ci95"] is None else g["ci95"][0] for g in gains],
+                "hi": [None if g["ci95"] is None else g["ci95"][1] for g in gains],
+            }
+    singles = {
+        "n_train": [int(n) for n in sizes],
+        "per_seed": [
+            [
+                float(a) if ok else None
+                for a, ok in zip(member_test[i].ravel(), member_ok[i].ravel(), strict=True)
+            ]
+            for i in range(len(sizes))
+        ],
+    }
+    run.figure(
+        "ensemble_gain_vs_n_train.png",
+        "ensemble_gain_curve",
+        curves=curves,
+        singles=singles,
+        paper_gain={str(k): v for k, v in PAPER_GAIN.items()},
+        title="App. E.1, MS-5: ensemble gain over its own members against the training-set size",
+    )
 
 
 def draw_figures(run, outcomes: Sequence[dict[str, Any]]) -> None:
@@ -547,12 +866,16 @@ def run_studies(ctx: Context) -> None:
     outcomes = [
         run_study(run, ctx.preset, st, i) for i, st in enumerate(ctx.preset.studies.values())
     ]
-    draw_figures(run, outcomes)
+    if outcomes:
+        draw_figures(run, outcomes)
     ctx.extra.update(
         study_runtime_s={oc["dataset"]: oc["runtime_s"] for oc in outcomes},
         stop_step={oc["dataset"]: oc["stop_step"] for oc in outcomes},
         stop_reason={oc["dataset"]: oc["stop_reason"] for oc in outcomes},
     )
+    if ctx.preset.search is not None:
+        out = run_search(run, ctx.preset, ctx.preset.search)
+        ctx.extra["search"] = out
 
 
 EXPERIMENT = Experiment(

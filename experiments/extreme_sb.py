@@ -65,11 +65,19 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Context, Experiment, run_sweep, train_field, used_mask
+from experiments.common import (
+    Context,
+    Experiment,
+    parse_parts,
+    run_sweep,
+    train_field,
+    used_mask,
+)
 from experiments.evaluation import (
     eval_keys,
     evaluate_stack,
     metric_test_sizes,
+    split_by_grid,
     stop_metrics,
 )
 from experiments.synthetic import (
@@ -85,6 +93,7 @@ from experiments.synthetic import (
     fcn_config,
     fcn_name,
     make_data,
+    make_dataset,
     per_dataset,
     select_models,
     stable_tag,
@@ -93,7 +102,7 @@ from experiments.synthetic import (
 from sbjax.validate import check_range, fail
 
 NAME = "extreme_sb"
-PARTS = ("table4", "sc_sweep", "s_removed")
+PARTS = ("table4", "sc_sweep", "s_removed", "recipe_search", "sc_search")
 # Every model of this experiment is trained to its train-accuracy stop rule in the reference
 # (nb01 / nb03, REFERENCE.md Sec. 3.3) and the paper's Table 4 / Fig. 3 report those converged
 # models: a model that hit its budget is a failure, not a data point.
@@ -153,6 +162,50 @@ class SCSweep:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecipeSearch:
+    """Table 4's MS-(5,7) CNN / GRU: a recipe grid at paper size (issue: nb01's SGD leaves chance
+    in 1 of 4 CNN seeds and 0 of 4 GRU seeds in 100k updates).
+
+    Every (architecture, optimizer) is ONE traced-grid sweep: SGD over `sgd_lr` x
+    `sgd_momentum`, Adam over `adam_lr` (an empty tuple skips that optimizer), `n_seeds` seeds
+    per grid point, coupled L2 `weight_decay`, nb01's stop rule (train accuracy >= 0.9999,
+    `patience` updates) within `max_steps`.
+    """
+
+    models: tuple[str, ...]
+    n_train: int
+    n_test: int
+    n_seeds: int
+    sgd_lr: tuple[float, ...]
+    sgd_momentum: tuple[float, ...]
+    adam_lr: tuple[float, ...]
+    max_steps: int
+    eval_every: int
+    weight_decay: float = 5e-5
+    patience: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class SCSearch:
+    """Fig. 3(b) at |S^c| = `n_complex` on MS-(5,7): (width,1)-FCNs over training-set size x
+    learning rate, as ONE program (`sbjax.train.sample_size`: each model samples its training set
+    inside the program and trains on its first n_train rows; the sizes are nested, the seeds'
+    draws independent). nb01's recipe otherwise (SGD, no momentum, L2 5e-5, stop at train
+    accuracy >= 0.9999); `train_eval_size` rows measure train accuracy."""
+
+    width: int
+    n_complex: int
+    n_train: tuple[int, ...]
+    lr: tuple[float, ...]
+    n_seeds: int
+    n_test: int
+    max_steps: int
+    eval_every: int
+    train_eval_size: int = 10_000
+    patience: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
 class SRemoved:
     """The S-removed control on one dataset: the architecture, its recipe (max_steps and
     eval_every required; patience None: the dataset's) and its training-set size (None: the
@@ -180,6 +233,8 @@ class Preset:
       boundary_grid: Fig. 3(c) grid size; boundary_model: its architecture.
       more_models: {dataset: architectures} that ``--models`` can add (``--models all``: every
         one), kept out of the default list for time.
+      recipe_search, sc_search: the searches (None: the preset has none).
+      parts: the parts run without ``--parts``.
     """
 
     n_seeds: int
@@ -197,6 +252,9 @@ class Preset:
     boundary_model: str = "fcn_100x1"
     more_models: Any = None
     patience: dict = dataclasses.field(default_factory=lambda: {"lms5": 1, "ms57": 1000})
+    recipe_search: RecipeSearch | None = None
+    sc_search: SCSearch | None = None
+    parts: tuple[str, ...] = ("table4", "sc_sweep", "s_removed")
 
 
 PRESETS: dict[str, Preset] = {
@@ -263,6 +321,36 @@ PRESETS: dict[str, Preset] = {
         boundary_grid=100,
     ),
 }
+# The paper's open gaps searched on the 2-core CPU (each part <= 30 min): Table 4's MS-(5,7) CNN /
+# GRU over optimizer x learning rate (x momentum), and Fig. 3(b)'s |S^c| = 249 over training-set
+# size x learning rate. Run one part at a time: --parts recipe_search, --parts sc_search.
+PRESETS["search"] = dataclasses.replace(
+    PRESETS["quick"],
+    n_train=100_000,
+    n_test={"lms5": 10000, "ms57": 50000},
+    recipe_search=RecipeSearch(
+        models=("cnn1d_32x7x1", "gru_100x10x1"),
+        n_train=100_000,
+        n_test=50_000,
+        n_seeds=2,
+        sgd_lr=(0.01, 0.03, 0.1),
+        sgd_momentum=(0.9,),
+        adam_lr=(3e-4, 1e-3),
+        max_steps=12_000,
+        eval_every=1000,
+    ),
+    sc_search=SCSearch(
+        width=2000,
+        n_complex=249,
+        n_train=(100_000, 300_000),
+        lr=(0.03, 0.1),
+        n_seeds=2,
+        n_test=20_000,
+        max_steps=15_000,
+        eval_every=1000,
+    ),
+    parts=("recipe_search", "sc_search"),
+)
 
 PRESET_HELP = {
     "smoke": "seconds: LMS-5, one (100,1)-FCN, 2k points, 2 seeds, 400 updates (plumbing only)",
@@ -270,6 +358,9 @@ PRESET_HELP = {
     "on MS-(5,7); |S^c| sweep with (100,1)-FCNs",
     "paper": "nb01 sizes (100k points), 5 seeds, all six Table 4 architectures, (2000,1)-FCNs "
     "for Fig. 3(b) (GPU/TPU)",
+    "search": "the paper's open gaps, one part at a time (<= 30 CPU min each): --parts "
+    "recipe_search (MS-(5,7) CNN / GRU, optimizer x lr grid) or sc_search (Fig. 3(b) at "
+    "|S^c| = 249, n_train x lr)",
 }
 
 
@@ -323,6 +414,52 @@ def check_preset(p: Preset) -> None:
             check_positive_int(f"s_removed.{ds}.n_train", spec.n_train)
     check_positive_int("boundary_grid", p.boundary_grid, 2)
     check_names("boundary_model", [p.boundary_model], TABLE4_MODELS)
+    check_names("parts", p.parts, PARTS)
+    if p.recipe_search is not None:
+        check_recipe_search(p.recipe_search)
+    if p.sc_search is not None:
+        check_sc_search(p.sc_search)
+
+
+def _check_values(name: str, values: Any, lo: float, hi: float | None, *, empty_ok=False):
+    """A list of numbers in [lo, hi) (lo = 0: (0, hi)); an empty list only where `empty_ok`."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        fail(name, values, "a list of numbers")
+    if not values and not empty_ok:
+        fail(name, values, "a non-empty list of numbers")
+    for v in values:
+        check_range(name, v, lo, hi, lo_open=lo == 0.0 and hi is None, hi_open=hi is not None)
+
+
+def check_recipe_search(rs: RecipeSearch, at: str = "recipe_search") -> None:
+    """Validates the recipe search (errors name `recipe_search.<field>`)."""
+    check_names(f"{at}.models", rs.models, TABLE4_MODELS)
+    for name in ("n_train", "n_seeds", "max_steps", "eval_every", "patience"):
+        check_positive_int(f"{at}.{name}", getattr(rs, name))
+    check_positive_int(f"{at}.n_test", rs.n_test, 2)
+    _check_values(f"{at}.sgd_lr", rs.sgd_lr, 0.0, None, empty_ok=True)
+    if rs.sgd_lr:
+        if not isinstance(rs.sgd_momentum, (list, tuple)) or not rs.sgd_momentum:
+            fail(f"{at}.sgd_momentum", rs.sgd_momentum, "a non-empty list of numbers in [0, 1)")
+        for v in rs.sgd_momentum:
+            check_range(f"{at}.sgd_momentum", v, 0.0, 1.0, hi_open=True)
+    _check_values(f"{at}.adam_lr", rs.adam_lr, 0.0, None, empty_ok=True)
+    if not rs.sgd_lr and not rs.adam_lr:
+        fail(f"{at}.sgd_lr", rs.sgd_lr, "at least one learning rate (sgd_lr or adam_lr)")
+    check_range(f"{at}.weight_decay", rs.weight_decay, 0.0, None)
+
+
+def check_sc_search(sc: SCSearch, at: str = "sc_search") -> None:
+    """Validates the Fig. 3(b) search (errors name `sc_search.<field>`)."""
+    for name in ("width", "n_complex", "n_seeds", "max_steps", "eval_every", "patience"):
+        check_positive_int(f"{at}.{name}", getattr(sc, name))
+    check_positive_int(f"{at}.n_test", sc.n_test, 2)
+    check_positive_int(f"{at}.train_eval_size", sc.train_eval_size)
+    if isinstance(sc.n_train, str) or not isinstance(sc.n_train, (list, tuple)) or not sc.n_train:
+        fail(f"{at}.n_train", sc.n_train, "a non-empty list of training-set sizes >= 256")
+    for n in sc.n_train:
+        check_positive_int(f"{at}.n_train", n, NB01.batch_size)
+    _check_values(f"{at}.lr", sc.lr, 0.0, None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -494,6 +631,295 @@ def part_sc_sweep(ctx: Context) -> None:
         )
 
 
+def _recipe_label(optimizer: str, point: Mapping[str, float]) -> str:
+    """ "SGD lr 0.03, momentum 0.9" / "Adam lr 0.001" (records, figure ticks)."""
+    if optimizer == "adam":
+        return f"Adam lr {point['lr']:g}"
+    return f"SGD lr {point['lr']:g}, momentum {point['momentum']:g}"
+
+
+def search_choice(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The recipe a table should use: the most converged seeds, then the fewest updates (mean
+    stop step of the converged ones); None when no seed converged. Ties keep the first."""
+    best, key_best = None, None
+    for rec in records:
+        n_ok = int(rec["n_seeds"])
+        if n_ok == 0:
+            continue
+        steps = rec["metrics"]["stop_step"]["mean"]
+        key = (n_ok, -float(steps))
+        if key_best is None or key > key_best:
+            best, key_best = rec, key
+    return best
+
+
+def part_recipe_search(ctx: Context) -> None:
+    """Table 4, MS-(5,7) CNN / GRU at paper size: one traced-grid sweep per (architecture,
+    optimizer); one record per recipe with its converged seeds' metrics (unconverged seeds are
+    counted, not averaged), the chosen recipe per architecture and a figure of the grid."""
+    run, p, args, extra = ctx.run, ctx.preset, ctx.args, ctx.extra
+    from sbjax.models import make_model
+
+    rs = p.recipe_search
+    if rs is None:
+        fail("parts", "recipe_search", "a preset with a recipe_search (--preset search)")
+    ds, train, test = make_data("ms57", p.d, rs.n_train, rs.n_test, run.seed)
+    base = train_config(
+        NB01,
+        weight_decay=rs.weight_decay,
+        max_steps=rs.max_steps,
+        eval_every=rs.eval_every,
+        patience=rs.patience,
+    )
+    grids = {
+        "sgd": {"lr": list(rs.sgd_lr), "momentum": list(rs.sgd_momentum)},
+        "adam": {"lr": list(rs.adam_lr)},
+    }
+    rows, chosen = [], {}
+    for m_name in rs.models:
+        model = make_model(MODELS[m_name])
+        recs = []
+        for opt, grid in grids.items():
+            if not grid["lr"]:
+                continue
+            tcfg = dataclasses.replace(base, optimizer=opt, momentum=0.0)
+            sweep = f"recipe_search_ms57_{m_name}_{opt}"
+            timings: dict[str, Any] = {}
+            r = run_sweep(
+                run,
+                sweep,
+                tcfg,
+                model,
+                train,
+                test,
+                n_seeds=rs.n_seeds,
+                grid=grid,
+                save=None,
+                timings=timings,
+                periods_per_chunk=1,
+            )
+            extra["sweep_wall_s"][sweep] = timings[sweep]["call_s"]
+            metrics, _ = evaluate_stack(
+                model.logits,
+                r.params,
+                ds,
+                test,
+                eval_keys(run.seed, sweep, r.seed_index),
+                train=train,
+                mode=args.randomize_mode,
+                auc_kind=args.auc_kind,
+                batch_size=8192,
+            )
+            metrics.update(stop_metrics(r))
+            for g, (point_metrics, mask) in enumerate(split_by_grid(r, metrics)):
+                point = r.grid_points[g]
+                rec = run.add_result(
+                    dataset="ms57",
+                    model=m_name,
+                    metrics=point_metrics,
+                    part="recipe_search",
+                    expect=f"{_recipe_label(opt, point)}: converges? relies on S only?",
+                    **_paper(TABLE4_PAPER["ms57"].get(m_name), "Table 4 (App. C)"),
+                    status=[
+                        reason for reason, used in zip(r.stop_reason, mask, strict=True) if used
+                    ],
+                    require_converged=REQUIRE_CONVERGED,
+                    test_size=class_sizes(test[1]),
+                    recipe={
+                        "optimizer": opt,
+                        "lr": float(point["lr"]),
+                        "momentum": float(point.get("momentum", 0.0)),
+                        "weight_decay": float(rs.weight_decay),
+                    },
+                    recipe_label=_recipe_label(opt, point),
+                    n_train=int(rs.n_train),
+                    max_steps=int(rs.max_steps),
+                )
+                recs.append(rec)
+                rows.append(
+                    {
+                        "group": m_name,
+                        "label": rec["recipe_label"],
+                        "per_seed": {
+                            k: point_metrics[k].tolist()
+                            for k in ("test_acc", "s_rand_auc", "sc_rand_auc")
+                        },
+                        "converged": point_metrics["converged"].tolist(),
+                    }
+                )
+        best = search_choice(recs)
+        chosen[m_name] = (
+            None
+            if best is None
+            else {
+                "recipe": best["recipe"],
+                "recipe_label": best["recipe_label"],
+                "n_converged": int(best["n_seeds"]),
+                "n_total": int(best["n_total"]),
+            }
+        )
+        for rec in recs:
+            rec["selected"] = best is not None and rec is best
+    extra["recipe_search_choice"] = chosen
+    if rows:
+        run.figure(
+            "recipe_search_ms57.png",
+            "search_grid",
+            rows=rows,
+            metrics=["test_acc", "s_rand_auc", "sc_rand_auc"],
+            title=f"MS-(5,7) at {rs.n_train:,} points, {rs.max_steps:,} updates: every seed "
+            "(hollow: did not converge)",
+        )
+
+
+def part_sc_search(ctx: Context) -> None:
+    """Fig. 3(b) at |S^c| = 249 on MS-(5,7): (2000,1)-FCNs over n_train x lr as one program
+    (`sbjax.train.sample_size`); one record per (n_train, lr) and the answer: where (if
+    anywhere) the models generalise and whether SB holds there."""
+    run, p, args, extra = ctx.run, ctx.preset, ctx.args, ctx.extra
+    import jax
+
+    from sbjax.models import make_model
+    from sbjax.train.sample_size import sample_size_sweep
+
+    sc = p.sc_search
+    if sc is None:
+        fail("parts", "sc_search", "a preset with an sc_search (--preset search)")
+    d = int(sc.n_complex) + 1
+    ds = make_dataset("ms57", d, int(sc.n_complex))
+    key = jax.random.fold_in(jax.random.key(run.seed), stable_tag("sc_search_test", d))
+    x_te, y_te = ds.sample(key, sc.n_test)
+    test = (np.asarray(x_te), np.asarray(y_te))
+    m_name = fcn_name(sc.width, 1)
+    model = make_model(fcn_config(sc.width, 1))
+    tcfg = train_config(
+        NB01,
+        max_steps=int(sc.max_steps),
+        eval_every=int(sc.eval_every),
+        patience=int(sc.patience),
+        train_eval_size=int(sc.train_eval_size),
+    )
+    sizes = tuple(int(n) for n in sc.n_train)
+    log.info(
+        "sc_search: %d sizes x %d lr x %d seeds = %d (%d,1)-FCNs in one program, %d updates "
+        "each (no progress bar inside one compiled call)",
+        len(sizes),
+        len(sc.lr),
+        sc.n_seeds,
+        len(sizes) * len(sc.lr) * sc.n_seeds,
+        sc.width,
+        sc.max_steps,
+    )
+    r = sample_size_sweep(
+        tcfg,
+        model,
+        ds,
+        n_train=sizes,
+        grid={"lr": list(sc.lr)},
+        n_seeds=sc.n_seeds,
+        seed=run.seed,
+    )
+    extra["sweep_wall_s"]["sc_search"] = r.compile_s + r.run_s
+    shape = r.shape  # [N, L, S, 1]
+    n_models = int(np.prod(shape))
+    names = [f"sc_search/n{n}/lr{pt['lr']:g}" for n in sizes for pt in r.grid_points]
+    # One evaluation key per seed, shared by every cell: all cells are scored on the same
+    # randomized draws (common random numbers along the searched axes).
+    metrics, _ = evaluate_stack(
+        model.logits,
+        r.variables,
+        ds,
+        test,
+        eval_keys(run.seed, "sc_search", np.tile(np.arange(sc.n_seeds), len(names))),
+        mode=args.randomize_mode,
+        auc_kind=args.auc_kind,
+        batch_size=8192,
+    )
+    metrics["train_acc"] = r.train_acc.reshape(n_models)
+    metrics["stop_step"] = r.stop_step.reshape(n_models).astype(np.float64)
+    reasons = r.stop_reason.reshape(n_models)
+    metrics["converged"] = (reasons == "converged").astype(np.float64)
+    rows, answer = [], []
+    for c in range(len(names)):
+        sl = slice(c * sc.n_seeds, (c + 1) * sc.n_seeds)
+        n, pt = sizes[c // len(r.grid_points)], r.grid_points[c % len(r.grid_points)]
+        cm = {k: np.asarray(v)[sl] for k, v in metrics.items()}
+        rec = run.add_result(
+            dataset="ms57",
+            model=m_name,
+            metrics=cm,
+            part="sc_search",
+            expect=f"n_train {n:,}, lr {pt['lr']:g}: generalises? then S only (S-rand AUC ~0.5)",
+            **_paper(FIG3B_PAPER.get(("ms57", int(sc.n_complex))), "Fig. 3(b), (2000,1)-FCNs"),
+            status=list(reasons[sl]),
+            require_converged=REQUIRE_CONVERGED,
+            test_size=class_sizes(test[1]),
+            n_complex=int(sc.n_complex),
+            d=d,
+            n_train=int(n),
+            lr=float(pt["lr"]),
+        )
+        rows.append(
+            {
+                "group": f"MS-(5,7), |S^c| = {sc.n_complex}, ({sc.width},1)-FCN",
+                "label": f"n {n // 1000}k, lr {pt['lr']:g}",
+                "per_seed": {k: cm[k].tolist() for k in ("test_acc", "s_rand_auc", "sc_rand_auc")},
+                "converged": cm["converged"].tolist(),
+            }
+        )
+        answer.append(sc_verdict(rec))
+    extra["sc_search_answer"] = answer
+    run.figure(
+        "sc_search_ms57.png",
+        "search_grid",
+        rows=rows,
+        metrics=["test_acc", "s_rand_auc", "sc_rand_auc"],
+        title=f"Fig. 3(b) searched: |S^c| = {sc.n_complex}, {sc.max_steps:,} updates, every seed "
+        "(hollow: did not converge)",
+    )
+
+
+# A model "generalises" when its test accuracy reaches this (MS-(5,7) is separable: the
+# paper's models reach ~1.0); SB then holds when its S-randomized AUC is within 0.05 of chance
+# and its S^c-randomized AUC within 0.05 of its test AUC.
+GENERALISES_MIN = 0.95
+SB_TOLERANCE = 0.05
+
+
+def sc_verdict(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """One searched cell's answer from its record: {"n_train", "lr", "n_converged", "n_total",
+    "generalises" (every converged seed's test accuracy >= GENERALISES_MIN; None without one),
+    "sb_holds" (among those: S-rand AUC within SB_TOLERANCE of 0.5 and S^c-rand AUC within it of
+    the test AUC; None where it does not generalise), test_acc / s_rand_auc / sc_rand_auc means}."""
+    m = rec["metrics"]
+    used = used_mask(rec)
+    acc = np.asarray(m["test_acc"]["per_seed"], np.float64)[used]
+    out: dict[str, Any] = {
+        "n_train": rec["n_train"],
+        "lr": rec["lr"],
+        "n_converged": int(used.sum()),
+        "n_total": int(rec["n_total"]),
+        **{k: m[k]["mean"] for k in ("test_acc", "s_rand_auc", "sc_rand_auc", "train_acc")},
+        # every seed, converged or not (a model still short of the stop rule may generalise)
+        "test_acc_every_seed": m["test_acc"]["per_seed"],
+        "train_acc_every_seed": m["train_acc"]["per_seed"],
+        "seed_status": rec["seed_status"],
+    }
+    gen = bool(acc.size and np.all(acc >= GENERALISES_MIN)) if acc.size else None
+    out["generalises"] = gen
+    if gen:
+        s_rand = np.asarray(m["s_rand_auc"]["per_seed"], np.float64)[used]
+        sc_rand = np.asarray(m["sc_rand_auc"]["per_seed"], np.float64)[used]
+        auc = np.asarray(m["test_auc"]["per_seed"], np.float64)[used]
+        out["sb_holds"] = bool(
+            np.all(np.abs(s_rand - 0.5) <= SB_TOLERANCE)
+            and np.all(np.abs(sc_rand - auc) <= SB_TOLERANCE)
+        )
+    else:
+        out["sb_holds"] = None
+    return out
+
+
 def part_s_removed(ctx: Context) -> None:
     """Control: S randomized in the training and test sets -> the model learns S^c.
 
@@ -635,6 +1061,13 @@ def _boundary_figure(
 def add_options(parser) -> None:
     """extreme_sb's own flags."""
     parser.add_argument(
+        "--parts",
+        default=None,
+        help="comma-separated subset of " + ", ".join(PARTS) + " (or all); default: the "
+        "preset's parts (table4, sc_sweep, s_removed; the search preset: recipe_search, "
+        "sc_search)",
+    )
+    parser.add_argument(
         "--models",
         default=None,
         help="table4 architectures: 'all' (the preset's list and its optional ones, e.g. the "
@@ -687,6 +1120,15 @@ def apply_options(ctx: Context) -> Preset:
     return preset
 
 
+def select_parts(ctx: Context) -> list[str]:
+    """--parts, or the preset's parts; a search part needs its preset entry."""
+    parts = parse_parts(ctx.args.parts, PARTS) if ctx.args.parts else list(ctx.preset.parts)
+    for name in ("recipe_search", "sc_search"):
+        if name in parts and getattr(ctx.preset, name) is None:
+            fail("parts", name, f"parts whose settings the preset has (--preset search has {name})")
+    return parts
+
+
 def run_config(ctx: Context) -> dict[str, Any]:
     """config.json's flags; Fig. 3(c)'s second axis is checked here, before any training (an
     S^c coordinate: S is 0)."""
@@ -700,6 +1142,7 @@ def run_config(ctx: Context) -> dict[str, Any]:
             f"'auto' or a canonical S^c coordinate index in [1, {d - 1}]",
         )
     return {
+        "parts": ctx.parts,
         "weight_decay": args.weight_decay,
         "randomize_mode": args.randomize_mode,
         "auc_kind": args.auc_kind,
@@ -713,13 +1156,19 @@ EXPERIMENT = Experiment(
     __doc__,
     PRESETS,
     preset_help=PRESET_HELP,
-    parts={"table4": part_table4, "sc_sweep": part_sc_sweep, "s_removed": part_s_removed},
-    select="flag",
+    parts={
+        "table4": part_table4,
+        "sc_sweep": part_sc_sweep,
+        "s_removed": part_s_removed,
+        "recipe_search": part_recipe_search,
+        "sc_search": part_sc_search,
+    },
+    select=select_parts,
     options=add_options,
     prepare=apply_options,
     check=check_preset,
     config=run_config,
-    setup=lambda ctx: ctx.extra.update(sweep_wall_s={}),
+    setup=lambda ctx: ctx.extra.update(sweep_wall_s={}, parts=ctx.parts),
 )
 main = EXPERIMENT.main
 

@@ -349,3 +349,105 @@ def test_quick_end_to_end(tmp_path):
         assert abs(noisy[k]["metrics"]["ensemble_test_acc"]["mean"] - 0.75) < 0.04
     assert noisy[10]["metrics"]["gain_vs_members_mean"]["mean"] < 0.02
     assert abs(noisy[10]["metrics"]["s_rand_acc"]["mean"] - 0.5) < 0.05
+
+
+# ------------------------------------------------------------------ App. E.1's sample size searched
+
+TINY_SEARCH = [
+    "--set",
+    "search.dataset_params={'k': 5, 'd': 10}",
+    "--set",
+    "search.n_train=[300, 600]",
+    "--set",
+    "search.n_seeds=3",
+    "--set",
+    "search.n_members=3",
+    "--set",
+    "search.ensemble_sizes=[1, 3]",
+    "--set",
+    "search.n_test=1000",
+    "--set",
+    "search.n_val=200",
+    "--set",
+    "search.max_steps=1500",
+    "--set",
+    "search.eval_every=100",
+    "--set",
+    "n_seeds=3",
+]
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ens_search") / "run"
+    return out, E.main(["--preset", "search", "--out", str(out), "--no-progress", *TINY_SEARCH])
+
+
+def test_search_records_carry_size_ensemble_size_and_gain_interval(search_run):
+    out, summary = search_run
+    recs = [r for r in summary["results"] if r.get("search")]
+    assert {(r["n_train"], r["ensemble_size"], r["aggregation"]) for r in recs} == {
+        (n, k, a) for n in (300, 600) for k in (1, 3) for a in ("logits", "probs")
+    }
+    assert any(r["n_seeds"] > 0 for r in recs), "some ensembles must count for this test"
+    for r in recs:
+        assert r["part"].startswith(f"search n_train {r['n_train']}: ensemble of ")
+        used = np.asarray([s in ("ok", "unconverged_used") for s in r["seed_status"]])
+        gain = np.asarray(r["metrics"]["gain_vs_members_mean"]["per_seed"])[used]
+        g = r["ensemble_gain"]
+        assert g["n"] == used.sum()
+        if g["n"]:
+            assert g["mean"] == pytest.approx(float(gain.mean()))
+        if g["n"] >= 2:
+            assert g["ci95"][0] <= g["mean"] <= g["ci95"][1]
+        if r["ensemble_size"] == 1:  # a single model is its own members' mean
+            assert g["mean"] in (None, pytest.approx(0.0, abs=1e-7))
+        if r["aggregation"] == "probs":
+            assert set(r["probs_minus_logits"]) == {"mean", "ci95", "n"}
+    answer = summary["search"]["answer"]
+    assert [row["n_train"] for row in answer["per_size"]] == [300, 600]
+    assert answer["verdict"].startswith(("reached", "not reached on the searched range"))
+    assert_figure(out / "ensemble_gain_vs_n_train.png")
+    assert (out / "params" / "search_ms5_fcn_100x2.npz").is_file()
+
+
+def test_search_answer_needs_the_band_and_both_gains():
+    def per_size(g5, g10):
+        mk = {
+            "logits": {
+                k: {"ensemble_gain": {"mean": g, "ci95": [g - 0.02, g + 0.02], "n": 10}}
+                for k, g in ((5, g5), (10, g10))
+            }
+        }
+        return mk
+
+    sizes = (3000, 4500, 6000)
+    acc = np.stack([np.full((10, 10), a) for a in (0.6, 0.75, 0.9)])
+    ok = np.ones_like(acc, bool)
+    ans = E.search_answer(
+        sizes, [per_size(0.2, 0.25), per_size(0.14, 0.19), per_size(0.2, 0.2)], acc, ok
+    )
+    assert ans["reached_at"] == [4500]  # 3000 and 6000 are outside the ~75 % band
+    ans = E.search_answer(
+        sizes, [per_size(0.0, 0.0), per_size(0.14, 0.1), per_size(0.2, 0.2)], acc, ok
+    )
+    assert ans["reached_at"] == [] and ans["verdict"] == (
+        "not reached on the searched range n_train = 3000-6000"
+    )
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("search.n_train=[100]", "search.n_train"),
+        ("search.n_train=[3000, 2000]", "search.n_train"),
+        ("search.ensemble_sizes=[1, 20]", "search.ensemble_sizes"),
+        ("search.lr=0", "search.lr"),
+        ("search.n_val=-1", "search.n_val"),
+    ],
+)
+def test_bad_search_values_fail_before_any_work(tmp_path, item, match):
+    out = tmp_path / "ens"
+    with pytest.raises(ValueError, match=match):
+        E.main(["--preset", "search", "--out", str(out), "--set", item])
+    assert not out.exists()

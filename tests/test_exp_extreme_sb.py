@@ -307,3 +307,136 @@ def test_models_option_adds_the_quick_presets_optional_gru():
     assert only.models == {"lms5": ("gru_100x10x1",), "ms57": ()}
     with pytest.raises(ValueError, match="models"):
         select_models(quick, "gru_100x10x2")
+
+
+# ------------------------------------------------------------------ the searches (issue #22)
+
+
+def test_search_parts_need_the_search_preset(tmp_path):
+    with pytest.raises(ValueError, match="parts"):
+        E.main(["--preset", "smoke", "--parts", "recipe_search", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+    assert E.PRESETS["search"].parts == ("recipe_search", "sc_search")
+    assert E.PRESETS["quick"].parts == ("table4", "sc_sweep", "s_removed")
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("recipe_search.sgd_lr=[-0.1]", "recipe_search.sgd_lr"),
+        ("recipe_search.sgd_momentum=[1.0]", "recipe_search.sgd_momentum"),
+        ("recipe_search.models=['fcn_9x9']", "recipe_search.models"),
+        ("sc_search.n_train=[100]", "sc_search.n_train"),
+        ("sc_search.lr=[]", "sc_search.lr"),
+    ],
+)
+def test_bad_search_values_fail_before_any_work(tmp_path, item, match):
+    with pytest.raises(ValueError, match=match):
+        E.main(["--preset", "search", "--out", str(tmp_path / "run"), "--set", item])
+    assert not (tmp_path / "run").exists()
+
+
+def _rec(n_ok, steps, label):
+    return {"n_seeds": n_ok, "metrics": {"stop_step": {"mean": steps}}, "recipe_label": label}
+
+
+def test_search_choice_prefers_converged_seeds_then_fewer_updates():
+    recs = [_rec(1, 3000, "a"), _rec(2, 9000, "b"), _rec(2, 5000, "c"), _rec(0, None, "d")]
+    assert E.search_choice(recs)["recipe_label"] == "c"
+    assert E.search_choice([_rec(0, None, "d")]) is None
+
+
+def test_recipe_search_one_record_per_recipe(tmp_path):
+    out = tmp_path / "run"
+    summary = E.main(
+        ["--preset", "search", "--parts", "recipe_search", "--out", str(out), "--no-progress"]
+        + [
+            "--set",
+            "recipe_search.models=['fcn_100x1']",
+            "--set",
+            "recipe_search.n_train=3000",
+            "--set",
+            "recipe_search.n_test=1000",
+            "--set",
+            "recipe_search.max_steps=400",
+            "--set",
+            "recipe_search.eval_every=200",
+            "--set",
+            "recipe_search.sgd_lr=[0.03, 0.1]",
+            "--set",
+            "recipe_search.adam_lr=[0.001]",
+        ]
+    )
+    recs = _records(summary, "recipe_search")
+    assert [r["recipe_label"] for r in recs] == [
+        "SGD lr 0.03, momentum 0.9",
+        "SGD lr 0.1, momentum 0.9",
+        "Adam lr 0.001",
+    ]
+    assert [r["recipe"]["optimizer"] for r in recs] == ["sgd", "sgd", "adam"]
+    assert all(r["n_total"] == 2 and r["n_train"] == 3000 for r in recs)
+    assert sum(bool(r["selected"]) for r in recs) <= 1
+    choice = summary["recipe_search_choice"]["fcn_100x1"]
+    assert choice is None or choice["recipe_label"] in {r["recipe_label"] for r in recs}
+    assert_figure(out / "recipe_search_ms57.png")
+
+
+def test_sc_search_answers_per_cell(tmp_path):
+    out = tmp_path / "run"
+    summary = E.main(
+        ["--preset", "search", "--parts", "sc_search", "--out", str(out), "--no-progress"]
+        + [
+            "--set",
+            "sc_search.width=64",
+            "--set",
+            "sc_search.n_complex=9",
+            "--set",
+            "sc_search.n_train=[1000, 3000]",
+            "--set",
+            "sc_search.lr=[0.1]",
+            "--set",
+            "sc_search.n_test=2000",
+            "--set",
+            "sc_search.max_steps=1500",
+            "--set",
+            "sc_search.eval_every=250",
+            "--set",
+            "sc_search.train_eval_size=1000",
+        ]
+    )
+    recs = _records(summary, "sc_search")
+    assert [(r["n_train"], r["lr"], r["d"]) for r in recs] == [(1000, 0.1, 10), (3000, 0.1, 10)]
+    answer = summary["sc_search_answer"]
+    assert [a["n_train"] for a in answer] == [1000, 3000]
+    for a, r in zip(answer, recs, strict=True):
+        assert a["n_converged"] == r["n_seeds"] and len(a["test_acc_every_seed"]) == 2
+        if a["generalises"] is None:
+            assert a["n_converged"] == 0 and a["sb_holds"] is None
+    assert_figure(out / "sc_search_ms57.png")
+
+
+def test_sc_verdict_rules():
+    def rec(acc, s_rand, sc_rand, auc=1.0, status=("ok", "ok")):
+        m = {
+            "test_acc": acc,
+            "s_rand_auc": s_rand,
+            "sc_rand_auc": sc_rand,
+            "test_auc": [auc] * len(acc),
+            "train_acc": [1.0] * len(acc),
+        }
+        return {
+            "n_train": 1000,
+            "lr": 0.1,
+            "n_total": len(acc),
+            "seed_status": list(status),
+            "metrics": {k: {"mean": float(np.mean(v)), "per_seed": list(v)} for k, v in m.items()},
+        }
+
+    v = E.sc_verdict(rec([0.99, 1.0], [0.5, 0.51], [1.0, 0.99]))
+    assert v["generalises"] and v["sb_holds"]
+    v = E.sc_verdict(rec([0.99, 1.0], [0.8, 0.51], [1.0, 0.99]))
+    assert v["generalises"] and v["sb_holds"] is False
+    v = E.sc_verdict(rec([0.5, 1.0], [0.5, 0.5], [0.5, 1.0]))
+    assert v["generalises"] is False and v["sb_holds"] is None
+    v = E.sc_verdict(rec([0.5, 1.0], [0.5, 0.5], [0.5, 1.0], status=("unconverged",) * 2))
+    assert v["generalises"] is None and v["n_converged"] == 0

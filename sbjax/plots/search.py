@@ -70,7 +70,7 @@ def search_grid(
         ax.set_xticklabels([str(r["label"]) for r in grows], rotation=20, ha="right", fontsize=8)
         ax.set_ylim(0.4, 1.03)
         ax.set_title(name)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center right")
     return finish_figure(fig, path, title)
 
 
