@@ -17,6 +17,17 @@ Parts (select with ``--parts``, comma-separated; default all):
   that leaves 49 informative 5-slabs (MS-5 plus one uninformative coordinate), on MS-(5,7) 49
   7-slabs (MS-7 plus one uninformative coordinate). Reports test accuracy on the S-removed test set
   and its S^c-randomized AUC (chance: the model now relies on S^c).
+* ``recipe_search`` (``--preset search``) -- Table 4's MS-(5,7) CNN / GRU, whose recipe the paper
+  does not give: at paper size, SGD over lr x momentum and Adam over lr, each optimizer ONE
+  traced-grid sweep; a record per recipe and the recipe the table uses (docs/results/
+  extreme_sb_search_recipes: the CNN converges with SGD lr 0.01 / momentum 0.9 and Adam 3e-4, the
+  GRU with none of the five).
+* ``sc_search`` (``--preset search``) -- Fig. 3(b) at |S^c| = 249, where nb01's recipe memorises:
+  (2000,1)-FCNs over training-set size x learning rate as one program whose models sample their
+  data inside it (`sbjax.train.sample_size`), with an answer per cell (generalises? SB holds?).
+
+Without ``--parts`` a preset runs its own parts (quick / paper / smoke: the first three; search:
+the two searches, best one at a time, each <= 30 min on a 2-core CPU).
 
 Training (REFERENCE.md Sec. 3.3, nb01): SGD, lr 0.1, no momentum, coupled L2 5e-5 on all
 parameters (the paper's App. B says 5e-7: ``--weight-decay 5e-7``), batch 256, stop once train
@@ -203,6 +214,9 @@ class SCSearch:
     eval_every: int
     train_eval_size: int = 10_000
     patience: int = 1000
+    # models per call of the one compiled program: each holds its own max(n_train)-point draw
+    # (300k x 250 floats, ~3 GB at its sampling peak), so 8 at once exceed a 23 GB machine
+    models_per_call: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +469,7 @@ def check_sc_search(sc: SCSearch, at: str = "sc_search") -> None:
         check_positive_int(f"{at}.{name}", getattr(sc, name))
     check_positive_int(f"{at}.n_test", sc.n_test, 2)
     check_positive_int(f"{at}.train_eval_size", sc.train_eval_size)
+    check_positive_int(f"{at}.models_per_call", sc.models_per_call)
     if isinstance(sc.n_train, str) or not isinstance(sc.n_train, (list, tuple)) or not sc.n_train:
         fail(f"{at}.n_train", sc.n_train, "a non-empty list of training-set sizes >= 256")
     for n in sc.n_train:
@@ -818,6 +833,7 @@ def part_sc_search(ctx: Context) -> None:
         grid={"lr": list(sc.lr)},
         n_seeds=sc.n_seeds,
         seed=run.seed,
+        models_per_call=sc.models_per_call,
     )
     extra["sweep_wall_s"]["sc_search"] = r.compile_s + r.run_s
     shape = r.shape  # [N, L, S, 1]
@@ -863,7 +879,10 @@ def part_sc_search(ctx: Context) -> None:
             {
                 "group": f"MS-(5,7), |S^c| = {sc.n_complex}, ({sc.width},1)-FCN",
                 "label": f"n {n // 1000}k, lr {pt['lr']:g}",
-                "per_seed": {k: cm[k].tolist() for k in ("test_acc", "s_rand_auc", "sc_rand_auc")},
+                "per_seed": {
+                    k: cm[k].tolist()
+                    for k in ("train_acc", "test_acc", "s_rand_auc", "sc_rand_auc")
+                },
                 "converged": cm["converged"].tolist(),
             }
         )
@@ -873,7 +892,8 @@ def part_sc_search(ctx: Context) -> None:
         "sc_search_ms57.png",
         "search_grid",
         rows=rows,
-        metrics=["test_acc", "s_rand_auc", "sc_rand_auc"],
+        # train accuracy (first train_eval_size rows) shows memorisation beside test accuracy
+        metrics=["train_acc", "test_acc", "s_rand_auc", "sc_rand_auc"],
         title=f"Fig. 3(b) searched: |S^c| = {sc.n_complex}, {sc.max_steps:,} updates, every seed "
         "(hollow: did not converge)",
     )

@@ -108,3 +108,16 @@ def test_epoch_schedules_and_unlabeled_pools_are_refused_with_a_traced_size():
     data = dataclasses.replace(pack_data(CFG, x, y, n_rows=jnp.int32(200)), x_u=x)
     with pytest.raises(ValueError, match="n_rows"):
         make_trainer(CFG, make_model(FCN), data)
+
+
+def test_models_per_call_gives_the_results_of_one_call():
+    """Calls of a few models of the same compiled program (for memory) equal one call."""
+    cfg = dataclasses.replace(CFG, max_steps=200)
+    kw = dict(n_train=[200, 400], grid={"lr": [0.05, 0.1]}, n_seeds=2, seed=2)
+    a = sample_size_sweep(cfg, FCN, DS, **kw)
+    b = sample_size_sweep(cfg, FCN, DS, models_per_call=3, **kw)  # 3 -> 4 (2 devices): 2 calls
+    for u, v in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables), strict=True):
+        np.testing.assert_allclose(u, v, atol=1e-6)
+    np.testing.assert_array_equal(a.stop_reason, b.stop_reason)
+    with pytest.raises(ValueError, match="models_per_call"):
+        sample_size_sweep(cfg, FCN, DS, models_per_call=0, **kw)

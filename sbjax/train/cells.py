@@ -8,6 +8,7 @@ Model order is cell-major, seed-minor (m = cell * S + seed); seed s of every cel
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 STRATEGIES = ("program", "loop")
+log = logging.getLogger(__name__)
 
 
 def cell_keys(seed: int, n_cells: int, n_seeds: int) -> jax.Array:
@@ -35,6 +37,7 @@ def run_cells(
     hp0: Mapping[str, np.float32],
     strategy: str,
     devices: Sequence[Any] | None,
+    models_per_call: int | None = None,
 ) -> tuple[Any, float, float, int]:
     """Trains every model: `run(key, cell, hp) -> outputs` of one model, over cells [M] each.
 
@@ -46,6 +49,10 @@ def run_cells(
       strategy: "program" (one sharded `jit(vmap)` over the models, padded to the device
         count) or "loop" (the same program compiled once and called per model: the baseline).
       devices: devices to shard over (default all; "loop" uses the first).
+      models_per_call: "program" only: run the models in calls of this many (rounded up to a
+        multiple of the device count) of ONE compiled program, for grids whose per-model data
+        would not fit in memory at once (None: every model in one call). The outputs equal one
+        call's (each model's program is the same; only the batching of calls differs).
 
     Returns:
       (outputs with a leading model axis [M] on the host, compile_s, run_s, n_devices).
@@ -53,7 +60,9 @@ def run_cells(
     devs = list(jax.devices() if devices is None else devices)
     m = int(keys.shape[0])
     if strategy == "program":
-        pad = -m % len(devs)
+        per_call = m if models_per_call is None else min(int(models_per_call), m)
+        per_call += -per_call % len(devs)
+        pad = -m % per_call
 
         def padded(a):
             return np.concatenate([a, np.repeat(a[-1:], pad)]) if pad else a
@@ -63,13 +72,37 @@ def run_cells(
         keys_p = jnp.concatenate([keys, jnp.tile(keys[-1:], pad)]) if pad else keys
         sh = NamedSharding(Mesh(np.asarray(devs), ("model",)), P("model"))
         prog = jax.jit(jax.vmap(run), in_shardings=(sh, sh, sh), out_shardings=sh)
-        args = jax.device_put((keys_p, cell_p, hp), sh)
+
+        def call_args(i):
+            sl = slice(i * per_call, (i + 1) * per_call)
+            return jax.device_put(
+                (
+                    keys_p[sl],
+                    {k: v[sl] for k, v in cell_p.items()},
+                    {k: v[sl] for k, v in hp.items()},
+                ),
+                sh,
+            )
+
         t0 = time.perf_counter()
-        compiled = prog.lower(*args).compile()
+        compiled = prog.lower(*call_args(0)).compile()
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        outs = jax.block_until_ready(compiled(*args))
+        parts = []
+        n_calls = (m + pad) // per_call
+        for i in range(n_calls):
+            out = jax.block_until_ready(compiled(*call_args(i)))
+            parts.append(jax.tree_util.tree_map(np.asarray, out))
+            if n_calls > 1:  # the only progress a compiled call can give
+                log.info(
+                    "call %d of %d done (%d models each, %.0f s so far)",
+                    i + 1,
+                    n_calls,
+                    per_call,
+                    time.perf_counter() - t0,
+                )
         run_s = time.perf_counter() - t0
+        outs = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
         return (
             jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], outs),
             compile_s,

@@ -127,6 +127,7 @@ def sample_size_sweep(
     seed: int = 0,
     strategy: str = "program",
     devices: Sequence[Any] | None = None,
+    models_per_call: int | None = None,
 ) -> SampleSizeResult:
     """Trains one model per (n_train, grid point, seed, member) on data sampled inside the program.
 
@@ -141,6 +142,9 @@ def sample_size_sweep(
         their own initialisation and batch order (an ensemble).
       n_val: validation points per seed (0: none).
       seed: root seed. strategy, devices: as `sbjax.train.phase.phase_diagram`.
+      models_per_call: run the models in calls of this many of the one compiled program (each
+        model holds its own n_max-point draw: memory grows with the models per call; None: all
+        at once). Results are those of one call.
 
     Returns:
       A `SampleSizeResult`.
@@ -178,7 +182,11 @@ def sample_size_sweep(
     keys = jnp.tile(jnp.repeat(seed_keys, k), n_c)
     hp0 = {n: np.float32(v) for n, v in cfg.default_hparams().items()}
     _, run = make_size_program(cfg, model, dataset, max(sizes), int(n_val))
-    outs, compile_s, run_s, n_dev = run_cells(run, cell, keys, hp0, strategy, devices)
+    if models_per_call is not None:
+        check_int("models_per_call", models_per_call, min_value=1)
+    outs, compile_s, run_s, n_dev = run_cells(
+        run, cell, keys, hp0, strategy, devices, models_per_call=models_per_call
+    )
     shape = (len(sizes), len(points), s, k)
     return SampleSizeResult(
         n_train=sizes,
