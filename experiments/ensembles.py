@@ -326,8 +326,8 @@ PRESET_HELP = {
     "quick": "CPU minutes; LMS-5 at 20k points (3 x 3 members), MS-5 / noisy LMS-7 at 4500 "
     "points (3 seeds x 10 members)",
     "paper": "LMS-5 at 100k / 10k, MS-5 / noisy LMS-7 at 4500, 5 seeds x 10 members (GPU / TPU)",
-    "search": "CPU ~25 min: App. E.1's MS-5 sample size searched, n_train in 3000-5000 x 10 "
-    "seeds x 10 members in one program; ensemble gain with 95 % intervals, logits vs probs",
+    "search": "CPU ~16 min: App. E.1's MS-5 sample size searched, n_train in 3000-5000 x 10 "
+    "seeds x 10 members in one program; ensemble gain with 95-percent t-intervals, logits vs probs",
 }
 
 
