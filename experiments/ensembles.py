@@ -374,20 +374,20 @@ def check_preset(preset: Preset) -> None:
             fail(at + "batch_size", st.batch_size, f"at most n_train = {st.n_train}")
         if st.stop_eps >= 1.0:  # an accuracy threshold 1 - stop_eps
             fail(at + "stop_eps", st.stop_eps, "a real number in [0, 1)")
-        sizes = st.ensemble_sizes
-        if (
-            not isinstance(sizes, tuple | list)
-            or not sizes
-            or any(isinstance(k, bool) or not isinstance(k, int) for k in sizes)
-            or list(sizes) != sorted(set(sizes))
-            or sizes[0] < 1
-            or sizes[-1] > st.n_members
-        ):
-            fail(
-                at + "ensemble_sizes",
-                sizes,
-                f"increasing integers in 1..n_members = {st.n_members}, e.g. (1, 3)",
-            )
+        check_ensemble_sizes(at + "ensemble_sizes", st.ensemble_sizes, st.n_members)
+
+
+def check_ensemble_sizes(name: str, sizes, n_members: int) -> None:
+    """Ensemble sizes: increasing integers in 1..n_members (error names `name`)."""
+    if (
+        not isinstance(sizes, tuple | list)
+        or not sizes
+        or any(isinstance(k, bool) or not isinstance(k, int) for k in sizes)
+        or list(sizes) != sorted(set(sizes))
+        or sizes[0] < 1
+        or sizes[-1] > n_members
+    ):
+        fail(name, sizes, f"increasing integers in 1..n_members = {n_members}, e.g. (1, 3)")
 
 
 def search_config(search: SizeSearch, at: str = "search"):
@@ -427,20 +427,7 @@ def check_search(search: SizeSearch, at: str = "search.") -> None:
     search_config(search, at.rstrip("."))
     if search.stop_eps >= 1.0:
         fail(at + "stop_eps", search.stop_eps, "a real number in [0, 1)")
-    es = search.ensemble_sizes
-    if (
-        not isinstance(es, tuple | list)
-        or not es
-        or any(isinstance(k, bool) or not isinstance(k, int) for k in es)
-        or list(es) != sorted(set(es))
-        or es[0] < 1
-        or es[-1] > search.n_members
-    ):
-        fail(
-            at + "ensemble_sizes",
-            es,
-            f"increasing integers in 1..n_members = {search.n_members}, e.g. (1, 3, 5, 10)",
-        )
+    check_ensemble_sizes(at + "ensemble_sizes", search.ensemble_sizes, search.n_members)
 
 
 def expectation(study_key: str, k: int, aggregation: str) -> tuple[str | None, dict[str, float]]:

@@ -485,11 +485,14 @@ def _n_test(p: Preset, dataset: str) -> int:
     return int(per_dataset(p.n_test, dataset))
 
 
-def _sweep(run, extra, name, tcfg, model, train, val):
+def _sweep(run, extra, name, tcfg, model, train, val, **kwargs):
     # One evaluation period per compiled chunk: the host loop checks "all seeds stopped"
-    # between chunks, so converged sweeps (LMS-5: ~1000 updates) stop right away.
+    # between chunks, so converged sweeps (LMS-5: ~1000 updates) stop right away. kwargs: more
+    # of run_sweep's (n_seeds, grid, save).
     timings: dict[str, Any] = {}
-    r = run_sweep(run, name, tcfg, model, train, val, timings=timings, periods_per_chunk=1)
+    r = run_sweep(
+        run, name, tcfg, model, train, val, timings=timings, periods_per_chunk=1, **kwargs
+    )
     extra["sweep_wall_s"][name] = timings[name]["call_s"]
     return r
 
@@ -699,9 +702,9 @@ def part_recipe_search(ctx: Context) -> None:
                 continue
             tcfg = dataclasses.replace(base, optimizer=opt, momentum=0.0)
             sweep = f"recipe_search_ms57_{m_name}_{opt}"
-            timings: dict[str, Any] = {}
-            r = run_sweep(
+            r = _sweep(
                 run,
+                extra,
                 sweep,
                 tcfg,
                 model,
@@ -710,10 +713,7 @@ def part_recipe_search(ctx: Context) -> None:
                 n_seeds=rs.n_seeds,
                 grid=grid,
                 save=None,
-                timings=timings,
-                periods_per_chunk=1,
             )
-            extra["sweep_wall_s"][sweep] = timings[sweep]["call_s"]
             metrics, _ = evaluate_stack(
                 model.logits,
                 r.params,
